@@ -1,0 +1,22 @@
+import { MvmError } from '../errors.js';
+
+/** Flags every command accepts. */
+export const COMMON_OPTIONS = {
+  json: { type: 'boolean' },
+  debug: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+
+/**
+ * Runs node:util parseArgs (strict) and turns its complaint about an unknown
+ * flag or a missing value into a usage error naming the flag.
+ */
+export function asUsageError<T>(command: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (e) {
+    throw new MvmError('usage', `${command}: ${(e as Error).message.split('\n')[0]}`, {
+      fix: `Run 'mvmctl ${command} --help' to see its flags.`,
+    });
+  }
+}

@@ -1,0 +1,63 @@
+import { MvmError } from '../errors.js';
+import { renderError, stdio, type Output } from './render.js';
+
+export const MAIN_HELP = `mvmctl — get a supply-chain-verified microVM dev image onto a host, and boot it
+
+Usage: mvmctl <command> [flags]
+
+Commands:
+  verify-blob     verify a Sigstore/cosign signature offline (cosign-compatible flags)
+
+Planned (not built yet; they exit with a clear error):
+  dev import-image, dev up, status, metrics, revocations
+
+Global flags:
+  --help, -h      show help (also after a command: mvmctl verify-blob --help)
+  --version       print the mvmctl version (release manifests are pinned to it)
+  --json          machine-readable output
+  --debug         show internal detail on errors
+
+Environment:
+  MVM_TRUSTED_ROOT   Sigstore trusted_root.json to use instead of the embedded public-good root
+
+Exit status: 0 ok, 2 usage, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
+14 digest, 15 manifest, 16 network, 17 store.
+`;
+
+type Command = (args: string[], io: Output) => Promise<number>;
+
+// Commands load lazily so `mvmctl --version` never pays for the Sigstore libraries.
+const COMMANDS: Record<string, () => Promise<Command>> = {
+  'verify-blob': async () => (await import('./commands/verify-blob.js')).verifyBlobCommand,
+};
+
+const PLANNED = new Set(['dev', 'status', 'metrics', 'revocations', 'audit']);
+
+export async function run(argv: string[], io: Output = stdio): Promise<number> {
+  const json = argv.includes('--json');
+  const debug = argv.includes('--debug');
+  try {
+    const [first, ...rest] = argv;
+    if (first === '--version' || first === 'version') {
+      const { MVMCTL_VERSION } = await import('../version.js');
+      io.out(json ? JSON.stringify({ version: MVMCTL_VERSION }) : MVMCTL_VERSION);
+      return 0;
+    }
+    if (first === undefined || first === '--help' || first === '-h' || first === 'help') {
+      io.out(MAIN_HELP);
+      return first === undefined ? 2 : 0;
+    }
+    const load = COMMANDS[first];
+    if (load) return await (await load())(rest, io);
+    if (PLANNED.has(first)) {
+      throw new MvmError('not-implemented', `'mvmctl ${first}' is not built yet in this version`, {
+        fix: 'Use mvmctl verify-blob for now; see the project issues for what is planned.',
+      });
+    }
+    throw new MvmError('usage', `unknown command ${JSON.stringify(first)}`, {
+      fix: "Run 'mvmctl --help' to list the commands.",
+    });
+  } catch (e) {
+    return renderError(e, { json, debug }, io);
+  }
+}

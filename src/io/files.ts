@@ -1,0 +1,124 @@
+import { constants, promises as fs } from 'node:fs';
+import { MvmError } from '../errors.js';
+
+/** Upper bounds for the small JSON documents the tool reads; real ones are a few KiB. */
+export const MAX_BUNDLE_BYTES = 1024 * 1024;
+export const MAX_TRUSTED_ROOT_BYTES = 4 * 1024 * 1024;
+export const MAX_KEY_BYTES = 64 * 1024;
+/** verify-blob reads the artifact into memory to verify the signature over it. */
+export const MAX_BLOB_BYTES = 256 * 1024 * 1024;
+
+const fmtBytes = (n: number): string =>
+  n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)} MiB` : `${Math.round(n / 1024)} KiB`;
+
+/**
+ * Reads a file an operator named, refusing anything but a regular file.
+ *
+ * The file is opened first and checked through its descriptor (fstat), so a
+ * path swapped between check and read cannot slip another file in; O_NONBLOCK
+ * keeps a FIFO planted in its place from hanging the process.
+ */
+export async function readRegularFile(
+  path: string,
+  what: string,
+  maxBytes: number,
+): Promise<Buffer> {
+  let handle: fs.FileHandle;
+  try {
+    handle = await fs.open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (e) {
+    throw inputError(path, what, e);
+  }
+  try {
+    const st = await handle.stat();
+    if (!st.isFile()) {
+      throw new MvmError('input', `${what} ${path} is not a regular file`, {
+        cause: `it is ${describeKind(st)}`,
+        fix: `Pass the path of the ${what} file itself.`,
+      });
+    }
+    if (st.size > maxBytes) {
+      throw new MvmError('input', `${what} ${path} is too large (${fmtBytes(st.size)})`, {
+        cause: `a ${what} is at most ${fmtBytes(maxBytes)}`,
+        fix: `Check that ${path} really is the ${what}.`,
+      });
+    }
+    if (st.size === 0) {
+      throw new MvmError('input', `${what} ${path} is empty`, {
+        cause: 'the file has no content',
+        fix: `Re-copy the ${what}; it may have been truncated in transit.`,
+      });
+    }
+    // Read at most maxBytes + 1 so a file that grows after fstat is still caught.
+    const buf = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
+    let off = 0;
+    for (;;) {
+      const { bytesRead } = await handle.read(buf, off, buf.length - off, off);
+      if (bytesRead === 0) break;
+      off += bytesRead;
+      if (off === buf.length) break;
+    }
+    if (off > maxBytes) {
+      throw new MvmError('input', `${what} ${path} is too large`, {
+        cause: `a ${what} is at most ${fmtBytes(maxBytes)}`,
+        fix: `Check that ${path} really is the ${what}.`,
+      });
+    }
+    return buf.subarray(0, off);
+  } catch (e) {
+    if (e instanceof MvmError) throw e;
+    throw inputError(path, what, e);
+  } finally {
+    await handle.close();
+  }
+}
+
+function describeKind(st: {
+  isDirectory(): boolean;
+  isFIFO(): boolean;
+  isSocket(): boolean;
+  isCharacterDevice(): boolean;
+  isBlockDevice(): boolean;
+}): string {
+  if (st.isDirectory()) return 'a directory';
+  if (st.isFIFO()) return 'a named pipe (FIFO)';
+  if (st.isSocket()) return 'a socket';
+  if (st.isCharacterDevice() || st.isBlockDevice()) return 'a device';
+  return 'not a regular file';
+}
+
+function inputError(path: string, what: string, e: unknown): MvmError {
+  const code = (e as NodeJS.ErrnoException)?.code;
+  switch (code) {
+    case 'ENOENT':
+      return new MvmError('input', `${what} ${path} does not exist`, {
+        cause: 'no file at that path (or a symlink pointing nowhere)',
+        fix: `Check the path of the ${what}.`,
+        underlying: e,
+      });
+    case 'EACCES':
+    case 'EPERM':
+      return new MvmError('input', `${what} ${path} is not readable`, {
+        cause: 'permission denied',
+        fix: `Make ${path} readable by this user.`,
+        underlying: e,
+      });
+    case 'EISDIR':
+      return new MvmError('input', `${what} ${path} is not a regular file`, {
+        cause: 'it is a directory',
+        fix: `Pass the path of the ${what} file itself.`,
+        underlying: e,
+      });
+    case 'ELOOP':
+      return new MvmError('input', `${what} ${path} is a symlink loop`, {
+        cause: 'too many levels of symbolic links',
+        fix: `Pass the path of the ${what} file itself.`,
+        underlying: e,
+      });
+    default:
+      return new MvmError('input', `${what} ${path} could not be read`, {
+        cause: e instanceof Error ? e.message : String(e),
+        underlying: e,
+      });
+  }
+}

@@ -1,0 +1,156 @@
+import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { MvmError } from '../errors.js';
+import { parseJsonObject } from '../core/json.js';
+import { MAX_TRUSTED_ROOT_BYTES, readRegularFile } from '../io/files.js';
+
+/** Media types a Sigstore trusted root is published under (protobuf-specs TrustedRoot). */
+export const TRUSTED_ROOT_MEDIA_TYPES: readonly string[] = [
+  'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
+  'application/vnd.dev.sigstore.trustedroot.v0.1+json',
+  'application/vnd.dev.sigstore.trustedroot.v0.2+json',
+];
+
+/** Path of the pinned public-good root shipped in the package (see assets/TRUSTED_ROOT.md). */
+export const EMBEDDED_TRUSTED_ROOT_PATH = fileURLToPath(
+  new URL('../../assets/trusted_root.json', import.meta.url),
+);
+
+export interface LoadedTrustedRoot {
+  readonly root: TrustedRoot;
+  /** "embedded", or the path it was read from. */
+  readonly source: string;
+  readonly sha256: string;
+  readonly mediaType: string;
+}
+
+/**
+ * Validates and decodes a trusted root. A root that cannot be fully
+ * understood is refused: @sigstore/verify treats an authority with no
+ * `validFor.start` as valid since the epoch, which would widen trust silently.
+ */
+export function parseTrustedRoot(bytes: Uint8Array, source: string): LoadedTrustedRoot {
+  const fail = (cause: string): MvmError =>
+    new MvmError('trusted-root', `Trusted root ${source} is not usable`, { cause });
+  const parsed = parseJsonObject(bytes);
+  if (!parsed.ok) throw fail(`it is ${parsed.reason}`);
+  const raw = parsed.value;
+  const mediaType = raw['mediaType'];
+  if (typeof mediaType !== 'string' || !TRUSTED_ROOT_MEDIA_TYPES.includes(mediaType)) {
+    throw fail(`unknown media type ${JSON.stringify(mediaType)}`);
+  }
+  const tlogs = arrayField(raw, 'tlogs', fail);
+  const cas = arrayField(raw, 'certificateAuthorities', fail);
+  const ctlogs = arrayField(raw, 'ctlogs', fail);
+  const tsas =
+    raw['timestampAuthorities'] === undefined ? [] : arrayField(raw, 'timestampAuthorities', fail);
+  if (tlogs.length === 0) throw fail('it lists no transparency log');
+
+  tlogs.forEach((t, i) => checkLogInstance(t, `tlogs[${i}]`, fail));
+  ctlogs.forEach((t, i) => checkLogInstance(t, `ctlogs[${i}]`, fail));
+  cas.forEach((c, i) => checkCertificateAuthority(c, `certificateAuthorities[${i}]`, fail));
+  tsas.forEach((c, i) => checkCertificateAuthority(c, `timestampAuthorities[${i}]`, fail));
+
+  let root: TrustedRoot;
+  try {
+    root = TrustedRoot.fromJSON(raw);
+  } catch (e) {
+    throw fail(`it does not decode: ${(e as Error).message}`);
+  }
+  return { root, source, mediaType, sha256: createHash('sha256').update(bytes).digest('hex') };
+}
+
+/** Loads the operator's trusted root, or the embedded one when none is named. */
+export async function loadTrustedRoot(path?: string): Promise<LoadedTrustedRoot> {
+  if (path === undefined || path === '') {
+    return parseTrustedRoot(readFileSync(EMBEDDED_TRUSTED_ROOT_PATH), 'embedded');
+  }
+  try {
+    return parseTrustedRoot(
+      await readRegularFile(path, 'trusted root', MAX_TRUSTED_ROOT_BYTES),
+      path,
+    );
+  } catch (e) {
+    if (e instanceof MvmError && e.code === 'input') {
+      throw new MvmError('trusted-root', e.message, { cause: e.cause, fix: e.fix });
+    }
+    throw e;
+  }
+}
+
+type Fail = (cause: string) => MvmError;
+
+function arrayField(
+  obj: Record<string, unknown>,
+  key: string,
+  fail: Fail,
+): Record<string, unknown>[] {
+  const v = obj[key];
+  if (!Array.isArray(v)) throw fail(`"${key}" is missing or not an array`);
+  return v.map((item, i) => {
+    if (item === null || typeof item !== 'object' || Array.isArray(item)) {
+      throw fail(`${key}[${i}] is not an object`);
+    }
+    return item as Record<string, unknown>;
+  });
+}
+
+function obj(v: unknown): Record<string, unknown> | undefined {
+  return v !== null && typeof v === 'object' && !Array.isArray(v)
+    ? (v as Record<string, unknown>)
+    : undefined;
+}
+
+function checkValidFor(validFor: unknown, where: string, fail: Fail): void {
+  const vf = obj(validFor);
+  const start = vf?.['start'];
+  if (typeof start !== 'string' || Number.isNaN(Date.parse(start))) {
+    throw fail(
+      `${where} has no valid validFor.start (an authority must say since when it is trusted)`,
+    );
+  }
+  const end = vf?.['end'];
+  if (end !== undefined && (typeof end !== 'string' || Number.isNaN(Date.parse(end)))) {
+    throw fail(`${where} has an unreadable validFor.end`);
+  }
+  if (typeof end === 'string' && Date.parse(end) < Date.parse(start)) {
+    throw fail(`${where} ends before it starts`);
+  }
+}
+
+function checkLogInstance(t: Record<string, unknown>, where: string, fail: Fail): void {
+  if (typeof t['baseUrl'] !== 'string' || !URL.canParse(t['baseUrl'])) {
+    throw fail(`${where} has no valid baseUrl`);
+  }
+  const pk = obj(t['publicKey']);
+  if (!pk || typeof pk['rawBytes'] !== 'string') throw fail(`${where} has no public key`);
+  checkValidFor(pk['validFor'], `${where}.publicKey`, fail);
+  const keyId = obj(t['logId'])?.['keyId'];
+  if (typeof keyId !== 'string' || Buffer.from(keyId, 'base64').length === 0) {
+    throw fail(`${where} has no logId`);
+  }
+  const der = Buffer.from(pk['rawBytes'], 'base64');
+  const rsaPkcs1 = typeof pk['keyDetails'] === 'string' && pk['keyDetails'].startsWith('PKCS1_RSA');
+  try {
+    createPublicKey({ key: der, format: 'der', type: rsaPkcs1 ? 'pkcs1' : 'spki' });
+  } catch {
+    throw fail(`${where} public key does not parse`);
+  }
+}
+
+function checkCertificateAuthority(c: Record<string, unknown>, where: string, fail: Fail): void {
+  checkValidFor(c['validFor'], where, fail);
+  const certs = obj(c['certChain'])?.['certificates'];
+  if (!Array.isArray(certs) || certs.length === 0) throw fail(`${where} has no certificate chain`);
+  certs.forEach((cert, i) => {
+    const raw = obj(cert)?.['rawBytes'];
+    if (typeof raw !== 'string') throw fail(`${where} certificate ${i} has no rawBytes`);
+    try {
+      new X509Certificate(Buffer.from(raw, 'base64'));
+    } catch {
+      throw fail(`${where} certificate ${i} does not parse`);
+    }
+  });
+}

@@ -1,0 +1,320 @@
+import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
+import { crypto as sigstoreCrypto } from '@sigstore/core';
+import type { Bundle, TransparencyLogEntry } from '@sigstore/bundle';
+import {
+  toSignedEntity,
+  toTrustMaterial,
+  Verifier,
+  VerificationError,
+  type TrustMaterial,
+} from '@sigstore/verify';
+import { MvmError, type VerificationCheck } from '../errors.js';
+import { checkSigner, type TrustPolicy } from '../core/policy.js';
+import type { BundleFormat, ParsedBundle } from './bundle.js';
+import type { LoadedTrustedRoot } from './trusted-root.js';
+
+export type VerifiedSigner =
+  | { readonly kind: 'certificate'; readonly identity: string; readonly issuer: string }
+  | { readonly kind: 'key' };
+
+/** What a successful verification proved, for rendering, receipts and audit records. */
+export interface VerifiedSignature {
+  readonly bundleFormat: BundleFormat;
+  readonly mediaType: string;
+  readonly signer: VerifiedSigner;
+  readonly artifactSha256: string;
+  readonly tlog: {
+    readonly logIndex: string;
+    readonly logId: string;
+    /** The log's signed time for the entry (signed entry timestamp). */
+    readonly integratedTime: string;
+    readonly logUrl: string;
+  };
+}
+
+const fail = (check: VerificationCheck, message: string, cause?: string): MvmError =>
+  new MvmError('signature', message, { check, ...(cause ? { cause } : {}) });
+
+/**
+ * Verifies `artifact` against a Sigstore bundle with no network access.
+ *
+ * @sigstore/verify@3 does the cryptography (signature, chain, SCT, signed entry
+ * timestamp, inclusion proof, certificate validity at the log's time); the
+ * steps around it close the gaps that library leaves to its callers (see
+ * shared/NOTES.md), so each is a check of its own here.
+ */
+export function verifyArtifact(
+  artifact: Uint8Array,
+  parsed: ParsedBundle,
+  trustedRoot: LoadedTrustedRoot,
+  policy: TrustPolicy,
+): VerifiedSignature {
+  const trust = trustMaterialFor(trustedRoot, policy);
+  const { bundle } = parsed;
+  checkVerificationMaterial(bundle, policy);
+  const artifactSha256 = checkArtifactDigest(bundle, artifact);
+  const entry = checkTlogEntries(bundle, trust);
+  const signer = runSigstoreVerifier(bundle, artifact, trust);
+  checkSigner(policy, signer);
+  return {
+    bundleFormat: parsed.format,
+    mediaType: parsed.mediaType,
+    signer:
+      policy.kind === 'key'
+        ? { kind: 'key' }
+        : { kind: 'certificate', identity: signer.identity ?? '', issuer: signer.issuer ?? '' },
+    artifactSha256,
+    tlog: {
+      logIndex: entry.entry.logIndex,
+      logId: entry.entry.logId!.keyId.toString('hex'),
+      integratedTime: new Date(Number(entry.entry.integratedTime) * 1000).toISOString(),
+      logUrl: entry.logUrl,
+    },
+  };
+}
+
+function trustMaterialFor(trustedRoot: LoadedTrustedRoot, policy: TrustPolicy): TrustMaterial {
+  if (policy.kind === 'certificate') return toTrustMaterial(trustedRoot.root);
+  let key: KeyObject;
+  try {
+    key = createPublicKey(policy.publicKeyPem);
+  } catch (e) {
+    throw new MvmError('input', 'The --key file is not a PEM public key', {
+      cause: (e as Error).message,
+    });
+  }
+  // The operator's key is trusted for all time: it is pinned by hand, not by a root.
+  return toTrustMaterial(trustedRoot.root, () => ({ publicKey: key, validFor: () => true }));
+}
+
+/** The bundle must carry the kind of signer the policy asks for, and never its own root. */
+function checkVerificationMaterial(bundle: Bundle, policy: TrustPolicy): void {
+  const content = bundle.verificationMaterial.content;
+  if (policy.kind === 'key' && content.$case !== 'publicKey') {
+    throw fail(
+      'key',
+      'the bundle is signed with a certificate, not a key',
+      'verify it with --certificate-identity and --certificate-oidc-issuer instead of --key',
+    );
+  }
+  if (policy.kind === 'certificate' && content.$case === 'publicKey') {
+    throw fail('key', 'the bundle is signed with a key, not a certificate', 'verify it with --key');
+  }
+  if (content.$case === 'x509CertificateChain') {
+    for (const c of content.x509CertificateChain.certificates) {
+      let cert: X509Certificate;
+      try {
+        cert = new X509Certificate(c.rawBytes);
+      } catch {
+        throw fail('certificate-chain', 'a certificate in the bundle does not parse');
+      }
+      // A root shipped inside the bundle proves nothing; trust anchors come only from the trusted root.
+      if (cert.subject === cert.issuer) {
+        throw fail(
+          'certificate-chain',
+          'the bundle carries a self-signed root certificate',
+          'trust anchors come only from the trusted root',
+        );
+      }
+    }
+  }
+}
+
+/** @sigstore/verify does not tie the bundle's digest (or DSSE subject) to the artifact; do it here. */
+function checkArtifactDigest(bundle: Bundle, artifact: Uint8Array): string {
+  const sha256 = createHash('sha256').update(artifact).digest('hex');
+  if (bundle.content.$case === 'messageSignature') {
+    const md = bundle.content.messageSignature.messageDigest;
+    const algorithm = md?.algorithm === 0 || md?.algorithm === 1 ? 'sha256' : undefined;
+    if (!md || algorithm === undefined) {
+      throw fail('artifact-digest', 'the bundle message digest is not SHA-256');
+    }
+    if (!sigstoreCrypto.bufferEqual(Buffer.from(md.digest), Buffer.from(sha256, 'hex'))) {
+      throw fail(
+        'artifact-digest',
+        `the artifact's SHA-256 ${sha256} is not the digest the bundle signs`,
+        'the file was modified, or the bundle belongs to another file',
+      );
+    }
+    return sha256;
+  }
+  const env = bundle.content.dsseEnvelope;
+  if (env.payloadType !== 'application/vnd.in-toto+json') {
+    throw fail(
+      'artifact-digest',
+      `unsupported DSSE payload type ${JSON.stringify(env.payloadType)}`,
+    );
+  }
+  let subjects: unknown;
+  try {
+    subjects = (JSON.parse(Buffer.from(env.payload).toString('utf8')) as { subject?: unknown })
+      .subject;
+  } catch {
+    throw fail('artifact-digest', 'the DSSE payload is not an in-toto statement');
+  }
+  const match =
+    Array.isArray(subjects) &&
+    subjects.some(
+      (s) => typeof s?.digest?.sha256 === 'string' && s.digest.sha256.toLowerCase() === sha256,
+    );
+  if (!match) {
+    throw fail(
+      'artifact-digest',
+      `the artifact's SHA-256 ${sha256} is not a subject of the attestation`,
+    );
+  }
+  return sha256;
+}
+
+/**
+ * Transparency-log evidence, checked before the library runs: there must be
+ * an entry; indexes must be sane; an entry may count only once; a checkpoint
+ * must be signed by the very log the entry names (v3 matches any log whose URL
+ * the signer name matches as a RegExp); and an entry's time is used only when
+ * its signed entry timestamp vouches for it.
+ */
+function checkTlogEntries(
+  bundle: Bundle,
+  trust: TrustMaterial,
+): { entry: TransparencyLogEntry; logUrl: string } {
+  const entries = bundle.verificationMaterial.tlogEntries;
+  if (entries.length === 0) throw fail('tlog-entry', 'the bundle has no transparency-log entry');
+  const seen = new Set<string>();
+  let first: { entry: TransparencyLogEntry; logUrl: string } | undefined;
+  for (const entry of entries) {
+    if (!/^(0|[1-9][0-9]{0,18})$/.test(entry.logIndex)) {
+      throw fail(
+        'tlog-entry',
+        `transparency-log entry has an invalid log index ${JSON.stringify(entry.logIndex)}`,
+      );
+    }
+    const logId = entry.logId?.keyId;
+    if (!logId || logId.length === 0)
+      throw fail('tlog-entry', 'transparency-log entry names no log');
+    const key = `${logId.toString('hex')}:${entry.logIndex}`;
+    if (seen.has(key))
+      throw fail('tlog-entry', 'the bundle lists the same transparency-log entry twice');
+    seen.add(key);
+    const log = trust.tlogs.find((t) => t.logID.equals(logId));
+    if (!log) {
+      throw fail(
+        'tlog-entry',
+        `transparency-log entry is from log ${logId.toString('hex')}, which the trusted root does not list`,
+      );
+    }
+    if (!/^(0|[1-9][0-9]{0,15})$/.test(entry.integratedTime)) {
+      throw fail('timestamp', 'transparency-log entry has an invalid integrated time');
+    }
+    const integrated = new Date(Number(entry.integratedTime) * 1000);
+    if (entry.integratedTime !== '0') {
+      if (!entry.inclusionPromise) {
+        throw fail(
+          'signed-entry-timestamp',
+          'transparency-log entry has an integrated time but no signed entry timestamp vouching for it',
+        );
+      }
+      if (integrated < log.validFor.start || integrated > log.validFor.end) {
+        throw fail(
+          'tlog-entry',
+          `the transparency log was not trusted at the entry's time ${integrated.toISOString()}`,
+        );
+      }
+    }
+    if (entry.inclusionProof) checkCheckpointSigner(entry, log);
+    first ??= { entry, logUrl: log.baseURL };
+  }
+  return first!;
+}
+
+function checkCheckpointSigner(
+  entry: TransparencyLogEntry,
+  log: TrustMaterial['tlogs'][number],
+): void {
+  const envelope = entry.inclusionProof?.checkpoint?.envelope ?? '';
+  const split = envelope.indexOf('\n\n');
+  if (split < 0) throw fail('checkpoint', 'the inclusion proof checkpoint is malformed');
+  const note = envelope.slice(0, split + 1);
+  const origin = note.split('\n')[0] ?? '';
+  let name: string;
+  try {
+    name = new URL(log.baseURL).host;
+  } catch {
+    throw fail('checkpoint', `the trusted log URL ${log.baseURL} is not a URL`);
+  }
+  if (origin !== name && !origin.startsWith(`${name} - `)) {
+    throw fail('checkpoint', `the checkpoint is for log ${JSON.stringify(origin)}, not ${name}`);
+  }
+  const hint = log.logID.subarray(0, 4);
+  const signed = envelope
+    .slice(split + 2)
+    .split('\n')
+    .some((line) => {
+      const m = /^\u2014 (\S+) ([A-Za-z0-9+/]+={0,2})$/u.exec(line);
+      if (!m || m[1] !== name) return false;
+      const sig = Buffer.from(m[2]!, 'base64');
+      return (
+        sig.length > 4 &&
+        sig.subarray(0, 4).equals(hint) &&
+        sigstoreCrypto.verify(Buffer.from(note), log.publicKey, sig.subarray(4))
+      );
+    });
+  if (!signed) {
+    throw fail(
+      'checkpoint',
+      `the inclusion proof checkpoint is not signed by the entry's log ${name}`,
+    );
+  }
+}
+
+function runSigstoreVerifier(
+  bundle: Bundle,
+  artifact: Uint8Array,
+  trust: TrustMaterial,
+): { identity?: string | undefined; issuer?: string | undefined } {
+  try {
+    const verifier = new Verifier(trust, {
+      tlogThreshold: 1,
+      ctlogThreshold: 1,
+      timestampThreshold: 1,
+    });
+    const signer = verifier.verify(toSignedEntity(bundle, Buffer.from(artifact)));
+    return {
+      identity: signer.identity?.subjectAlternativeName,
+      issuer: signer.identity?.extensions?.issuer,
+    };
+  } catch (e) {
+    if (e instanceof VerificationError) {
+      const detail = (e.cause as Error | undefined)?.message;
+      throw fail(classify(e), detail ? `${e.message}: ${detail}` : e.message);
+    }
+    if (e instanceof MvmError) throw e;
+    // Malformed material (a DER that does not parse, say) surfaces as a plain error.
+    throw fail('bundle-format', `the bundle could not be verified: ${(e as Error).message}`);
+  }
+}
+
+function classify(e: VerificationError): VerificationCheck {
+  switch (e.code) {
+    case 'SIGNATURE_ERROR':
+      return 'signature';
+    case 'PUBLIC_KEY_ERROR':
+      return 'key';
+    case 'TIMESTAMP_ERROR':
+      return 'timestamp';
+    case 'CERTIFICATE_ERROR': {
+      // The chain verifier wraps the precise reason as the cause.
+      const text = `${e.message} ${(e.cause as Error | undefined)?.message ?? ''}`;
+      if (/SCT/.test(text)) return 'sct';
+      if (/not valid or expired/.test(text)) return 'certificate-validity';
+      return 'certificate-chain';
+    }
+    case 'TLOG_INCLUSION_PROMISE_ERROR':
+      return 'signed-entry-timestamp';
+    case 'TLOG_INCLUSION_PROOF_ERROR':
+      return /checkpoint/.test(e.message) ? 'checkpoint' : 'tlog-inclusion';
+    case 'TLOG_MISSING_INCLUSION_ERROR':
+      return 'tlog-inclusion';
+    default:
+      return 'tlog-entry';
+  }
+}

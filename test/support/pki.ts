@@ -1,0 +1,228 @@
+/**
+ * A test Sigstore deployment: a Fulcio-like CA with a CT log (@sigstore/mock)
+ * and a Rekor-like transparency log (./tlog.ts), plus the trusted_root.json
+ * describing them. It signs blobs the way a GitHub Actions release workflow
+ * does with cosign (keyless: ephemeral key, certificate for the workflow
+ * identity, hashedrekord entry) and writes every bundle format mvmctl reads.
+ * Nothing here is mocked at verification time: mvmctl verifies these bundles
+ * with the same code it uses for the public-good instance.
+ */
+import {
+  createHash,
+  generateKeyPairSync,
+  sign,
+  X509Certificate,
+  type KeyObject,
+} from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { initializeCA, initializeCTLog } from '@sigstore/mock';
+import { TestTransparencyLog, type LoggedEntry } from './tlog.js';
+
+export const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
+export const releaseIdentity = (repo: string, tag: string): string =>
+  `https://github.com/${repo}/.github/workflows/release.yml@refs/tags/${tag}`;
+
+export type BundleFormat = 'v0.1' | 'v0.2' | 'v0.3' | 'v0.3-legacy-media-type' | 'cosign-legacy';
+
+export interface SignOptions {
+  identity?: string;
+  issuer?: string;
+  format?: BundleFormat;
+  /** When the certificate is issued (its 10-minute validity starts here). */
+  certTime?: Date;
+  /** When the log integrates the entry; defaults to certTime + 1 s. */
+  logTime?: Date;
+  /** Issue from a CA the trusted root does not list. */
+  untrustedCa?: boolean;
+  /** Put the CA's self-signed root into the bundle's certificate chain (v0.1/v0.2). */
+  includeRootInChain?: boolean;
+  /** Sign with this key instead of a certificate (cosign sign-blob --key). */
+  key?: { privateKey: KeyObject; publicKey: KeyObject };
+}
+
+const P256 = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
+
+type CA = Awaited<ReturnType<typeof initializeCA>>;
+
+export class TestPki {
+  private constructor(
+    private readonly ca: CA,
+    private readonly untrustedCa: CA,
+    /** Mutable clock shared with the CAs: @sigstore/mock reads this Date object at issue time. */
+    private readonly caClock: Date,
+    readonly tlog: TestTransparencyLog,
+    private readonly ctlogKeyDer: Buffer,
+    readonly start: Date,
+  ) {}
+
+  static async create(): Promise<TestPki> {
+    // A few seconds ahead, so issued certificates never predate the mock root's notBefore (now).
+    const start = new Date(Math.ceil((Date.now() + 5000) / 1000) * 1000);
+    const caClock = new Date(start);
+    const ctKeys = P256();
+    const ctlog = await initializeCTLog(ctKeys, caClock);
+    const ca = await initializeCA(P256(), ctlog, caClock);
+    const untrustedCa = await initializeCA(P256(), ctlog, caClock);
+    const tlogKeys = P256();
+    const tlog = new TestTransparencyLog(
+      'rekor.mvm.test',
+      tlogKeys.publicKey.export({ format: 'der', type: 'spki' }),
+      tlogKeys.privateKey,
+    );
+    return new TestPki(
+      ca,
+      untrustedCa,
+      caClock,
+      tlog,
+      ctKeys.publicKey.export({ format: 'der', type: 'spki' }),
+      start,
+    );
+  }
+
+  /** The trusted_root.json (protobuf-specs JSON) naming this deployment's CA, CT log and transparency log. */
+  trustedRoot(): Record<string, unknown> {
+    const validFor = { start: new Date(this.start.getTime() - 86_400_000).toISOString() };
+    const logInstance = (baseUrl: string, der: Buffer) => ({
+      baseUrl,
+      hashAlgorithm: 'SHA2_256',
+      publicKey: { rawBytes: b64(der), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor },
+      logId: { keyId: b64(createHash('sha256').update(der).digest()) },
+    });
+    return {
+      mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
+      tlogs: [logInstance(`https://${this.tlog.host}`, this.tlog.publicKeyDer)],
+      certificateAuthorities: [
+        {
+          subject: { organization: 'sigstore.mock', commonName: 'sigstore' },
+          uri: 'https://fulcio.mvm.test',
+          certChain: { certificates: [{ rawBytes: b64(this.ca.rootCertificate) }] },
+          validFor,
+        },
+      ],
+      ctlogs: [logInstance('https://ctfe.mvm.test', this.ctlogKeyDer)],
+      timestampAuthorities: [],
+    };
+  }
+
+  writeTrustedRoot(dir: string, root: Record<string, unknown> = this.trustedRoot()): string {
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, 'trusted_root.json');
+    writeFileSync(path, JSON.stringify(root, null, 2));
+    return path;
+  }
+
+  /** Signs `artifact` as cosign sign-blob would in a release workflow, and returns the bundle JSON. */
+  async signBlob(artifact: Uint8Array, opts: SignOptions = {}): Promise<Record<string, unknown>> {
+    const format = opts.format ?? 'v0.3';
+    const certTime = opts.certTime ?? new Date(this.start.getTime() + 1000);
+    const logTime = opts.logTime ?? new Date(certTime.getTime() + 1000);
+
+    let signingKey: KeyObject;
+    let certDer: Buffer | undefined;
+    let chain: Buffer[] = [];
+    if (opts.key) {
+      signingKey = opts.key.privateKey;
+    } else {
+      const ephemeral = P256();
+      signingKey = ephemeral.privateKey;
+      const ca = opts.untrustedCa ? this.untrustedCa : this.ca;
+      this.caClock.setTime(certTime.getTime());
+      const issuer = opts.issuer ?? GITHUB_ISSUER;
+      certDer = await ca.issueCertificate({
+        publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
+        subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
+        extensions: [
+          { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
+          { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
+          { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
+        ],
+      });
+      chain = opts.includeRootInChain ? [certDer, ca.rootCertificate] : [certDer];
+    }
+
+    const signature = sign('sha256', artifact, signingKey);
+    const digest = createHash('sha256').update(artifact).digest();
+    const verifierMaterial = certDer
+      ? new X509Certificate(certDer).toString()
+      : (opts.key!.publicKey.export({ format: 'pem', type: 'spki' }) as string);
+    const entry = this.tlog.append(
+      {
+        apiVersion: '0.0.1',
+        kind: 'hashedrekord',
+        spec: {
+          data: { hash: { algorithm: 'sha256', value: digest.toString('hex') } },
+          signature: {
+            content: b64(signature),
+            publicKey: { content: b64(Buffer.from(verifierMaterial)) },
+          },
+        },
+      },
+      Math.floor(logTime.getTime() / 1000),
+    );
+
+    if (format === 'cosign-legacy') {
+      return {
+        base64Signature: b64(signature),
+        ...(certDer ? { cert: b64(Buffer.from(verifierMaterial)) } : {}),
+        rekorBundle: {
+          SignedEntryTimestamp: b64(entry.signedEntryTimestamp),
+          Payload: {
+            body: b64(entry.body),
+            integratedTime: entry.integratedTime,
+            logIndex: entry.logIndex,
+            logID: entry.logId.toString('hex'),
+          },
+        },
+      };
+    }
+    const withProof = format !== 'v0.1';
+    const mediaType = {
+      'v0.1': 'application/vnd.dev.sigstore.bundle+json;version=0.1',
+      'v0.2': 'application/vnd.dev.sigstore.bundle+json;version=0.2',
+      'v0.3': 'application/vnd.dev.sigstore.bundle.v0.3+json',
+      'v0.3-legacy-media-type': 'application/vnd.dev.sigstore.bundle+json;version=0.3',
+    }[format];
+    const singleCert = format === 'v0.3' || format === 'v0.3-legacy-media-type';
+    const content = !certDer
+      ? { publicKey: { hint: '' } }
+      : singleCert
+        ? { certificate: { rawBytes: b64(certDer) } }
+        : { x509CertificateChain: { certificates: chain.map((c) => ({ rawBytes: b64(c) })) } };
+    return {
+      mediaType,
+      verificationMaterial: {
+        ...content,
+        tlogEntries: [tlogEntryJSON(entry, withProof)],
+        timestampVerificationData: { rfc3161Timestamps: [] },
+      },
+      messageSignature: {
+        messageDigest: { algorithm: 'SHA2_256', digest: b64(digest) },
+        signature: b64(signature),
+      },
+    };
+  }
+}
+
+function tlogEntryJSON(e: LoggedEntry, withProof: boolean): Record<string, unknown> {
+  return {
+    logIndex: String(e.logIndex),
+    logId: { keyId: b64(e.logId) },
+    kindVersion: { kind: 'hashedrekord', version: '0.0.1' },
+    integratedTime: String(e.integratedTime),
+    inclusionPromise: { signedEntryTimestamp: b64(e.signedEntryTimestamp) },
+    ...(withProof
+      ? {
+          inclusionProof: {
+            logIndex: String(e.inclusionProof.logIndex),
+            rootHash: b64(e.inclusionProof.rootHash),
+            treeSize: String(e.inclusionProof.treeSize),
+            hashes: e.inclusionProof.hashes.map(b64),
+            checkpoint: { envelope: e.inclusionProof.checkpoint },
+          },
+        }
+      : {}),
+    canonicalizedBody: b64(e.body),
+  };
+}
