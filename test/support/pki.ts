@@ -83,11 +83,16 @@ export class TestPki {
 
   /** The trusted_root.json (protobuf-specs JSON) naming this deployment's CA, CT log and transparency log. */
   trustedRoot(): Record<string, unknown> {
-    const validFor = { start: new Date(this.start.getTime() - 86_400_000).toISOString() };
+    // A fresh object per authority, so a test can edit one without touching the others.
+    const validFor = () => ({ start: new Date(this.start.getTime() - 86_400_000).toISOString() });
     const logInstance = (baseUrl: string, der: Buffer) => ({
       baseUrl,
       hashAlgorithm: 'SHA2_256',
-      publicKey: { rawBytes: b64(der), keyDetails: 'PKIX_ECDSA_P256_SHA_256', validFor },
+      publicKey: {
+        rawBytes: b64(der),
+        keyDetails: 'PKIX_ECDSA_P256_SHA_256',
+        validFor: validFor(),
+      },
       logId: { keyId: b64(createHash('sha256').update(der).digest()) },
     });
     return {
@@ -98,7 +103,7 @@ export class TestPki {
           subject: { organization: 'sigstore.mock', commonName: 'sigstore' },
           uri: 'https://fulcio.mvm.test',
           certChain: { certificates: [{ rawBytes: b64(this.ca.rootCertificate) }] },
-          validFor,
+          validFor: validFor(),
         },
       ],
       ctlogs: [logInstance('https://ctfe.mvm.test', this.ctlogKeyDer)],

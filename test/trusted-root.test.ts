@@ -1,0 +1,112 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { EMBEDDED_TRUSTED_ROOT_PATH, MvmError, parseTrustedRoot } from '../src/index.js';
+import { runCli } from './support/cli.js';
+import { TestPki } from './support/pki.js';
+
+// Recorded in assets/TRUSTED_ROOT.md; a changed file must be a reviewed change.
+const EMBEDDED_SHA256 = '6494e21ea73fa7ee769f85f57d5a3e6a08725eae1e38c755fc3517c9e6bc0b66';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+let good: Json;
+let dir: string;
+before(async () => {
+  good = (await TestPki.create()).trustedRoot();
+  dir = mkdtempSync(join(tmpdir(), 'mvm-root-'));
+});
+after(() => rmSync(dir, { recursive: true, force: true }));
+
+function rejects(edit: (r: Json) => void, why: RegExp): void {
+  const root = structuredClone(good);
+  edit(root);
+  assert.throws(
+    () => parseTrustedRoot(Buffer.from(JSON.stringify(root)), 'test-root.json'),
+    (e: unknown) => e instanceof MvmError && e.code === 'trusted-root' && why.test(e.cause ?? ''),
+  );
+}
+
+describe('trusted root', () => {
+  it('the embedded root is the pinned public-good root and validates', () => {
+    const bytes = readFileSync(EMBEDDED_TRUSTED_ROOT_PATH);
+    assert.equal(createHash('sha256').update(bytes).digest('hex'), EMBEDDED_SHA256);
+    const root = parseTrustedRoot(bytes, 'embedded');
+    assert.ok(root.root.tlogs.some((t) => t.baseUrl === 'https://rekor.sigstore.dev'));
+    assert.ok(root.root.certificateAuthorities.length >= 1);
+  });
+
+  it('a generated root validates', () => {
+    assert.equal(
+      parseTrustedRoot(Buffer.from(JSON.stringify(good)), 'x').mediaType,
+      good.mediaType,
+    );
+  });
+
+  it('rejects an unknown media type', () =>
+    rejects((r) => (r.mediaType = 'application/json'), /unknown media type/));
+  it('rejects a CA without a validity start', () =>
+    rejects(
+      (r) => delete r.certificateAuthorities[0].validFor.start,
+      /certificateAuthorities\[0\] has no valid validFor\.start/,
+    ));
+  it('rejects a tlog key without a validity start', () =>
+    rejects(
+      (r) => delete r.tlogs[0].publicKey.validFor,
+      /tlogs\[0\]\.publicKey has no valid validFor\.start/,
+    ));
+  it('rejects a CT log key without a validity start', () =>
+    rejects((r) => (r.ctlogs[0].publicKey.validFor = {}), /ctlogs\[0\]/));
+  it('rejects a key that does not parse', () =>
+    rejects(
+      (r) => (r.tlogs[0].publicKey.rawBytes = Buffer.from('garbage').toString('base64')),
+      /does not parse/,
+    ));
+  it('rejects a CA certificate that does not parse', () =>
+    rejects(
+      (r) => (r.certificateAuthorities[0].certChain.certificates[0].rawBytes = 'AAAA'),
+      /does not parse/,
+    ));
+  it('rejects a root with no transparency log', () =>
+    rejects((r) => (r.tlogs = []), /no transparency log/));
+  it('rejects a validity that ends before it starts', () =>
+    rejects(
+      (r) => (r.certificateAuthorities[0].validFor.end = '2000-01-01T00:00:00Z'),
+      /ends before it starts/,
+    ));
+  it('rejects a log without a logId', () => rejects((r) => delete r.tlogs[0].logId, /no logId/));
+
+  it('a bad --trusted-root is exit 3 with cause and fix, nothing verified', async () => {
+    const path = join(dir, 'bad-root.json');
+    const root = structuredClone(good);
+    delete root.certificateAuthorities[0].validFor;
+    writeFileSync(path, JSON.stringify(root));
+    writeFileSync(join(dir, 'a'), 'a');
+    writeFileSync(join(dir, 'b'), '{}');
+    const r = await runCli([
+      'verify-blob',
+      '--trusted-root',
+      path,
+      '--bundle',
+      join(dir, 'b'),
+      '--key',
+      join(dir, 'a'),
+      join(dir, 'a'),
+    ]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /^Error: Trusted root .*bad-root\.json is not usable/);
+    assert.match(r.stderr, /cause: certificateAuthorities\[0\] has no valid validFor\.start/);
+    assert.match(r.stderr, /fix: +Point --trusted-root/);
+  });
+
+  it('a missing MVM_TRUSTED_ROOT file is exit 3', async () => {
+    writeFileSync(join(dir, 'k'), 'k');
+    const r = await runCli(['verify-blob', '--bundle', 'x', '--key', join(dir, 'k'), 'z'], {
+      MVM_TRUSTED_ROOT: join(dir, 'nope.json'),
+    });
+    assert.equal(r.code, 3);
+    assert.match(r.stderr, /trusted root .*nope\.json does not exist/);
+  });
+});
