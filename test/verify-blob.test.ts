@@ -388,6 +388,37 @@ describe('verify-blob: tampering and mismatches fail closed', () => {
   });
 });
 
+describe('verify-blob: DSSE attestations (cosign attest-blob)', () => {
+  const sha256 = () => execFileSync('sha256sum', [manifestPath]).toString().split(' ')[0]!;
+
+  it('verifies when the artifact is a subject of the in-toto statement', async () => {
+    const r = await verify(
+      await pki.signAttestation({
+        'other.bin': 'ab'.repeat(32),
+        'dev-image-x86_64.manifest.json': sha256(),
+      }),
+      {
+        json: true,
+      },
+    );
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.equal(JSON.parse(r.stdout).signer.identity, IDENTITY);
+  });
+
+  it('fails when the artifact is not a subject', async () => {
+    assertFails(
+      await verify(await pki.signAttestation({ 'other.bin': 'ab'.repeat(32) })),
+      'artifact-digest',
+      /not a subject/,
+    );
+  });
+
+  it('refuses a DSSE bundle logged as a hashedrekord entry', async () => {
+    const r = await verify(await pki.signAttestation({ m: sha256() }, { logKind: 'hashedrekord' }));
+    assertFails(r, 'tlog-entry', /DSSE bundle logged as a hashedrekord/);
+  });
+});
+
 describe('verify-blob: malformed bundles', () => {
   it('an unknown media type', async () => {
     const b = clone(await pki.signBlob(MANIFEST));

@@ -191,6 +191,11 @@ function checkTlogEntries(
     const logId = entry.logId?.keyId;
     if (!logId || logId.length === 0)
       throw fail('tlog-entry', 'transparency-log entry names no log');
+    // v3 compares a DSSE bundle's payload digest with a hashedrekord entry, but
+    // Rekor v2 logs DSSE as hashedrekord over the PAE: refuse the ambiguous pairing.
+    if (bundle.content.$case === 'dsseEnvelope' && entry.kindVersion?.kind === 'hashedrekord') {
+      throw fail('tlog-entry', 'a DSSE bundle logged as a hashedrekord entry is not supported');
+    }
     const key = `${logId.toString('hex')}:${entry.logIndex}`;
     if (seen.has(key))
       throw fail('tlog-entry', 'the bundle lists the same transparency-log entry twice');

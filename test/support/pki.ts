@@ -121,37 +121,9 @@ export class TestPki {
   /** Signs `artifact` as cosign sign-blob would in a release workflow, and returns the bundle JSON. */
   async signBlob(artifact: Uint8Array, opts: SignOptions = {}): Promise<Record<string, unknown>> {
     const format = opts.format ?? 'v0.3';
-    const certTime = opts.certTime ?? new Date(this.start.getTime() + 1000);
-    const logTime = opts.logTime ?? new Date(certTime.getTime() + 1000);
-
-    let signingKey: KeyObject;
-    let certDer: Buffer | undefined;
-    let chain: Buffer[] = [];
-    if (opts.key) {
-      signingKey = opts.key.privateKey;
-    } else {
-      const ephemeral = P256();
-      signingKey = ephemeral.privateKey;
-      const ca = opts.untrustedCa ? this.untrustedCa : this.ca;
-      this.caClock.setTime(certTime.getTime());
-      const issuer = opts.issuer ?? GITHUB_ISSUER;
-      certDer = await ca.issueCertificate({
-        publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
-        subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
-        extensions: [
-          { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
-          { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
-          { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
-        ],
-      });
-      chain = opts.includeRootInChain ? [certDer, ca.rootCertificate] : [certDer];
-    }
-
-    const signature = sign('sha256', artifact, signingKey);
+    const signer = await this.signer(opts);
+    const signature = sign('sha256', artifact, signer.signingKey);
     const digest = createHash('sha256').update(artifact).digest();
-    const verifierMaterial = certDer
-      ? new X509Certificate(certDer).toString()
-      : (opts.key!.publicKey.export({ format: 'pem', type: 'spki' }) as string);
     const entry = this.tlog.append(
       {
         apiVersion: '0.0.1',
@@ -160,17 +132,17 @@ export class TestPki {
           data: { hash: { algorithm: 'sha256', value: digest.toString('hex') } },
           signature: {
             content: b64(signature),
-            publicKey: { content: b64(Buffer.from(verifierMaterial)) },
+            publicKey: { content: b64(Buffer.from(signer.verifierPem)) },
           },
         },
       },
-      Math.floor(logTime.getTime() / 1000),
+      signer.logSeconds,
     );
 
     if (format === 'cosign-legacy') {
       return {
         base64Signature: b64(signature),
-        ...(certDer ? { cert: b64(Buffer.from(verifierMaterial)) } : {}),
+        ...(signer.certDer ? { cert: b64(Buffer.from(signer.verifierPem)) } : {}),
         rekorBundle: {
           SignedEntryTimestamp: b64(entry.signedEntryTimestamp),
           Payload: {
@@ -189,25 +161,138 @@ export class TestPki {
       'v0.3': 'application/vnd.dev.sigstore.bundle.v0.3+json',
       'v0.3-legacy-media-type': 'application/vnd.dev.sigstore.bundle+json;version=0.3',
     }[format];
-    const singleCert = format === 'v0.3' || format === 'v0.3-legacy-media-type';
-    const content = !certDer
-      ? { publicKey: { hint: '' } }
-      : singleCert
-        ? { certificate: { rawBytes: b64(certDer) } }
-        : { x509CertificateChain: { certificates: chain.map((c) => ({ rawBytes: b64(c) })) } };
     return {
       mediaType,
-      verificationMaterial: {
-        ...content,
-        tlogEntries: [tlogEntryJSON(entry, withProof)],
-        timestampVerificationData: { rfc3161Timestamps: [] },
-      },
+      verificationMaterial: verificationMaterial(signer, format, entry, withProof),
       messageSignature: {
         messageDigest: { algorithm: 'SHA2_256', digest: b64(digest) },
         signature: b64(signature),
       },
     };
   }
+
+  /**
+   * Signs an in-toto statement naming `subjects` (name -> SHA-256 hex) as a DSSE
+   * envelope logged as a `dsse` entry: what `cosign attest-blob` produces.
+   */
+  async signAttestation(
+    subjects: Record<string, string>,
+    opts: SignOptions & { logKind?: 'dsse' | 'hashedrekord' } = {},
+  ): Promise<Record<string, unknown>> {
+    const signer = await this.signer(opts);
+    const payloadType = 'application/vnd.in-toto+json';
+    const payload = Buffer.from(
+      JSON.stringify({
+        _type: 'https://in-toto.io/Statement/v1',
+        subject: Object.entries(subjects).map(([name, sha256]) => ({ name, digest: { sha256 } })),
+        predicateType: 'https://slsa.dev/provenance/v1',
+        predicate: {},
+      }),
+    );
+    const pae = Buffer.concat([
+      Buffer.from(`DSSEv1 ${payloadType.length} ${payloadType} ${payload.length} `),
+      payload,
+    ]);
+    const signature = sign('sha256', pae, signer.signingKey);
+    const sha256hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const body =
+      opts.logKind === 'hashedrekord'
+        ? {
+            apiVersion: '0.0.1',
+            kind: 'hashedrekord',
+            spec: {
+              data: { hash: { algorithm: 'sha256', value: sha256hex(payload) } },
+              signature: {
+                content: b64(signature),
+                publicKey: { content: b64(Buffer.from(signer.verifierPem)) },
+              },
+            },
+          }
+        : {
+            apiVersion: '0.0.1',
+            kind: 'dsse',
+            spec: {
+              payloadHash: { algorithm: 'sha256', value: sha256hex(payload) },
+              signatures: [
+                { signature: b64(signature), verifier: b64(Buffer.from(signer.verifierPem)) },
+              ],
+            },
+          };
+    const entry = this.tlog.append(body, signer.logSeconds);
+    const json = {
+      mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+      verificationMaterial: verificationMaterial(signer, 'v0.3', entry, true),
+      dsseEnvelope: {
+        payload: b64(payload),
+        payloadType,
+        signatures: [{ sig: b64(signature), keyid: '' }],
+      },
+    };
+    (json.verificationMaterial.tlogEntries as { kindVersion: unknown }[])[0]!.kindVersion = {
+      kind: body.kind,
+      version: '0.0.1',
+    };
+    return json;
+  }
+
+  /** The signing key and, for keyless, a fresh certificate: what Fulcio gives a workflow run. */
+  private async signer(opts: SignOptions): Promise<Signer> {
+    const certTime = opts.certTime ?? new Date(this.start.getTime() + 1000);
+    const logTime = opts.logTime ?? new Date(certTime.getTime() + 1000);
+    const logSeconds = Math.floor(logTime.getTime() / 1000);
+    if (opts.key) {
+      const verifierPem = opts.key.publicKey.export({ format: 'pem', type: 'spki' }) as string;
+      return { signingKey: opts.key.privateKey, chain: [], verifierPem, logSeconds };
+    }
+    const ephemeral = P256();
+    const ca = opts.untrustedCa ? this.untrustedCa : this.ca;
+    this.caClock.setTime(certTime.getTime());
+    const issuer = opts.issuer ?? GITHUB_ISSUER;
+    const certDer = await ca.issueCertificate({
+      publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
+      subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
+      extensions: [
+        { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
+        { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
+        { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
+      ],
+    });
+    return {
+      signingKey: ephemeral.privateKey,
+      certDer,
+      chain: opts.includeRootInChain ? [certDer, ca.rootCertificate] : [certDer],
+      verifierPem: new X509Certificate(certDer).toString(),
+      logSeconds,
+    };
+  }
+}
+
+interface Signer {
+  signingKey: KeyObject;
+  certDer?: Buffer;
+  chain: Buffer[];
+  /** What the log records as the verifier: the certificate or public key, PEM. */
+  verifierPem: string;
+  logSeconds: number;
+}
+
+function verificationMaterial(
+  signer: Signer,
+  format: Exclude<BundleFormat, 'cosign-legacy'>,
+  entry: LoggedEntry,
+  withProof: boolean,
+): Record<string, unknown> {
+  const singleCert = format === 'v0.3' || format === 'v0.3-legacy-media-type';
+  const content = !signer.certDer
+    ? { publicKey: { hint: '' } }
+    : singleCert
+      ? { certificate: { rawBytes: b64(signer.certDer) } }
+      : { x509CertificateChain: { certificates: signer.chain.map((c) => ({ rawBytes: b64(c) })) } };
+  return {
+    ...content,
+    tlogEntries: [tlogEntryJSON(entry, withProof)],
+    timestampVerificationData: { rfc3161Timestamps: [] },
+  };
 }
 
 function tlogEntryJSON(e: LoggedEntry, withProof: boolean): Record<string, unknown> {
