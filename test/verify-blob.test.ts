@@ -441,6 +441,15 @@ describe('verify-blob: malformed bundles', () => {
     );
   });
 
+  it('duplicate keys (two readings of one document)', async () => {
+    const text = JSON.stringify(await pki.signBlob(MANIFEST));
+    const dup = text.replace(
+      '"mediaType":',
+      '"mediaType":"application/vnd.dev.sigstore.bundle+json;version=0.1","mediaType":',
+    );
+    assertFails(await verify(put(dup)), 'bundle-format', /duplicate key "mediaType"/);
+  });
+
   it('JSON that is not an object', async () => {
     assertFails(await verify(put('[1,2,3]')), 'bundle-format');
   });
