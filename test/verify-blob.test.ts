@@ -36,24 +36,32 @@ function put(content: object | string | Buffer, name = `b${n++}.json`): string {
 
 function verify(
   bundle: object | string,
-  opts: { artifact?: string; flags?: string[]; json?: boolean } = {},
+  opts: {
+    artifact?: string;
+    flags?: string[];
+    json?: boolean;
+    env?: Record<string, string>;
+    rootFlag?: boolean;
+  } = {},
 ): Promise<CliResult> {
   const bundlePath = typeof bundle === 'string' ? bundle : put(bundle);
-  return runCli([
-    'verify-blob',
-    '--trusted-root',
-    rootPath,
-    '--bundle',
-    bundlePath,
-    ...(opts.flags ?? [
-      '--certificate-identity',
-      IDENTITY,
-      '--certificate-oidc-issuer',
-      GITHUB_ISSUER,
-    ]),
-    ...(opts.json ? ['--json'] : []),
-    opts.artifact ?? manifestPath,
-  ]);
+  return runCli(
+    [
+      'verify-blob',
+      ...(opts.rootFlag === false ? [] : ['--trusted-root', rootPath]),
+      '--bundle',
+      bundlePath,
+      ...(opts.flags ?? [
+        '--certificate-identity',
+        IDENTITY,
+        '--certificate-oidc-issuer',
+        GITHUB_ISSUER,
+      ]),
+      ...(opts.json ? ['--json'] : []),
+      opts.artifact ?? manifestPath,
+    ],
+    opts.env,
+  );
 }
 
 /** Asserts a verification failure: exit 10, the failed check named, cause and fix, no stack trace. */
@@ -146,20 +154,10 @@ describe('verify-blob: every bundle format verifies', () => {
   });
 
   it('takes the trusted root from MVM_TRUSTED_ROOT', async () => {
-    const bundle = put(await pki.signBlob(MANIFEST));
-    const r = await runCli(
-      [
-        'verify-blob',
-        '--bundle',
-        bundle,
-        '--certificate-identity',
-        IDENTITY,
-        '--certificate-oidc-issuer',
-        GITHUB_ISSUER,
-        manifestPath,
-      ],
-      { MVM_TRUSTED_ROOT: rootPath },
-    );
+    const r = await verify(await pki.signBlob(MANIFEST), {
+      rootFlag: false,
+      env: { MVM_TRUSTED_ROOT: rootPath },
+    });
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stderr, new RegExp(`Trusted root: +${rootPath}`));
   });
@@ -372,17 +370,7 @@ describe('verify-blob: tampering and mismatches fail closed', () => {
   });
 
   it('the embedded public-good root does not trust the test PKI', async () => {
-    const bundle = put(await pki.signBlob(MANIFEST));
-    const r = await runCli([
-      'verify-blob',
-      '--bundle',
-      bundle,
-      '--certificate-identity',
-      IDENTITY,
-      '--certificate-oidc-issuer',
-      GITHUB_ISSUER,
-      manifestPath,
-    ]);
+    const r = await verify(await pki.signBlob(MANIFEST), { rootFlag: false });
     assert.equal(r.code, 10);
     assert.match(r.stderr, /check: (tlog-entry|certificate-chain)\n/);
   });

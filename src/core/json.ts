@@ -46,6 +46,12 @@ export function parseJsonObject(bytes: Uint8Array): JsonResult<Record<string, un
   return { ok: true, value };
 }
 
+/** A document's `schema_version`: a positive safe integer, or undefined when it is not one. */
+export function schemaVersionOf(doc: Record<string, unknown>): number | undefined {
+  const v = doc['schema_version'];
+  return typeof v === 'number' && Number.isSafeInteger(v) && v >= 1 ? v : undefined;
+}
+
 const NUMBER = /-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?/y;
 const ESCAPES: Record<string, string> = {
   '"': '"',

@@ -4,7 +4,7 @@
  * signature verified (SPEC.md section 3): nothing here makes it trustworthy.
  */
 import { MvmError } from '../errors.js';
-import { parseJsonObject } from './json.js';
+import { parseJsonObject, schemaVersionOf } from './json.js';
 
 export const SUPPORTED_MANIFEST_SCHEMA = 1;
 
@@ -68,10 +68,8 @@ export function parseManifest(bytes: Uint8Array): Manifest {
   if (!parsed.ok) throw invalid(`it is ${parsed.reason}`);
   const m = parsed.value;
 
-  const schema = m['schema_version'];
-  if (typeof schema !== 'number' || !Number.isSafeInteger(schema) || schema < 1) {
-    throw invalid('schema_version is missing or not a positive integer');
-  }
+  const schema = schemaVersionOf(m);
+  if (schema === undefined) throw invalid('schema_version is missing or not a positive integer');
   if (schema > SUPPORTED_MANIFEST_SCHEMA) {
     throw new MvmError(
       'manifest',

@@ -3,7 +3,7 @@
  * append-only (rollback) check and the seed's cache-age policy. Pure.
  */
 import { MvmError } from '../errors.js';
-import { parseJsonObject } from './json.js';
+import { parseJsonObject, schemaVersionOf } from './json.js';
 import { isSemver, type Manifest } from './manifest.js';
 
 export const SUPPORTED_REVOCATION_SCHEMA = 1;
@@ -35,10 +35,8 @@ export function parseRevocationList(bytes: Uint8Array): RevocationList {
   const parsed = parseJsonObject(bytes);
   if (!parsed.ok) throw invalid(`it is ${parsed.reason}`);
   const o = parsed.value;
-  const schema = o['schema_version'];
-  if (typeof schema !== 'number' || !Number.isSafeInteger(schema) || schema < 1) {
-    throw invalid('schema_version is missing or not a positive integer');
-  }
+  const schema = schemaVersionOf(o);
+  if (schema === undefined) throw invalid('schema_version is missing or not a positive integer');
   // A list this mvmctl cannot read might hold a recall it would miss: fail closed.
   if (schema > SUPPORTED_REVOCATION_SCHEMA) {
     throw invalid(
