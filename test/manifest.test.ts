@@ -42,8 +42,8 @@ const manifestError = (o: unknown, cause: RegExp) =>
     (e: unknown) =>
       e instanceof MvmError && e.code === 'manifest' && e.exitCode === 15 && cause.test(e.message),
   );
-const edit = (f: (m: Record<string, any>) => void) => {
-  // eslint-disable-line @typescript-eslint/no-explicit-any
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+const edit = (f: (m: Json) => void) => {
   const m = goodManifest();
   f(m);
   return m;
