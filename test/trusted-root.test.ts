@@ -101,6 +101,32 @@ describe('trusted root', () => {
     assert.match(r.stderr, /fix: +Point --trusted-root/);
   });
 
+  it('a key the library decodes differently (PKCS#1 label on an EC key) is exit 3, not a crash', async () => {
+    const pki = await TestPki.create();
+    const root = pki.trustedRoot() as Json;
+    root.tlogs[0].publicKey.keyDetails = 'PKIX_RSA_PKCS1V5';
+    const rootPath = pki.writeTrustedRoot(join(dir, 'pkcs1'), root);
+    const artifact = join(dir, 'art');
+    writeFileSync(artifact, 'hello');
+    const bundle = join(dir, 'pkcs1.bundle');
+    writeFileSync(bundle, JSON.stringify(await pki.signBlob(Buffer.from('hello'))));
+    const r = await runCli([
+      'verify-blob',
+      '--trusted-root',
+      rootPath,
+      '--bundle',
+      bundle,
+      '--certificate-identity',
+      'x',
+      '--certificate-oidc-issuer',
+      'y',
+      artifact,
+    ]);
+    assert.equal(r.code, 3, r.stderr);
+    assert.match(r.stderr, /^Error: Trusted root .* is not usable/);
+    assert.doesNotMatch(r.stderr, /\n\s+at /);
+  });
+
   it('a missing MVM_TRUSTED_ROOT file is exit 3', async () => {
     writeFileSync(join(dir, 'k'), 'k');
     const r = await runCli(['verify-blob', '--bundle', 'x', '--key', join(dir, 'k'), 'z'], {

@@ -292,6 +292,23 @@ describe('verify-blob: tampering and mismatches fail closed', () => {
     assertFails(await verify(b), 'signed-entry-timestamp');
   });
 
+  it('an entry without a signed time must prove its own index', async () => {
+    const b = clone(await pki.signBlob(MANIFEST, { format: 'v0.3' }));
+    const e = b.verificationMaterial.tlogEntries[0];
+    delete e.inclusionPromise;
+    e.integratedTime = '0';
+    e.logIndex = String(Number(e.logIndex) + 1000);
+    assertFails(await verify(b), 'tlog-inclusion', /own index/);
+  });
+
+  it('an entry without a signed time and no timestamp authority has no verified time', async () => {
+    const b = clone(await pki.signBlob(MANIFEST, { format: 'v0.3' }));
+    const e = b.verificationMaterial.tlogEntries[0];
+    delete e.inclusionPromise;
+    e.integratedTime = '0';
+    assertFails(await verify(b), 'timestamp');
+  });
+
   it('a tampered inclusion proof hash', async () => {
     const b = clone(await pki.signBlob(MANIFEST, { format: 'v0.3' }));
     const proof = b.verificationMaterial.tlogEntries[0].inclusionProof;
@@ -399,6 +416,13 @@ describe('verify-blob: DSSE attestations (cosign attest-blob)', () => {
       'artifact-digest',
       /not a subject/,
     );
+  });
+
+  it('fails when the payload is not an in-toto statement', async () => {
+    const r = await verify(
+      await pki.signAttestation({ m: sha256() }, { statementType: 'https://example.com/Other' }),
+    );
+    assertFails(r, 'artifact-digest', /not an in-toto statement/);
   });
 
   it('refuses a DSSE bundle logged as a hashedrekord entry', async () => {

@@ -9,6 +9,7 @@ import {
   type TrustMaterial,
 } from '@sigstore/verify';
 import { MvmError, type VerificationCheck } from '../errors.js';
+import { parseJsonObject } from '../core/json.js';
 import { checkSigner, type TrustPolicy } from '../core/policy.js';
 import type { BundleFormat, ParsedBundle } from './bundle.js';
 import type { LoadedTrustedRoot } from './trusted-root.js';
@@ -26,8 +27,8 @@ export interface VerifiedSignature {
   readonly tlog: {
     readonly logIndex: string;
     readonly logId: string;
-    /** The log's signed time for the entry (signed entry timestamp). */
-    readonly integratedTime: string;
+    /** The log's signed time for the entry (signed entry timestamp); null when the entry carries none. */
+    readonly integratedTime: string | null;
     readonly logUrl: string;
   };
 }
@@ -67,14 +68,17 @@ export function verifyArtifact(
     tlog: {
       logIndex: entry.entry.logIndex,
       logId: entry.entry.logId!.keyId.toString('hex'),
-      integratedTime: new Date(Number(entry.entry.integratedTime) * 1000).toISOString(),
+      integratedTime:
+        entry.entry.integratedTime === '0'
+          ? null
+          : new Date(Number(entry.entry.integratedTime) * 1000).toISOString(),
       logUrl: entry.logUrl,
     },
   };
 }
 
 function trustMaterialFor(trustedRoot: LoadedTrustedRoot, policy: TrustPolicy): TrustMaterial {
-  if (policy.kind === 'certificate') return toTrustMaterial(trustedRoot.root);
+  if (policy.kind === 'certificate') return rootMaterial(trustedRoot);
   let key: KeyObject;
   try {
     key = createPublicKey(policy.publicKeyPem);
@@ -84,7 +88,22 @@ function trustMaterialFor(trustedRoot: LoadedTrustedRoot, policy: TrustPolicy): 
     });
   }
   // The operator's key is trusted for all time: it is pinned by hand, not by a root.
-  return toTrustMaterial(trustedRoot.root, () => ({ publicKey: key, validFor: () => true }));
+  return rootMaterial(trustedRoot, () => ({ publicKey: key, validFor: () => true }));
+}
+
+function rootMaterial(
+  trustedRoot: LoadedTrustedRoot,
+  keys?: Parameters<typeof toTrustMaterial>[1],
+): TrustMaterial {
+  try {
+    return toTrustMaterial(trustedRoot.root, keys);
+  } catch (e) {
+    // The library decodes keys by its own rules; a key it cannot decode makes the root unusable.
+    throw new MvmError('trusted-root', `Trusted root ${trustedRoot.source} is not usable`, {
+      cause: `a key or certificate does not decode: ${(e as Error).message}`,
+      underlying: e,
+    });
+  }
 }
 
 /** The bundle must carry the kind of signer the policy asks for, and never its own root. */
@@ -120,6 +139,8 @@ function checkVerificationMaterial(bundle: Bundle, policy: TrustPolicy): void {
   }
 }
 
+const IN_TOTO_STATEMENT = /^https:\/\/in-toto\.io\/Statement\/v[0-9.]+$/;
+
 /** @sigstore/verify does not tie the bundle's digest (or DSSE subject) to the artifact; do it here. */
 function checkArtifactDigest(bundle: Bundle, artifact: Uint8Array): string {
   const sha256 = createHash('sha256').update(artifact).digest('hex');
@@ -145,13 +166,12 @@ function checkArtifactDigest(bundle: Bundle, artifact: Uint8Array): string {
       `unsupported DSSE payload type ${JSON.stringify(env.payloadType)}`,
     );
   }
-  let subjects: unknown;
-  try {
-    subjects = (JSON.parse(Buffer.from(env.payload).toString('utf8')) as { subject?: unknown })
-      .subject;
-  } catch {
+  const statement = parseJsonObject(env.payload);
+  const type = statement.ok ? statement.value['_type'] : undefined;
+  if (!statement.ok || typeof type !== 'string' || !IN_TOTO_STATEMENT.test(type)) {
     throw fail('artifact-digest', 'the DSSE payload is not an in-toto statement');
   }
+  const subjects = statement.value['subject'];
   const match =
     Array.isArray(subjects) &&
     subjects.some(
@@ -211,7 +231,22 @@ function checkTlogEntries(
       throw fail('timestamp', 'transparency-log entry has an invalid integrated time');
     }
     const integrated = new Date(Number(entry.integratedTime) * 1000);
-    if (entry.integratedTime !== '0') {
+    if (entry.integratedTime === '0') {
+      // No signed time: only the inclusion proof vouches for this entry, so the
+      // index reported must be the proven one, and the log must still be in force.
+      if (!entry.inclusionProof || entry.inclusionProof.logIndex !== entry.logIndex) {
+        throw fail(
+          'tlog-inclusion',
+          'an entry without a signed time must carry an inclusion proof of its own index',
+        );
+      }
+      if (log.validFor.start > new Date() || log.validFor.end.getTime() < 8.64e15) {
+        throw fail(
+          'tlog-entry',
+          'an entry without a signed time is accepted only from a log whose key has no end date',
+        );
+      }
+    } else {
       if (!entry.inclusionPromise) {
         throw fail(
           'signed-entry-timestamp',

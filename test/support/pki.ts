@@ -177,13 +177,13 @@ export class TestPki {
    */
   async signAttestation(
     subjects: Record<string, string>,
-    opts: SignOptions & { logKind?: 'dsse' | 'hashedrekord' } = {},
+    opts: SignOptions & { logKind?: 'dsse' | 'hashedrekord'; statementType?: string } = {},
   ): Promise<Record<string, unknown>> {
     const signer = await this.signer(opts);
     const payloadType = 'application/vnd.in-toto+json';
     const payload = Buffer.from(
       JSON.stringify({
-        _type: 'https://in-toto.io/Statement/v1',
+        _type: opts.statementType ?? 'https://in-toto.io/Statement/v1',
         subject: Object.entries(subjects).map(([name, sha256]) => ({ name, digest: { sha256 } })),
         predicateType: 'https://slsa.dev/provenance/v1',
         predicate: {},

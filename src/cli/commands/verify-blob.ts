@@ -94,7 +94,7 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
         `Signed by:        ${who}`,
         `Bundle:           ${result.bundleFormat} (${result.mediaType})`,
         `Artifact SHA-256: ${result.artifactSha256}`,
-        `Transparency log: ${result.tlog.logUrl} index ${result.tlog.logIndex} at ${result.tlog.integratedTime}`,
+        `Transparency log: ${result.tlog.logUrl} index ${result.tlog.logIndex} at ${result.tlog.integratedTime ?? '(no signed time)'}`,
         `Trusted root:     ${result.trustedRoot.source}`,
       ].join('\n'),
     );
