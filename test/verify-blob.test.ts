@@ -209,6 +209,15 @@ describe('verify-blob: tampering and mismatches fail closed', () => {
     assertFails(r, 'identity');
   });
 
+  it('an identity with a high-bit byte that reads as the expected one in ASCII', async () => {
+    const lookalike = '\u00e8' + IDENTITY.slice(1); // 0xE8 & 0x7F is 'h'
+    assertFails(
+      await verify(await pki.signBlob(MANIFEST, { identity: lookalike })),
+      'identity',
+      /printable ASCII/,
+    );
+  });
+
   it('another repository', async () => {
     assertFails(
       await verify(

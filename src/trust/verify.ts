@@ -1,5 +1,5 @@
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
-import { crypto as sigstoreCrypto } from '@sigstore/core';
+import { crypto as sigstoreCrypto, X509Certificate as CoreX509Certificate } from '@sigstore/core';
 import type { Bundle, TransparencyLogEntry } from '@sigstore/bundle';
 import {
   toSignedEntity,
@@ -119,6 +119,13 @@ function checkVerificationMaterial(bundle: Bundle, policy: TrustPolicy): void {
   if (policy.kind === 'certificate' && content.$case === 'publicKey') {
     throw fail('key', 'the bundle is signed with a key, not a certificate', 'verify it with --key');
   }
+  if (policy.kind === 'certificate' && content.$case !== 'publicKey') {
+    checkSignerNames(
+      content.$case === 'certificate'
+        ? content.certificate.rawBytes
+        : content.x509CertificateChain.certificates[0]!.rawBytes,
+    );
+  }
   if (content.$case === 'x509CertificateChain') {
     for (const c of content.x509CertificateChain.certificates) {
       let cert: X509Certificate;
@@ -140,6 +147,47 @@ function checkVerificationMaterial(bundle: Bundle, policy: TrustPolicy): void {
 }
 
 const IN_TOTO_STATEMENT = /^https:\/\/in-toto\.io\/Statement\/v[0-9.]+$/;
+
+const PRINTABLE_ASCII = (b: Buffer): boolean =>
+  b.length > 0 && b.every((c) => c >= 0x20 && c < 0x7f);
+const OID_ISSUER_V1 = '1.3.6.1.4.1.57264.1.1';
+const OID_ISSUER_V2 = '1.3.6.1.4.1.57264.1.8';
+
+/**
+ * @sigstore/core reads the SAN and issuer with Node's 'ascii' decoding, which
+ * drops the top bit of every byte, so a byte-different name can read as the
+ * expected one. Require one URI or email SAN and issuer values in printable
+ * ASCII, and both issuer extensions (when present) to agree, before any
+ * string comparison is trusted.
+ */
+function checkSignerNames(der: Uint8Array): void {
+  let leaf: CoreX509Certificate;
+  try {
+    leaf = CoreX509Certificate.parse(Buffer.from(der));
+  } catch {
+    throw fail('certificate-chain', 'the signing certificate does not parse');
+  }
+  // extnValue is an OCTET STRING wrapping the GeneralNames SEQUENCE.
+  const generalNames = leaf.extension('2.5.29.17')?.valueObj.subs[0]?.subs ?? [];
+  const names = generalNames.filter(
+    (gn) => gn.tag.isContextSpecific(0x01) || gn.tag.isContextSpecific(0x06),
+  );
+  if (names.length !== 1 || !PRINTABLE_ASCII(names[0]!.value)) {
+    throw fail(
+      'identity',
+      'the signing certificate must name exactly one identity (URI or email) in printable ASCII',
+    );
+  }
+  const v2 = leaf.extension(OID_ISSUER_V2)?.valueObj.subs[0]?.value;
+  const v1 = leaf.extension(OID_ISSUER_V1)?.value;
+  for (const v of [v1, v2]) {
+    if (v !== undefined && !PRINTABLE_ASCII(v))
+      throw fail('issuer', 'the certificate OIDC issuer is not printable ASCII');
+  }
+  if (v1 !== undefined && v2 !== undefined && !v1.equals(v2)) {
+    throw fail('issuer', 'the certificate carries two different OIDC issuers');
+  }
+}
 
 /** @sigstore/verify does not tie the bundle's digest (or DSSE subject) to the artifact; do it here. */
 function checkArtifactDigest(bundle: Bundle, artifact: Uint8Array): string {
