@@ -2,6 +2,7 @@ import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
+import { toTrustMaterial, type TrustMaterial } from '@sigstore/verify';
 import { MvmError } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
 import { MAX_TRUSTED_ROOT_BYTES, readRegularFile } from '../io/files.js';
@@ -20,6 +21,8 @@ export const EMBEDDED_TRUSTED_ROOT_PATH = fileURLToPath(
 
 export interface LoadedTrustedRoot {
   readonly root: TrustedRoot;
+  /** The root's authorities decoded once, by @sigstore/verify's own rules. */
+  readonly material: TrustMaterial;
   /** "embedded", or the path it was read from. */
   readonly source: string;
   readonly sha256: string;
@@ -54,12 +57,22 @@ export function parseTrustedRoot(bytes: Uint8Array, source: string): LoadedTrust
   tsas.forEach((c, i) => checkCertificateAuthority(c, `timestampAuthorities[${i}]`, fail));
 
   let root: TrustedRoot;
+  let material: TrustMaterial;
   try {
     root = TrustedRoot.fromJSON(raw);
+    // The library decodes keys by its own rules (a PKIX_RSA_* label means PKCS#1
+    // to it); a key it cannot decode makes the root unusable, found here at load.
+    material = toTrustMaterial(root);
   } catch (e) {
-    throw fail(`it does not decode: ${(e as Error).message}`);
+    throw fail(`a key or certificate does not decode: ${(e as Error).message}`);
   }
-  return { root, source, mediaType, sha256: createHash('sha256').update(bytes).digest('hex') };
+  return {
+    root,
+    material,
+    source,
+    mediaType,
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+  };
 }
 
 /** Loads the operator's trusted root, or the embedded one when none is named. */

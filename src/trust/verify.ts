@@ -1,13 +1,7 @@
 import { createHash, createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { crypto as sigstoreCrypto, X509Certificate as CoreX509Certificate } from '@sigstore/core';
 import type { Bundle, TransparencyLogEntry } from '@sigstore/bundle';
-import {
-  toSignedEntity,
-  toTrustMaterial,
-  Verifier,
-  VerificationError,
-  type TrustMaterial,
-} from '@sigstore/verify';
+import { toSignedEntity, Verifier, VerificationError, type TrustMaterial } from '@sigstore/verify';
 import { MvmError, type VerificationCheck } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
 import { checkSigner, type TrustPolicy } from '../core/policy.js';
@@ -78,7 +72,7 @@ export function verifyArtifact(
 }
 
 function trustMaterialFor(trustedRoot: LoadedTrustedRoot, policy: TrustPolicy): TrustMaterial {
-  if (policy.kind === 'certificate') return rootMaterial(trustedRoot);
+  if (policy.kind === 'certificate') return trustedRoot.material;
   let key: KeyObject;
   try {
     key = createPublicKey(policy.publicKeyPem);
@@ -88,22 +82,7 @@ function trustMaterialFor(trustedRoot: LoadedTrustedRoot, policy: TrustPolicy): 
     });
   }
   // The operator's key is trusted for all time: it is pinned by hand, not by a root.
-  return rootMaterial(trustedRoot, () => ({ publicKey: key, validFor: () => true }));
-}
-
-function rootMaterial(
-  trustedRoot: LoadedTrustedRoot,
-  keys?: Parameters<typeof toTrustMaterial>[1],
-): TrustMaterial {
-  try {
-    return toTrustMaterial(trustedRoot.root, keys);
-  } catch (e) {
-    // The library decodes keys by its own rules; a key it cannot decode makes the root unusable.
-    throw new MvmError('trusted-root', `Trusted root ${trustedRoot.source} is not usable`, {
-      cause: `a key or certificate does not decode: ${(e as Error).message}`,
-      underlying: e,
-    });
-  }
+  return { ...trustedRoot.material, publicKey: () => ({ publicKey: key, validFor: () => true }) };
 }
 
 /** The bundle must carry the kind of signer the policy asks for, and never its own root. */
