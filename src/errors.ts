@@ -48,7 +48,9 @@ export type CounterName =
   | 'dev_image_verify_revoked_total'
   | 'dev_image_verify_expired_total'
   | 'dev_image_verify_network_total'
-  | 'dev_image_verify_bypassed_total';
+  | 'dev_image_verify_bypassed_total'
+  /** Not in SPEC.md's list: a signed manifest that does not parse is worth alerting on too. */
+  | 'dev_image_verify_manifest_invalid_total';
 
 export interface ErrorClass {
   /** Process exit status. */
@@ -93,6 +95,7 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
   },
   manifest: {
     exit: 15,
+    counter: 'dev_image_verify_manifest_invalid_total',
     fix: 'Re-export the manifest from the release; it is not a valid schema v1 manifest.',
   },
   network: {

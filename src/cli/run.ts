@@ -29,9 +29,12 @@ type Command = (args: string[], io: Output) => Promise<number>;
 // Commands load lazily so `mvmctl --version` never pays for the Sigstore libraries.
 const COMMANDS: Record<string, () => Promise<Command>> = {
   'verify-blob': async () => (await import('./commands/verify-blob.js')).verifyBlobCommand,
+  dev: async () => (await import('./commands/dev.js')).devCommand,
+  metrics: async () => (await import('./commands/metrics.js')).metricsCommand,
+  status: async () => (await import('./commands/status.js')).statusCommand,
 };
 
-const PLANNED = new Set(['dev', 'status', 'metrics', 'revocations', 'audit']);
+const PLANNED = new Set(['revocations', 'audit']);
 
 export async function run(argv: string[], io: Output = stdio): Promise<number> {
   const json = argv.includes('--json');

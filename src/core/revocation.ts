@@ -4,7 +4,7 @@
  */
 import { MvmError } from '../errors.js';
 import { parseJsonObject, schemaVersionOf } from './json.js';
-import { isSemver, type Manifest } from './manifest.js';
+import { isSemver } from './manifest.js';
 
 export const SUPPORTED_REVOCATION_SCHEMA = 1;
 /** Seed: "Cache valid for 24 hours before refresh." */
@@ -74,7 +74,7 @@ export function parseRevocationList(bytes: Uint8Array): RevocationList {
 /** A manifest is recalled when version, variant and arch all match an entry. */
 export function findRecall(
   list: RevocationList,
-  m: Pick<Manifest, 'version' | 'variant' | 'arch'>,
+  m: { readonly version: string; readonly variant: string; readonly arch: string },
 ): Revocation | undefined {
   return list.revocations.find(
     (r) => r.version === m.version && r.variant === m.variant && r.arch === m.arch,

@@ -11,21 +11,35 @@ export const MAX_BLOB_BYTES = 256 * 1024 * 1024;
 const fmtBytes = (n: number): string =>
   n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)} MiB` : `${Math.round(n / 1024)} KiB`;
 
+export interface OpenedFile {
+  readonly handle: fs.FileHandle;
+  readonly size: number;
+  readonly path: string;
+}
+
 /**
- * Reads a file an operator named, refusing anything but a regular file.
- *
- * The file is opened first and checked through its descriptor (fstat), so a
- * path swapped between check and read cannot slip another file in; O_NONBLOCK
- * keeps a FIFO planted in its place from hanging the process.
+ * Opens a file an operator named, refusing anything but a non-empty regular
+ * file of at most maxBytes. The file is checked through its descriptor
+ * (fstat), so a path swapped between check and read cannot slip another file
+ * in; O_NONBLOCK keeps a FIFO planted in its place from hanging the process.
+ * `noFollow` refuses a symlink at the last component (for files in our own
+ * directories, where a symlink can only be planted).
  */
-export async function readRegularFile(
+export async function openRegularFile(
   path: string,
   what: string,
   maxBytes: number,
-): Promise<Buffer> {
+  opts: { noFollow?: boolean } = {},
+): Promise<OpenedFile> {
   let handle: fs.FileHandle;
   try {
-    handle = await fs.open(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+    handle = await fs.open(
+      path,
+      constants.O_RDONLY |
+        constants.O_NONBLOCK |
+        constants.O_NOCTTY |
+        (opts.noFollow ? constants.O_NOFOLLOW : 0),
+    );
   } catch (e) {
     throw inputError(path, what, e);
   }
@@ -38,10 +52,7 @@ export async function readRegularFile(
       });
     }
     if (st.size > maxBytes) {
-      throw new MvmError('input', `${what} ${path} is too large (${fmtBytes(st.size)})`, {
-        cause: `a ${what} is at most ${fmtBytes(maxBytes)}`,
-        fix: `Check that ${path} really is the ${what}.`,
-      });
+      throw tooLarge(path, what, maxBytes, st.size);
     }
     if (st.size === 0) {
       throw new MvmError('input', `${what} ${path} is empty`, {
@@ -49,8 +60,24 @@ export async function readRegularFile(
         fix: `Re-copy the ${what}; it may have been truncated in transit.`,
       });
     }
+    return { handle, size: st.size, path };
+  } catch (e) {
+    await handle.close();
+    throw e;
+  }
+}
+
+/** Reads a whole small file an operator named (see openRegularFile for what is refused). */
+export async function readRegularFile(
+  path: string,
+  what: string,
+  maxBytes: number,
+  opts: { noFollow?: boolean } = {},
+): Promise<Buffer> {
+  const { handle, size } = await openRegularFile(path, what, maxBytes, opts);
+  try {
     // Read at most maxBytes + 1 so a file that grows after fstat is still caught.
-    const buf = Buffer.allocUnsafe(Math.min(st.size, maxBytes) + 1);
+    const buf = Buffer.allocUnsafe(Math.min(size, maxBytes) + 1);
     let off = 0;
     for (;;) {
       const { bytesRead } = await handle.read(buf, off, buf.length - off, off);
@@ -58,12 +85,7 @@ export async function readRegularFile(
       off += bytesRead;
       if (off === buf.length) break;
     }
-    if (off > maxBytes) {
-      throw new MvmError('input', `${what} ${path} is too large`, {
-        cause: `a ${what} is at most ${fmtBytes(maxBytes)}`,
-        fix: `Check that ${path} really is the ${what}.`,
-      });
-    }
+    if (off > maxBytes) throw tooLarge(path, what, maxBytes);
     return buf.subarray(0, off);
   } catch (e) {
     if (e instanceof MvmError) throw e;
@@ -71,6 +93,17 @@ export async function readRegularFile(
   } finally {
     await handle.close();
   }
+}
+
+function tooLarge(path: string, what: string, maxBytes: number, size?: number): MvmError {
+  return new MvmError(
+    'input',
+    `${what} ${path} is too large${size === undefined ? '' : ` (${fmtBytes(size)})`}`,
+    {
+      cause: `a ${what} is at most ${fmtBytes(maxBytes)}`,
+      fix: `Check that ${path} really is the ${what}.`,
+    },
+  );
 }
 
 function describeKind(st: {
@@ -110,8 +143,8 @@ function inputError(path: string, what: string, e: unknown): MvmError {
         underlying: e,
       });
     case 'ELOOP':
-      return new MvmError('input', `${what} ${path} is a symlink loop`, {
-        cause: 'too many levels of symbolic links',
+      return new MvmError('input', `${what} ${path} is a symbolic link`, {
+        cause: 'a symlink loop, or a symlink where only a regular file is accepted',
         fix: `Pass the path of the ${what} file itself.`,
         underlying: e,
       });

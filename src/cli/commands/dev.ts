@@ -1,0 +1,230 @@
+import { homedir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { configFrom } from '../../config.js';
+import { MvmError } from '../../errors.js';
+import { hostArch } from '../../core/manifest.js';
+import {
+  importImage,
+  releaseSetIn,
+  type ImportEvent,
+  type ReleaseSet,
+} from '../../pipeline/import-image.js';
+import { loadTrustedRoot } from '../../trust/trusted-root.js';
+import { MVMCTL_VERSION } from '../../version.js';
+import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import type { Output } from '../render.js';
+
+export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --bundle B --vmlinux K --rootfs R [flags]
+       mvmctl dev import-image --dir D [flags]
+
+Install a dev image on an air-gapped host from the four files of a release set,
+carried in by hand. Runs the same verification as an online install, with no
+network: the manifest's cosign signature against the project's release workflow
+identity, the version pin (manifest.version == mvmctl --version), the arch, the
+90-day max-age (warns only), the cached revocation list, and the SHA-256 of the
+kernel and rootfs as they are copied into ~/.mvm/dev/prebuilt/v{version}/.
+Nothing is written to the store unless every check passes; your files are
+never modified.
+
+Flags:
+  --manifest FILE              dev-image-{arch}.manifest.json
+  --bundle FILE                dev-image-{arch}.manifest.json.bundle
+  --vmlinux FILE               dev-vmlinux-{arch}
+  --rootfs FILE                dev-rootfs-{arch}.ext4
+  --dir DIR                    find the four files of this host's arch by their release names in DIR
+  --trusted-root FILE          Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else embedded)
+  --require-fresh-revocations  fail when the cached revocation list is older than 7 days
+  --json                       print one JSON object with the result (or the error)
+  --debug                      show internal detail on errors
+
+Environment:
+  MVM_DATA_DIR            data directory (default ~/.mvm)
+  MVM_CACHE_DIR, XDG_CACHE_HOME
+                          cache directory holding revocations/ (default ~/.cache/mvm)
+  MVM_RELEASE_REPO        repository whose release workflow signs manifests (default tinylabscom/mvm)
+  MVM_SKIP_COSIGN_VERIFY=1, MVM_SKIP_HASH_VERIFY=1
+                          emergency exits only: loud, counted, audited, image marked UNVERIFIED
+
+Exit status: 0 installed, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
+14 digest, 15 manifest invalid, 16 stale revocations (with --require-fresh-revocations), 17 store.
+`;
+
+export const DEV_HELP = `Usage: mvmctl dev <command>
+
+Commands:
+  import-image    install a verified dev image from local files (air-gapped)
+
+Planned (not built yet): up, status, console, logs, down
+`;
+
+export async function devCommand(args: string[], io: Output): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === 'import-image') return importImageCommand(rest, io);
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    io.out(DEV_HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  if (['up', 'status', 'console', 'logs', 'down'].includes(sub)) {
+    throw new MvmError('not-implemented', `'mvmctl dev ${sub}' is not built yet in this version`, {
+      fix: 'Use mvmctl dev import-image to install an image; booting it comes next.',
+    });
+  }
+  throw new MvmError('usage', `unknown command "dev ${sub}"`, { fix: "Run 'mvmctl dev --help'." });
+}
+
+async function importImageCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('dev import-image', () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        ...COMMON_OPTIONS,
+        manifest: { type: 'string' },
+        bundle: { type: 'string' },
+        vmlinux: { type: 'string' },
+        rootfs: { type: 'string' },
+        dir: { type: 'string' },
+        'trusted-root': { type: 'string' },
+        'require-fresh-revocations': { type: 'boolean' },
+      },
+    }),
+  );
+  if (values.help) {
+    io.out(IMPORT_IMAGE_HELP);
+    return 0;
+  }
+  if (positionals.length > 0) {
+    throw new MvmError(
+      'usage',
+      `dev import-image takes no positional arguments (got ${JSON.stringify(positionals[0])})`,
+      {
+        fix: "Name each file with its flag; run 'mvmctl dev import-image --help'.",
+      },
+    );
+  }
+  const arch = hostArch(process.arch);
+  if (!arch) {
+    throw new MvmError(
+      'arch',
+      `This host's arch ${process.arch} is not supported (x86_64 and aarch64 are)`,
+      {
+        fix: 'Run mvmctl on an x86_64 or aarch64 host.',
+      },
+    );
+  }
+  const set = releaseSetFrom(values, arch);
+  const config = configFrom(process.env, homedir());
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+  const json = values.json === true;
+  const progress = !json && process.stderr.isTTY ? progressBar() : undefined;
+  const result = await importImage(set, {
+    config,
+    trustedRoot,
+    mvmctlVersion: MVMCTL_VERSION,
+    hostArch: arch,
+    now: () => new Date(),
+    requireFreshRevocations: values['require-fresh-revocations'] === true,
+    report: (e) => {
+      progress?.clear();
+      if (!json) io.err(describe(e));
+    },
+    warn: (m) => {
+      progress?.clear();
+      io.err(`warning: ${m}`);
+    },
+    ...(progress ? { onProgress: progress.update } : {}),
+  });
+  progress?.clear();
+  if (json) {
+    io.out(JSON.stringify({ installed: true, ...result }));
+  } else {
+    io.out(
+      `${result.alreadyInstalled ? 'Already installed' : 'Installed'} dev image v${result.version}` +
+        `${result.receipt.verification === 'UNVERIFIED' ? ' (UNVERIFIED)' : ''} at ${result.path}\n` +
+        `Run 'mvmctl dev up' to boot the dev VM from the imported artifacts (no re-verification, no network).`,
+    );
+  }
+  return 0;
+}
+
+function releaseSetFrom(v: Record<string, unknown>, arch: 'x86_64' | 'aarch64'): ReleaseSet {
+  const files = ['manifest', 'bundle', 'vmlinux', 'rootfs'] as const;
+  const named = files.filter((f) => typeof v[f] === 'string');
+  if (typeof v['dir'] === 'string') {
+    if (named.length > 0) {
+      throw new MvmError('usage', `--dir cannot be combined with --${named[0]}`, {
+        fix: 'Use --dir alone, or name all four files.',
+      });
+    }
+    return releaseSetIn(v['dir'], arch);
+  }
+  const missing = files.filter((f) => typeof v[f] !== 'string');
+  if (missing.length > 0) {
+    throw new MvmError(
+      'usage',
+      `dev import-image needs ${missing.map((f) => `--${f}`).join(', ')} (or --dir)`,
+      {
+        fix: "Name all four files of the release set; run 'mvmctl dev import-image --help'.",
+      },
+    );
+  }
+  return {
+    manifest: v['manifest'] as string,
+    bundle: v['bundle'] as string,
+    vmlinux: v['vmlinux'] as string,
+    rootfs: v['rootfs'] as string,
+  };
+}
+
+function describe(e: ImportEvent): string {
+  switch (e.step) {
+    case 'signature':
+      return `✓ signature   signed by ${e.identity} (issuer ${e.issuer}), Rekor log index ${e.logIndex}`;
+    case 'signature-skipped':
+      return `! signature   SKIPPED (MVM_SKIP_COSIGN_VERIFY=1)`;
+    case 'version':
+      return `✓ version     ${e.version}`;
+    case 'arch':
+      return `✓ arch        ${e.arch}`;
+    case 'max-age':
+      return e.expired
+        ? `! max-age     EXPIRED (not_after ${e.notAfter})`
+        : `✓ max-age     valid until ${e.notAfter}`;
+    case 'revocation':
+      return e.state === 'absent'
+        ? `! revocation  no list cached: not checked`
+        : `${e.state === 'stale' ? '!' : '✓'} revocation  not recalled (${e.entries} entries, list ${e.ageHours} h old${e.state === 'stale' ? ', STALE' : ''})`;
+    case 'digest':
+      return `${e.skipped ? '!' : '✓'} ${e.role.padEnd(11)} sha256 ${e.sha256} (${e.bytes} bytes)${e.skipped ? ' NOT COMPARED (MVM_SKIP_HASH_VERIFY=1)' : ''}`;
+    case 'install':
+      return `✓ install     ${e.path}${e.alreadyInstalled ? ' (already installed, unchanged)' : ''}`;
+  }
+}
+
+/** A one-line progress bar on stderr, for terminals only. */
+function progressBar() {
+  const done: Record<string, [number, number]> = {};
+  let last = 0;
+  let shown = false;
+  return {
+    update: (role: string, bytes: number, total: number) => {
+      done[role] = [bytes, total];
+      const now = Date.now();
+      if (now - last < 100 && bytes < total) return;
+      last = now;
+      const [b, t] = Object.values(done).reduce(([x, y], [p, q]) => [x + p, y + q], [0, 0]);
+      const pct = t ? Math.floor((b / t) * 100) : 100;
+      const width = 30;
+      const bar = '#'.repeat(Math.floor((pct / 100) * width)).padEnd(width, ' ');
+      process.stderr.write(
+        `\r  hashing and copying [${bar}] ${String(pct).padStart(3)}%  ${(b / 1e6).toFixed(0)}/${(t / 1e6).toFixed(0)} MB`,
+      );
+      shown = true;
+    },
+    clear: () => {
+      if (shown) process.stderr.write('\r\x1b[2K');
+      shown = false;
+    },
+  };
+}

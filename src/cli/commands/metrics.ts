@@ -1,0 +1,87 @@
+import { homedir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { configFrom, type Config } from '../../config.js';
+import { MvmError } from '../../errors.js';
+import { auditLogPath } from '../../pipeline/import-image.js';
+import { DURATION_BUCKETS, metricsFrom, readAudit, type Metrics } from '../../telemetry/audit.js';
+import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import type { Output } from '../render.js';
+
+export const METRICS_HELP = `Usage: mvmctl metrics [--json]
+
+Print the dev-image verification counters of this host, which persist across
+invocations (they are computed from the audit log), in Prometheus text
+exposition format: for a node_exporter textfile collector, e.g.
+  mvmctl metrics > /var/lib/node_exporter/textfile/mvm.prom
+--json prints the same values keyed by name without the mvm_ prefix.
+`;
+
+const HELP_TEXT: Record<string, string> = {
+  dev_image_verify_ok_total: 'Dev image verifications that passed and installed.',
+  dev_image_verify_sig_invalid_total: 'Manifest signature verification failures.',
+  dev_image_verify_digest_mismatch_total: 'Kernel or rootfs SHA-256 mismatches.',
+  dev_image_verify_version_skew_total: 'Manifests for a different mvmctl version.',
+  dev_image_verify_arch_mismatch_total: 'Manifests for another architecture.',
+  dev_image_verify_revoked_total: 'Imports refused because the release is recalled.',
+  dev_image_verify_expired_total: 'Manifests past their max-age (warned, installed).',
+  dev_image_verify_network_total: 'Network failures (and refused stale revocation lists).',
+  dev_image_verify_bypassed_total: 'Uses of MVM_SKIP_COSIGN_VERIFY or MVM_SKIP_HASH_VERIFY.',
+  dev_image_verify_manifest_invalid_total: 'Signed manifests that are not valid schema v1.',
+};
+
+export async function currentMetrics(config: Config): Promise<Metrics & { unreadable: number }> {
+  const { records, unreadable } = await readAudit(auditLogPath(config));
+  return { ...metricsFrom(records), unreadable };
+}
+
+export async function metricsCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('metrics', () =>
+    parseArgs({ args, allowPositionals: true, strict: true, options: { ...COMMON_OPTIONS } }),
+  );
+  if (values.help) {
+    io.out(METRICS_HELP);
+    return 0;
+  }
+  if (positionals.length)
+    throw new MvmError('usage', 'metrics takes no arguments', {
+      fix: "Run 'mvmctl metrics --help'.",
+    });
+  const m = await currentMetrics(configFrom(process.env, homedir()));
+  io.out(values.json ? JSON.stringify(metricsJson(m)) : await prometheusText(m));
+  return 0;
+}
+
+/** Values keyed without the mvm_ prefix (SPEC.md section 6). */
+export function metricsJson(m: Metrics): Record<string, unknown> {
+  const buckets: Record<string, number> = {};
+  for (const le of DURATION_BUCKETS)
+    buckets[String(le)] = m.durations.filter((d) => d <= le).length;
+  buckets['+Inf'] = m.durations.length;
+  return {
+    ...m.counters,
+    dev_image_verify_duration_seconds: {
+      count: m.durations.length,
+      sum: m.durations.reduce((a, b) => a + b, 0),
+      buckets,
+    },
+  };
+}
+
+/** Prometheus text exposition, formatted by prom-client. */
+export async function prometheusText(m: Metrics): Promise<string> {
+  const { Registry, Counter, Histogram } = await import('prom-client');
+  const registry = new Registry();
+  for (const [name, value] of Object.entries(m.counters)) {
+    new Counter({ name: `mvm_${name}`, help: HELP_TEXT[name] ?? name, registers: [registry] }).inc(
+      value,
+    );
+  }
+  const h = new Histogram({
+    name: 'mvm_dev_image_verify_duration_seconds',
+    help: 'Wall time of a dev image verification, success or failure.',
+    buckets: DURATION_BUCKETS,
+    registers: [registry],
+  });
+  for (const d of m.durations) h.observe(d);
+  return registry.metrics();
+}

@@ -1,0 +1,141 @@
+import { promises as fs } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { configFrom, prebuiltDir, revocationsDir } from '../../config.js';
+import { MvmError } from '../../errors.js';
+import { findRecall } from '../../core/revocation.js';
+import { INSTALLED_FILES, type Receipt } from '../../pipeline/import-image.js';
+import { readCachedRevocations } from '../../revocations/cache.js';
+import { ImageStore } from '../../store/image-store.js';
+import { loadTrustedRoot } from '../../trust/trusted-root.js';
+import { MVMCTL_VERSION } from '../../version.js';
+import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import type { Output } from '../render.js';
+import { currentMetrics, metricsJson } from './metrics.js';
+
+export const STATUS_HELP = `Usage: mvmctl status [--json] [--trusted-root FILE]
+
+Show this host's dev-image state: installed images with their receipts and
+verification state (verified or UNVERIFIED, recalled or not), the cached
+revocation list (present, age, verified, stale), the trusted root in use, and
+the verification counters. The dev VM itself is not built yet.
+`;
+
+export async function statusCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('status', () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { ...COMMON_OPTIONS, 'trusted-root': { type: 'string' } },
+    }),
+  );
+  if (values.help) {
+    io.out(STATUS_HELP);
+    return 0;
+  }
+  if (positionals.length)
+    throw new MvmError('usage', 'status takes no arguments', {
+      fix: "Run 'mvmctl status --help'.",
+    });
+  const config = configFrom(process.env, homedir());
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+
+  let revocations: Record<string, unknown>;
+  let list: Awaited<ReturnType<typeof readCachedRevocations>> | undefined;
+  try {
+    list = await readCachedRevocations(
+      revocationsDir(config),
+      config.releaseRepo,
+      trustedRoot,
+      new Date(),
+    );
+    revocations =
+      list.state === 'absent'
+        ? { state: 'absent', path: list.dir }
+        : {
+            state: 'verified',
+            path: list.dir,
+            signer: list.signer,
+            entries: list.list.revocations.length,
+            ageHours: Math.round(list.ageMs / 360_000) / 10,
+            freshness: list.age,
+            stale: list.age === 'stale',
+            modifiedAt: list.modifiedAt,
+          };
+  } catch (e) {
+    revocations = {
+      state: 'invalid',
+      path: revocationsDir(config),
+      error: e instanceof MvmError ? e.message : String(e),
+    };
+  }
+
+  const store = new ImageStore(prebuiltDir(config), config.dataDir);
+  const images = [];
+  for (const img of await store.list()) {
+    let receipt: Receipt | undefined;
+    try {
+      receipt = JSON.parse(
+        await fs.readFile(join(img.dir, INSTALLED_FILES.receipt), 'utf8'),
+      ) as Receipt;
+    } catch {
+      receipt = undefined;
+    }
+    const recall =
+      receipt && list?.state === 'verified' ? findRecall(list.list, receipt) : undefined;
+    images.push({
+      version: img.version,
+      path: join(store.root, `v${img.version}`),
+      current: img.version === MVMCTL_VERSION,
+      verification: receipt ? receipt.verification : 'UNKNOWN (no readable receipt)',
+      recalled: recall ? recall.reason : false,
+      receipt: receipt ?? null,
+    });
+  }
+  const metrics = await currentMetrics(config);
+  const status = {
+    mvmctlVersion: MVMCTL_VERSION,
+    dataDir: config.dataDir,
+    images,
+    revocations,
+    trustedRoot: { source: trustedRoot.source, sha256: trustedRoot.sha256 },
+    metrics: metricsJson(metrics),
+    auditLogUnreadableLines: metrics.unreadable,
+    devVm: { state: 'not built yet' },
+  };
+  if (values.json) {
+    io.out(JSON.stringify(status));
+    return 0;
+  }
+  const lines = [`mvmctl ${MVMCTL_VERSION}   data ${config.dataDir}`, '', 'Installed images:'];
+  if (images.length === 0) lines.push('  (none)');
+  for (const i of images) {
+    lines.push(
+      `  v${i.version}${i.current ? ' (this mvmctl)' : ''}  ${i.verification}${i.recalled ? `  RECALLED: ${i.recalled}` : ''}` +
+        (i.receipt
+          ? `  installed ${i.receipt.installedAt}${i.receipt.signer ? `  signed by ${i.receipt.signer.identity}` : ''}`
+          : ''),
+    );
+  }
+  lines.push('', 'Revocation list:');
+  if (revocations['state'] === 'verified') {
+    lines.push(
+      `  verified, ${revocations['entries']} entries, ${revocations['ageHours']} h old (${revocations['freshness']})  ${revocations['path']}`,
+    );
+  } else if (revocations['state'] === 'absent') {
+    lines.push(`  none cached in ${revocations['path']}`);
+  } else {
+    lines.push(`  INVALID: ${revocations['error']}`);
+  }
+  lines.push(
+    '',
+    `Trusted root: ${trustedRoot.source} (sha256 ${trustedRoot.sha256.slice(0, 16)}…)`,
+    '',
+    'Counters:',
+  );
+  for (const [k, v] of Object.entries(metrics.counters)) lines.push(`  ${k.padEnd(44)} ${v}`);
+  io.out(lines.join('\n'));
+  return 0;
+}

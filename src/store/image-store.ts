@@ -1,0 +1,204 @@
+/**
+ * The installed-image store, `~/.mvm/dev/prebuilt/` (SPEC.md sections 3 and 9).
+ *
+ * Each image is built complete in its own object directory,
+ * `.objects/<pid>-<random>/`, and published by atomically renaming a symlink
+ * `v{version}` -> `.objects/<id>` into place. So at every instant, through
+ * kill -9 and concurrent imports, `v{version}` is absent, the previous complete
+ * image or the new complete image: rename(2) of a symlink over a symlink is
+ * atomic, and nothing is ever written into a published object. No lock is
+ * needed; the last publisher wins with an image as verified as the first's.
+ * Objects nothing links to, left by a process that is gone, are removed by the
+ * next run.
+ */
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { MvmError } from '../errors.js';
+import { isSemver } from '../core/manifest.js';
+import { ensurePrivateDir } from './secure-dir.js';
+
+const OBJECTS = '.objects';
+const OBJECT_ID = /^([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
+const LINK_TMP = /^\.link-([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
+const VERSION_LINK = /^v(.+)$/;
+
+export interface InstalledImage {
+  readonly version: string;
+  /** The object directory holding the image's files. */
+  readonly dir: string;
+}
+
+const storeError = (
+  message: string,
+  e: unknown,
+  fix = 'Check free space and the permissions of the data directory.',
+): MvmError =>
+  new MvmError('store', message, { cause: (e as Error)?.message ?? String(e), fix, underlying: e });
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export class ImageStore {
+  constructor(
+    /** The prebuilt directory. */
+    readonly root: string,
+    /** The data directory it lives in: every level from here down is checked. */
+    private readonly base: string,
+  ) {}
+
+  private get objects(): string {
+    return join(this.root, OBJECTS);
+  }
+
+  /** Checks (or creates) the store's directories and removes what killed runs left behind. */
+  async open(): Promise<void> {
+    await ensurePrivateDir(this.objects, this.base);
+    await this.collectGarbage();
+  }
+
+  /** A fresh, empty, private object directory to build an image in. */
+  async stage(): Promise<string> {
+    const dir = join(this.objects, `${process.pid}-${randomBytes(8).toString('hex')}`);
+    try {
+      await fs.mkdir(dir, { mode: 0o700 });
+      await fs.chmod(dir, 0o700);
+    } catch (e) {
+      throw storeError(`Cannot create a staging directory in ${this.objects}`, e);
+    }
+    return dir;
+  }
+
+  async discard(dir: string): Promise<void> {
+    await fs.rm(dir, { recursive: true, force: true });
+  }
+
+  /** Writes a new file (0600) into a staging directory. */
+  async writeFile(dir: string, name: string, data: Uint8Array | string): Promise<void> {
+    try {
+      await fs.writeFile(join(dir, name), data, {
+        mode: 0o600,
+        flag: constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      });
+    } catch (e) {
+      throw storeError(`Cannot write ${name} into the store`, e);
+    }
+  }
+
+  /** Atomically makes the staged object the installed image of `version`. */
+  async publish(version: string, staged: string): Promise<InstalledImage> {
+    if (!isSemver(version))
+      throw new MvmError('internal', `refusing to publish a non-semver version ${version}`);
+    const id = staged.slice(this.objects.length + 1);
+    if (!OBJECT_ID.test(id))
+      throw new MvmError('internal', `refusing to publish ${staged}: not a staged object`);
+    const link = join(this.root, `v${version}`);
+    const tmp = join(this.root, `.link-${process.pid}-${randomBytes(8).toString('hex')}`);
+    try {
+      await fs.symlink(join(OBJECTS, id), tmp);
+      try {
+        await fs.rename(tmp, link);
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
+        // A real directory from elsewhere is in the way: move it aside (the
+        // version is briefly absent, never partial), then publish.
+        await fs.rename(
+          link,
+          join(this.objects, `${process.pid}-${randomBytes(8).toString('hex')}`),
+        );
+        await fs.rename(tmp, link);
+      }
+    } catch (e) {
+      await fs.rm(tmp, { force: true });
+      throw storeError(`Cannot publish v${version} in ${this.root}`, e);
+    }
+    await this.collectGarbage();
+    return { version, dir: staged };
+  }
+
+  /** The installed image of `version`, if any; the link must point at one of our objects. */
+  async installed(version: string): Promise<InstalledImage | undefined> {
+    const link = join(this.root, `v${version}`);
+    let target: string;
+    try {
+      target = await fs.readlink(link);
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT') return undefined;
+      if (code === 'EINVAL') {
+        throw storeError(
+          `${link} is not an image installed by mvmctl`,
+          e,
+          `Remove ${link} and import the image again.`,
+        );
+      }
+      throw storeError(`Cannot read ${link}`, e);
+    }
+    const m = /^\.objects\/(.+)$/.exec(target);
+    if (!m || !OBJECT_ID.test(m[1]!)) {
+      throw storeError(
+        `${link} points outside the store (${target})`,
+        new Error('unexpected link target'),
+        `Remove ${link} and import the image again.`,
+      );
+    }
+    return { version, dir: join(this.objects, m[1]!) };
+  }
+
+  /** Every installed version, newest name last. */
+  async list(): Promise<InstalledImage[]> {
+    let names: string[];
+    try {
+      names = await fs.readdir(this.root);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw storeError(`Cannot read ${this.root}`, e);
+    }
+    const out: InstalledImage[] = [];
+    for (const name of names.sort()) {
+      const v = VERSION_LINK.exec(name)?.[1];
+      if (v === undefined || !isSemver(v)) continue;
+      const img = await this.installed(v).catch(() => undefined);
+      if (img) out.push(img);
+    }
+    return out;
+  }
+
+  /** Removes objects no version links to and temporary links, when their creator is gone. */
+  private async collectGarbage(): Promise<void> {
+    let names: string[];
+    let objects: string[];
+    try {
+      names = await fs.readdir(this.root);
+      objects = await fs.readdir(this.objects);
+    } catch {
+      return;
+    }
+    const linked = new Set<string>();
+    for (const name of names) {
+      const tmp = LINK_TMP.exec(name);
+      if (tmp) {
+        if (!alive(Number(tmp[1]))) await fs.rm(join(this.root, name), { force: true });
+        continue;
+      }
+      if (!VERSION_LINK.test(name)) continue;
+      const target = await fs.readlink(join(this.root, name)).catch(() => '');
+      linked.add(target.replace(/^\.objects\//, ''));
+    }
+    for (const id of objects) {
+      const m = OBJECT_ID.exec(id);
+      if (!m || linked.has(id)) continue;
+      // A live process (this one included) may still be filling or publishing it.
+      if (alive(Number(m[1]))) continue;
+      await fs.rm(join(this.objects, id), { recursive: true, force: true });
+    }
+  }
+}

@@ -1,0 +1,114 @@
+/**
+ * The append-only audit log (JSON lines) and the counters derived from it.
+ *
+ * Every verification outcome is one line, written with a single O_APPEND
+ * write, so concurrent processes never interleave or lose a record. The
+ * Prometheus counters of SPEC.md section 6 are computed from these records,
+ * not kept beside them: a counter can never disagree with the audit trail,
+ * and no lock or read-modify-write is needed.
+ */
+import { constants, promises as fs } from 'node:fs';
+import type { CounterName, ErrorCode, VerificationCheck } from '../errors.js';
+import { ERROR_TABLE } from '../errors.js';
+
+export type Bypass = 'cosign' | 'hash';
+
+export interface AuditRecord {
+  readonly ts: string;
+  readonly event: 'dev.import-image';
+  readonly outcome: 'ok' | 'failed';
+  readonly code?: ErrorCode;
+  readonly check?: VerificationCheck;
+  readonly message?: string;
+  readonly version?: string;
+  readonly arch?: string;
+  readonly variant?: string;
+  readonly manifestSha256?: string;
+  readonly signer?: string;
+  /** Past not_after: warned, not failed. */
+  readonly expired?: boolean;
+  readonly bypassed?: readonly Bypass[];
+  readonly durationSeconds: number;
+  readonly mvmctlVersion: string;
+  readonly pid: number;
+}
+
+export async function appendAudit(path: string, record: AuditRecord): Promise<void> {
+  const fh = await fs.open(
+    path,
+    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+    0o600,
+  );
+  try {
+    await fh.write(`${JSON.stringify(record)}\n`);
+  } finally {
+    await fh.close();
+  }
+}
+
+export async function readAudit(
+  path: string,
+): Promise<{ records: AuditRecord[]; unreadable: number }> {
+  let text: string;
+  try {
+    text = await fs.readFile(path, {
+      encoding: 'utf8',
+      flag: constants.O_RDONLY | constants.O_NOFOLLOW,
+    });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], unreadable: 0 };
+    throw e;
+  }
+  const records: AuditRecord[] = [];
+  let unreadable = 0;
+  for (const line of text.split('\n')) {
+    if (line === '') continue;
+    try {
+      const r = JSON.parse(line) as AuditRecord;
+      if (r && typeof r === 'object' && typeof r.outcome === 'string') records.push(r);
+      else unreadable++;
+    } catch {
+      unreadable++;
+    }
+  }
+  return { records, unreadable };
+}
+
+export const COUNTER_NAMES: readonly CounterName[] = [
+  'dev_image_verify_ok_total',
+  'dev_image_verify_sig_invalid_total',
+  'dev_image_verify_digest_mismatch_total',
+  'dev_image_verify_version_skew_total',
+  'dev_image_verify_arch_mismatch_total',
+  'dev_image_verify_revoked_total',
+  'dev_image_verify_expired_total',
+  'dev_image_verify_network_total',
+  'dev_image_verify_bypassed_total',
+  'dev_image_verify_manifest_invalid_total',
+];
+
+/** Histogram buckets for a verification's wall time, in seconds. */
+export const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+export interface Metrics {
+  readonly counters: Readonly<Record<CounterName, number>>;
+  readonly durations: readonly number[];
+}
+
+/** Pure: the counters and duration samples a list of audit records implies. */
+export function metricsFrom(records: readonly AuditRecord[]): Metrics {
+  const counters = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<
+    CounterName,
+    number
+  >;
+  const durations: number[] = [];
+  for (const r of records) {
+    if (r.outcome === 'ok') counters.dev_image_verify_ok_total++;
+    const counter = r.outcome === 'failed' && r.code ? ERROR_TABLE[r.code]?.counter : undefined;
+    if (counter) counters[counter]++;
+    if (r.expired) counters.dev_image_verify_expired_total++;
+    counters.dev_image_verify_bypassed_total += r.bypassed?.length ?? 0;
+    if (typeof r.durationSeconds === 'number') durations.push(r.durationSeconds);
+  }
+  return { counters, durations };
+}
