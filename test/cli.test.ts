@@ -54,9 +54,27 @@ describe('mvmctl CLI', () => {
   });
 
   it('a planned command says it is not built yet', async () => {
-    const r = await runCli(['dev', 'import-image']);
-    assert.equal(r.code, 1);
-    assert.match(r.stderr, /'mvmctl dev' is not built yet/);
+    for (const [args, name] of [
+      [['dev', 'up'], 'dev up'],
+      [['revocations', 'status'], 'revocations'],
+    ] as const) {
+      const r = await runCli([...args]);
+      assert.equal(r.code, 1);
+      assert.match(r.stderr, new RegExp(`'mvmctl ${name}' is not built yet`));
+    }
+  });
+
+  it('every command has --help', async () => {
+    for (const args of [
+      ['dev', '--help'],
+      ['dev', 'import-image', '--help'],
+      ['metrics', '--help'],
+      ['status', '--help'],
+    ]) {
+      const r = await runCli(args);
+      assert.equal(r.code, 0, args.join(' '));
+      assert.match(r.stdout, /^Usage: mvmctl /);
+    }
   });
 
   const usage: [string, string[], RegExp][] = [

@@ -6,10 +6,13 @@ export const MAIN_HELP = `mvmctl — get a supply-chain-verified microVM dev ima
 Usage: mvmctl <command> [flags]
 
 Commands:
-  verify-blob     verify a Sigstore/cosign signature offline (cosign-compatible flags)
+  dev import-image  install a verified dev image from local files (air-gapped)
+  verify-blob       verify a Sigstore/cosign signature offline (cosign-compatible flags)
+  status            installed images, revocation cache, trusted root, counters (--json)
+  metrics           verification counters, Prometheus text or --json
 
 Planned (not built yet; they exit with a clear error):
-  dev import-image, dev up, status, metrics, revocations
+  dev up/status/console/logs/down, revocations, audit tail
 
 Global flags:
   --help, -h      show help (also after a command: mvmctl verify-blob --help)
@@ -19,6 +22,9 @@ Global flags:
 
 Environment:
   MVM_TRUSTED_ROOT   Sigstore trusted_root.json to use instead of the embedded public-good root
+  MVM_DATA_DIR       data directory (default ~/.mvm)
+  MVM_CACHE_DIR      cache directory (default $XDG_CACHE_HOME/mvm or ~/.cache/mvm)
+  MVM_RELEASE_REPO   repository whose workflows sign releases (default tinylabscom/mvm)
 
 Exit status: 0 ok, 2 usage, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
 14 digest, 15 manifest, 16 network, 17 store.
@@ -54,7 +60,7 @@ export async function run(argv: string[], io: Output = stdio): Promise<number> {
     if (load) return await (await load())(rest, io);
     if (PLANNED.has(first)) {
       throw new MvmError('not-implemented', `'mvmctl ${first}' is not built yet in this version`, {
-        fix: 'Use mvmctl verify-blob for now; see the project issues for what is planned.',
+        fix: 'See mvmctl --help for what is built; the project issues list what is planned.',
       });
     }
     throw new MvmError('usage', `unknown command ${JSON.stringify(first)}`, {

@@ -326,7 +326,7 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
       );
     }
     ctx.warn(
-      `WARNING: the cached revocation list is ${ageHours} hours old (more than 7 days). It is still enforced, but newer recalls may be missing. Carry in a fresh pair.`,
+      `STALE REVOCATION LIST: the cached list is ${ageHours} hours old (more than 7 days). It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
     );
   }
   const recall = findRecall(cached.list, m);

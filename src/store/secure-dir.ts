@@ -34,7 +34,8 @@ async function ensureOne(dir: string): Promise<void> {
       );
     }
     try {
-      await fs.mkdir(dir, { mode: 0o700 });
+      // Missing parents of the data directory are created private too.
+      await fs.mkdir(dir, { mode: 0o700, recursive: true });
       await fs.chmod(dir, 0o700); // mkdir's mode is filtered by the umask
     } catch (e2) {
       if ((e2 as NodeJS.ErrnoException).code !== 'EEXIST') {
