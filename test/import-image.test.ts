@@ -150,9 +150,10 @@ const fileDigests = (set: ReleaseFiles) =>
     }
   });
 
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
 /** An installed image is complete: every file matches its receipt, the manifest and bundle are the verified ones. */
-function assertCompleteImage(h: Host, expect?: ReleaseFiles): Record<string, any> {
-  // eslint-disable-line @typescript-eslint/no-explicit-any
+function assertCompleteImage(h: Host, expect?: ReleaseFiles): Json {
   const dir = join(h.prebuilt, `v${VERSION}`);
   const receipt = JSON.parse(readFileSync(join(dir, 'receipt.json'), 'utf8'));
   for (const role of ['kernel', 'rootfs'] as const) {
