@@ -1,0 +1,195 @@
+/**
+ * Crash safety and concurrency of `dev import-image` against a real store:
+ * kill -9 at several moments of a large import, and many imports at once.
+ * The invariant: `v{version}` is absent, the previous complete image or the
+ * new complete image; counters equal the outcomes.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { CLI, runCli } from './support/cli.js';
+import { TestPki } from './support/pki.js';
+import { writeReleaseSet, type ReleaseFiles } from './support/release.js';
+
+const HOST_ARCH = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
+const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+  .version as string;
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+
+let root: string;
+let pki: TestPki;
+let trustedRoot: string;
+let small: ReleaseFiles;
+let large: ReleaseFiles;
+let n = 0;
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), 'mvm-stress-'));
+  pki = await TestPki.create();
+  trustedRoot = pki.writeTrustedRoot(root);
+  small = await writeReleaseSet(pki, join(root, 'small'), { version: VERSION, arch: HOST_ARCH });
+  // 256 MiB: big enough that a kill lands while it is being hashed and copied.
+  const rootfs = Buffer.alloc(256 * 1024 * 1024);
+  for (let i = 0; i < rootfs.length; i += 4096) rootfs.writeUInt32LE(i, i);
+  large = await writeReleaseSet(pki, join(root, 'large'), {
+    version: VERSION,
+    arch: HOST_ARCH,
+    rootfs,
+  });
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+function host() {
+  const dir = join(root, `host${n++}`);
+  const env = {
+    MVM_DATA_DIR: join(dir, 'data'),
+    XDG_CACHE_HOME: join(dir, 'cache'),
+    MVM_TRUSTED_ROOT: trustedRoot,
+  };
+  const prebuilt = join(dir, 'data', 'dev', 'prebuilt');
+  const args = (set: ReleaseFiles) => [
+    'dev',
+    'import-image',
+    '--manifest',
+    set.manifest,
+    '--bundle',
+    set.bundle,
+    '--vmlinux',
+    set.vmlinux,
+    '--rootfs',
+    set.rootfs,
+  ];
+  return {
+    env,
+    prebuilt,
+    args,
+    importSet: (set: ReleaseFiles) => runCli(args(set), env),
+    async metrics(): Promise<Record<string, number>> {
+      return JSON.parse((await runCli(['metrics', '--json'], env)).stdout);
+    },
+    auditLines: () =>
+      readFileSync(join(dir, 'data', 'telemetry', 'audit.jsonl'), 'utf8')
+        .trim()
+        .split('\n'),
+  };
+}
+
+/** The store invariant: the version is absent or exactly one of the given complete images. */
+function installedImage(prebuilt: string, candidates: ReleaseFiles[]): ReleaseFiles | 'absent' {
+  const dir = join(prebuilt, `v${VERSION}`);
+  if (!existsSync(dir)) return 'absent';
+  const receipt = JSON.parse(readFileSync(join(dir, 'receipt.json'), 'utf8'));
+  const rootfs = sha(readFileSync(join(dir, receipt.artifacts.rootfs.file)));
+  const kernel = sha(readFileSync(join(dir, receipt.artifacts.kernel.file)));
+  const match = candidates.find(
+    (c) => sha(c.rootfsBytes) === rootfs && sha(c.kernelBytes) === kernel,
+  );
+  assert.ok(match, 'the installed image is one complete image, not a mix or a partial copy');
+  assert.equal(receipt.artifacts.rootfs.sha256, rootfs);
+  assert.deepEqual(readFileSync(join(dir, 'manifest.json')), readFileSync(match.manifest));
+  return match;
+}
+
+describe('crash safety', () => {
+  it('kill -9 at several points leaves the old or the new complete image; the next import succeeds and cleans up', async () => {
+    const h = host();
+    assert.equal((await h.importSet(small)).code, 0);
+    const seen = new Set<string>();
+    let sawLeftover = false;
+    for (const delayMs of [120, 200, 280, 360, 440, 520, 650, 800]) {
+      const child = spawn(process.execPath, [CLI, ...h.args(large)], {
+        env: { ...process.env, ...h.env },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr.on('data', (d) => (stderr += d));
+      // Listen before killing: a child that finished early has already emitted 'exit'.
+      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+      await new Promise((r) => setTimeout(r, delayMs));
+      child.kill('SIGKILL');
+      const code = await exited;
+      assert.ok(code === null || code === 0, `the import itself must not fail: ${stderr}`);
+      if (readdirSync(join(h.prebuilt, '.objects')).length > 1) sawLeftover = true;
+      const img = installedImage(h.prebuilt, [small, large]);
+      seen.add(img === 'absent' ? 'absent' : img === small ? 'old' : 'new');
+      assert.notEqual(img, 'absent', 'a published version never disappears on a crash');
+      // Make the next round start from the old image again when this one completed.
+      if (img === large) assert.equal((await h.importSet(small)).code, 0);
+    }
+    // The kills really interrupted imports: at least one round left the old image in place.
+    assert.ok(seen.has('old'), `rounds ended with: ${[...seen].join(', ')}`);
+    assert.ok(sawLeftover, 'at least one kill landed while an image was being staged');
+    const r = await h.importSet(large);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(installedImage(h.prebuilt, [large]), large);
+    assert.deepEqual(
+      readdirSync(join(h.prebuilt, '.objects')).length,
+      1,
+      'leftover staging from killed runs was removed',
+    );
+    assert.deepEqual(
+      readdirSync(h.prebuilt).filter((f) => f.startsWith('.link-')),
+      [],
+      'no temporary link left',
+    );
+  });
+});
+
+describe('concurrency', () => {
+  it('8 imports of the same set at once: all succeed, one consistent image, 8 counted', async () => {
+    const h = host();
+    const results = await Promise.all(Array.from({ length: 8 }, () => h.importSet(small)));
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    assert.equal(installedImage(h.prebuilt, [small]), small);
+    const m = await h.metrics();
+    assert.equal(m['dev_image_verify_ok_total'], 8);
+    assert.equal(h.auditLines().length, 8);
+    assert.equal(m['dev_image_verify_duration_seconds' as never]['count' as never], 8);
+  });
+
+  it('8 imports of two different sets at once: the store ends with one of them, complete; then cleans up', async () => {
+    const h = host();
+    const other = await writeReleaseSet(pki, join(root, 'other'), {
+      version: VERSION,
+      arch: HOST_ARCH,
+      rootfs: Buffer.from('another build '.repeat(100_000)),
+    });
+    const results = await Promise.all(
+      Array.from({ length: 8 }, (_, i) => h.importSet(i % 2 ? small : other)),
+    );
+    for (const r of results) assert.equal(r.code, 0, r.stderr);
+    const img = installedImage(h.prebuilt, [small, other]);
+    assert.notEqual(img, 'absent');
+    assert.equal((await h.metrics())['dev_image_verify_ok_total'], 8);
+    assert.equal((await h.importSet(img as ReleaseFiles)).code, 0);
+    assert.equal(readdirSync(join(h.prebuilt, '.objects')).length, 1);
+  });
+
+  it('mixed outcomes at once: every counter equals the number of its outcomes', async () => {
+    const h = host();
+    const bad = await writeReleaseSet(pki, join(root, 'bad-rootfs'), {
+      version: VERSION,
+      arch: HOST_ARCH,
+      rootfs: Buffer.from('bad set rootfs'),
+    });
+    writeFileSync(bad.rootfs, 'tampered');
+    const badSig = { ...small, bundle: bad.bundle };
+    const plan = [small, bad, badSig, small, bad, badSig, small, small, bad, small];
+    const results = await Promise.all(plan.map((s) => h.importSet(s)));
+    const exits = results.map((r) => r.code);
+    assert.deepEqual(
+      exits,
+      plan.map((s) => (s === small ? 0 : s === bad ? 14 : 10)),
+    );
+    const m = await h.metrics();
+    assert.equal(m['dev_image_verify_ok_total'], 5);
+    assert.equal(m['dev_image_verify_digest_mismatch_total'], 3);
+    assert.equal(m['dev_image_verify_sig_invalid_total'], 2);
+    assert.equal(h.auditLines().length, 10);
+    assert.equal(installedImage(h.prebuilt, [small]), small);
+  });
+});
