@@ -148,7 +148,8 @@ describe('concurrency', () => {
     const m = await h.metrics();
     assert.equal(m['dev_image_verify_ok_total'], 8);
     assert.equal(h.auditLines().length, 8);
-    assert.equal(m['dev_image_verify_duration_seconds' as never]['count' as never], 8);
+    const duration = m['dev_image_verify_duration_seconds'] as unknown as { count: number };
+    assert.equal(duration.count, 8);
   });
 
   it('8 imports of two different sets at once: the store ends with one of them, complete; then cleans up', async () => {
