@@ -490,6 +490,31 @@ describe("dev import-image: the seed's failure table", () => {
     });
   });
 
+  const bundleCorpus: [string, (text: string) => string][] = [
+    ['a truncated bundle', (t) => t.slice(0, t.length / 2)],
+    ['an empty object', () => '{}'],
+    ['an unknown media type', (t) => t.replace('bundle.v0.3+json', 'bundle.v9.9+json')],
+    ['duplicate keys', (t) => t.replace('{"mediaType":', '{"mediaType":"x","mediaType":')],
+    ['deep nesting', () => '['.repeat(100_000)],
+    ['wrong types', (t) => t.replace(/"logIndex":"\d+"/, '"logIndex":{"a":1}')],
+  ];
+  for (const [name, mutate] of bundleCorpus) {
+    it(`a malformed bundle: ${name}`, async () => {
+      const h = host();
+      const set = await writeReleaseSet(pki, join(root, `bundle-${n}`), {
+        version: VERSION,
+        arch: HOST_ARCH,
+      });
+      writeFileSync(set.bundle, mutate(readFileSync(set.bundle, 'utf8')));
+      await assertRefused(h, set, {
+        exit: 10,
+        code: 'signature',
+        counter: 'dev_image_verify_sig_invalid_total',
+        wording: /^Error: Cosign verification failed for the imported manifest/,
+      });
+    });
+  }
+
   it('a failure does not disturb an image already installed', async () => {
     const h = host();
     assert.equal((await h.importSet(good)).code, 0);

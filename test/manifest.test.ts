@@ -231,6 +231,75 @@ describe('revocation list', () => {
     );
   });
 
+  const listCorpus: [string, string | object, RegExp][] = [
+    ['truncated', '{"schema_version":1,"revocations":[{"version":"0.14.0"', /not valid JSON/],
+    ['an array', '[]', /not a JSON object/],
+    ['a string schema', { schema_version: '1', revocations: [] }, /schema_version/],
+    [
+      'revocations as an object',
+      { schema_version: 1, revocations: {} },
+      /revocations is missing or not an array/,
+    ],
+    [
+      'an entry that is a string',
+      { schema_version: 1, revocations: ['0.14.0'] },
+      /revocations\[0\] is not an object/,
+    ],
+    [
+      'a numeric version',
+      { schema_version: 1, revocations: [{ ...e('0.14.0'), version: 14 }] },
+      /version is missing/,
+    ],
+    [
+      'a path in the version',
+      { schema_version: 1, revocations: [{ ...e('0.14.0'), version: '../../0.14.0' }] },
+      /not strict semver/,
+    ],
+    [
+      'a leading v',
+      { schema_version: 1, revocations: [{ ...e('0.14.0'), version: 'v0.14.0' }] },
+      /not strict semver/,
+    ],
+    [
+      'a huge reason',
+      { schema_version: 1, revocations: [{ ...e('0.14.0'), reason: 'x'.repeat(5000) }] },
+      /reason is missing or not a string/,
+    ],
+    [
+      'a bad time',
+      { schema_version: 1, revocations: [{ ...e('0.14.0'), revoked_at: 'yesterday' }] },
+      /revoked_at is not a time/,
+    ],
+    ['deep nesting', '{"schema_version":1,"revocations":' + '['.repeat(5000), /nested deeper/],
+    [
+      'duplicate keys',
+      '{"schema_version":1,"revocations":[],"revocations":[]}',
+      /duplicate key "revocations"/,
+    ],
+    ['a newer schema', { schema_version: 2, revocations: [] }, /newer than this mvmctl reads/],
+  ];
+  for (const [name, input, why] of listCorpus) {
+    it(`refuses a list with ${name}`, () =>
+      assert.throws(
+        () => parseRevocationList(bytes(input)),
+        (err: unknown) => err instanceof MvmError && why.test(err.message),
+      ));
+  }
+
+  it('random bytes never crash the list parser (property)', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 1024 }), (b) => {
+        try {
+          parseRevocationList(b);
+          return true;
+        } catch (err) {
+          return err instanceof MvmError;
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
   it('fails closed on an unknown schema and malformed entries', () => {
     for (const bad of [
       bytes({ schema_version: 2, revocations: [] }),

@@ -31,6 +31,8 @@ export interface ReleaseOptions {
   rootfs?: Buffer;
   builtAt?: Date;
   notAfter?: Date;
+  /** Artifacts already written at their release names (large files): their digests, not their bytes. */
+  artifactsInPlace?: { kernelSha256: string; rootfsSha256: string };
   /** Edit the manifest object before it is signed. */
   edit?: (m: Record<string, unknown>) => void;
 }
@@ -53,8 +55,11 @@ export async function writeReleaseSet(
     variant: 'dev',
     rootfs_format: 'ext4',
     artifacts: [
-      { name: `dev-vmlinux-${arch}`, sha256: sha(kernelBytes) },
-      { name: `dev-rootfs-${arch}.ext4`, sha256: sha(rootfsBytes) },
+      { name: `dev-vmlinux-${arch}`, sha256: o.artifactsInPlace?.kernelSha256 ?? sha(kernelBytes) },
+      {
+        name: `dev-rootfs-${arch}.ext4`,
+        sha256: o.artifactsInPlace?.rootfsSha256 ?? sha(rootfsBytes),
+      },
     ],
     nix_store_hash: '/nix/store/0000000000000000000000000000000-mvm-dev-image',
     source_git_sha: '0123456789abcdef0123456789abcdef01234567',
@@ -82,8 +87,10 @@ export async function writeReleaseSet(
   };
   writeFileSync(files.manifest, manifestBytes);
   writeFileSync(files.bundle, JSON.stringify(bundle));
-  writeFileSync(files.vmlinux, kernelBytes);
-  writeFileSync(files.rootfs, rootfsBytes);
+  if (!o.artifactsInPlace) {
+    writeFileSync(files.vmlinux, kernelBytes);
+    writeFileSync(files.rootfs, rootfsBytes);
+  }
   return files;
 }
 
