@@ -7,7 +7,8 @@
  * overhead (time extrapolated to zero bytes) and peak RSS; then peak RSS for a
  * 4 GB sparse rootfs. Targets are printed beside the figures, not asserted.
  *
- * BENCH_SIZES_MB="256,2048" and BENCH_SPARSE_MB=4096 set the sizes; BENCH_REPS the repetitions.
+ * BENCH_SIZES_MB="256,2048" and BENCH_SPARSE_MB=4096 set the sizes; BENCH_REPS (default 5) the
+ * repetitions, each round in a rotated order; medians are reported.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import {
@@ -31,7 +32,7 @@ const sizes = (process.env['BENCH_SIZES_MB'] ?? '256,2048').split(',').map(Numbe
   number,
 ];
 const sparseMb = Number(process.env['BENCH_SPARSE_MB'] ?? 4096);
-const reps = Number(process.env['BENCH_REPS'] ?? 3);
+const reps = Number(process.env['BENCH_REPS'] ?? 5);
 const cli = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const probe = fileURLToPath(new URL('./rss-probe.mjs', import.meta.url));
 const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
@@ -132,21 +133,30 @@ function measure(set: ReleaseFiles, tag: string) {
   const rss: number[] = [];
   const ossl: number[] = [];
   const twoPass: number[] = [];
-  for (let i = 0; i < reps; i++) {
-    const r = importOnce(set, tag);
-    imp.push(r.seconds);
-    rss.push(r.rssMb);
-    ossl.push(timed('openssl', ['dgst', '-sha256', ...files]));
-    twoPass.push(
-      timed('sh', [
-        '-c',
-        `openssl dgst -sha256 "$1" "$2" >/dev/null && mkdir -p "$3" && cp "$1" "$2" "$3"/ && rm -rf "$3"`,
-        'sh',
-        ...files,
-        dest,
-      ]),
-    );
-  }
+  const runs: (() => void)[] = [
+    () => {
+      const r = importOnce(set, tag);
+      imp.push(r.seconds);
+      rss.push(r.rssMb);
+    },
+    () => ossl.push(timed('openssl', ['dgst', '-sha256', ...files])),
+    () => {
+      twoPass.push(
+        timed('sh', [
+          '-c',
+          'openssl dgst -sha256 "$1" "$2" >/dev/null && mkdir -p "$3" && cp "$1" "$2" "$3"/',
+          'sh',
+          ...files,
+          dest,
+        ]),
+      );
+      rmSync(dest, { recursive: true, force: true });
+    },
+  ];
+  // Rotate the order each round: on this machine the cost of allocating page
+  // cache depends on what ran just before, so no command always goes first.
+  for (let i = 0; i < reps; i++)
+    for (let k = 0; k < runs.length; k++) runs[(i + k) % runs.length]!();
   return {
     import: median(imp),
     openssl: median(ossl),

@@ -1,0 +1,62 @@
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, it } from 'node:test';
+import { openRegularFile } from '../src/io/files.js';
+import { copyAndHash } from '../src/store/copy-hash.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mvm-copy-'));
+after(() => rmSync(dir, { recursive: true, force: true }));
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+let n = 0;
+
+for (const strategy of ['auto', 'user-space'] as const) {
+  describe(`copyAndHash (${strategy})`, () => {
+    for (const size of [1, 4096, 8 * 1024 * 1024, 3 * 8 * 1024 * 1024 + 12345]) {
+      it(`copies and hashes ${size} bytes exactly, into a new 0600 file`, async () => {
+        const data = Buffer.alloc(size);
+        for (let i = 0; i < size; i += 1000) data[i] = (i * 7) & 0xff;
+        const src = join(dir, `src${n}`);
+        const dest = join(dir, `dest${n++}`);
+        writeFileSync(src, data, { mode: 0o644 });
+        const f = await openRegularFile(src, 'rootfs', Number.MAX_SAFE_INTEGER);
+        let progress = 0;
+        const r = await copyAndHash(f, dest, (b) => (progress = b), strategy).finally(() =>
+          f.handle.close(),
+        );
+        assert.equal(r.sha256, sha(data));
+        assert.equal(r.bytes, size);
+        assert.equal(progress, size);
+        assert.deepEqual(readFileSync(dest), data);
+        assert.equal(statSync(dest).mode & 0o777, 0o600);
+      });
+    }
+
+    it('copies the file that was opened, even if its path now names another', async () => {
+      const src = join(dir, `src${n}`);
+      const dest = join(dir, `dest${n++}`);
+      writeFileSync(src, 'the checked file');
+      const f = await openRegularFile(src, 'rootfs', 1024);
+      writeFileSync(`${src}.swap`, 'a substitute');
+      renameSync(`${src}.swap`, src);
+      const r = await copyAndHash(f, dest, undefined, strategy).finally(() => f.handle.close());
+      assert.equal(r.sha256, sha(Buffer.from('the checked file')));
+      assert.equal(readFileSync(dest, 'utf8'), 'the checked file');
+    });
+
+    it('never overwrites an existing destination', async () => {
+      const src = join(dir, `src${n}`);
+      const dest = join(dir, `dest${n++}`);
+      writeFileSync(src, 'new');
+      writeFileSync(dest, 'existing');
+      const f = await openRegularFile(src, 'rootfs', 1024);
+      await assert.rejects(
+        copyAndHash(f, dest, undefined, strategy).finally(() => f.handle.close()),
+        /EEXIST/,
+      );
+      assert.equal(readFileSync(dest, 'utf8'), 'existing');
+    });
+  });
+}
