@@ -157,6 +157,10 @@ function measure(set: ReleaseFiles, tag: string) {
   // cache depends on what ran just before, so no command always goes first.
   for (let i = 0; i < reps; i++)
     for (let k = 0; k < runs.length; k++) runs[(i + k) % runs.length]!();
+  const fmt = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
+  console.log(
+    `  samples (s) import [${fmt(imp)}]  openssl [${fmt(ossl)}]  hash-then-copy [${fmt(twoPass)}]`,
+  );
   return {
     import: median(imp),
     openssl: median(ossl),
