@@ -362,6 +362,8 @@ async function install(
   const staged = await store.stage();
   try {
     const rootfsFile = INSTALLED_FILES.rootfs(m.rootfsFormat);
+    ctx.onProgress?.('kernel', 0, inputs.vmlinux.size);
+    ctx.onProgress?.('rootfs', 0, inputs.rootfs.size);
     // 7. Digests: hash the bytes being installed, kernel and rootfs at once.
     const [kernel, rootfs] = await Promise.all([
       copyAndHash(inputs.vmlinux, join(staged, INSTALLED_FILES.kernel), (b) =>

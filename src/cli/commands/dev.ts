@@ -210,6 +210,7 @@ function progressBar() {
   return {
     update: (role: string, bytes: number, total: number) => {
       done[role] = [bytes, total];
+      if (bytes === 0) return; // registration of a file's size, before any byte moved
       const now = Date.now();
       if (now - last < 100 && bytes < total) return;
       last = now;
