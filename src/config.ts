@@ -43,3 +43,4 @@ export function configFrom(env: Env, home: string): Config {
 export const prebuiltDir = (c: Config): string => join(c.dataDir, 'dev', 'prebuilt');
 export const revocationsDir = (c: Config): string => join(c.cacheDir, 'revocations');
 export const telemetryDir = (c: Config): string => join(c.dataDir, 'telemetry');
+export const auditLogPath = (c: Config): string => join(telemetryDir(c), 'audit.jsonl');

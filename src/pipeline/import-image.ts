@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
-import { prebuiltDir, revocationsDir, telemetryDir, type Config } from '../config.js';
+import { auditLogPath, prebuiltDir, revocationsDir, telemetryDir, type Config } from '../config.js';
 import {
   artifactFor,
   parseManifest,
@@ -498,8 +498,6 @@ function escapeHatches(ctx: ImportContext): Bypass[] {
 }
 
 const sha256 = (b: Uint8Array): string => createHash('sha256').update(b).digest('hex');
-
-export const auditLogPath = (c: Config): string => join(telemetryDir(c), 'audit.jsonl');
 
 async function record(
   ctx: ImportContext,

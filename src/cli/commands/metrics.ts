@@ -1,8 +1,7 @@
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
-import { configFrom, type Config } from '../../config.js';
+import { auditLogPath, configFrom, type Config } from '../../config.js';
 import { MvmError } from '../../errors.js';
-import { auditLogPath } from '../../pipeline/import-image.js';
 import { DURATION_BUCKETS, metricsFrom, readAudit, type Metrics } from '../../telemetry/audit.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
 import type { Output } from '../render.js';
