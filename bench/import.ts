@@ -24,6 +24,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestPki } from '../test/support/pki.js';
+import { importArgs } from '../test/support/host.js';
 import { writeReleaseSet, type ReleaseFiles } from '../test/support/release.js';
 
 const MB = 1024 * 1024;
@@ -96,30 +97,12 @@ function importOnce(set: ReleaseFiles, tag: string): { seconds: number; rssMb: n
   const data = join(work, `data-${tag}`);
   rmSync(data, { recursive: true, force: true });
   const rssFile = join(work, `rss-${tag}`);
-  const seconds = timed(
-    process.execPath,
-    [
-      '--import',
-      probe,
-      cli,
-      'dev',
-      'import-image',
-      '--manifest',
-      set.manifest,
-      '--bundle',
-      set.bundle,
-      '--vmlinux',
-      set.vmlinux,
-      '--rootfs',
-      set.rootfs,
-    ],
-    {
-      MVM_DATA_DIR: data,
-      XDG_CACHE_HOME: join(work, 'cache'),
-      MVM_TRUSTED_ROOT: trustedRoot,
-      MVM_BENCH_RSS_FILE: rssFile,
-    },
-  );
+  const seconds = timed(process.execPath, ['--import', probe, cli, ...importArgs(set)], {
+    MVM_DATA_DIR: data,
+    XDG_CACHE_HOME: join(work, 'cache'),
+    MVM_TRUSTED_ROOT: trustedRoot,
+    MVM_BENCH_RSS_FILE: rssFile,
+  });
   const rssMb = Number(readFileSync(rssFile, 'utf8')) / 1024;
   rmSync(data, { recursive: true, force: true }); // keep the disk and page cache for the inputs
   return { seconds, rssMb };

@@ -24,7 +24,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { runCli, type CliResult } from './support/cli.js';
+import type { CliResult } from './support/cli.js';
+import { HOST_ARCH, OTHER_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import {
   REPO,
@@ -32,11 +33,6 @@ import {
   writeRevocationList,
   type ReleaseFiles,
 } from './support/release.js';
-
-const HOST_ARCH = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
-const OTHER_ARCH = HOST_ARCH === 'x86_64' ? 'aarch64' : 'x86_64';
-const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
-  .version as string;
 
 let root: string;
 let pki: TestPki;
@@ -53,59 +49,8 @@ before(async () => {
 after(() => rmSync(root, { recursive: true, force: true }));
 
 /** A fresh host: its own data and cache directories. */
-function host() {
-  const dir = join(root, `host${n++}`);
-  const env = {
-    MVM_DATA_DIR: join(dir, 'data'),
-    XDG_CACHE_HOME: join(dir, 'cache'),
-    MVM_TRUSTED_ROOT: trustedRoot,
-  };
-  return {
-    dir,
-    env,
-    revocations: join(dir, 'cache', 'mvm', 'revocations'),
-    prebuilt: join(dir, 'data', 'dev', 'prebuilt'),
-    run: (args: string[], extra: Record<string, string> = {}): Promise<CliResult> =>
-      runCli(args, { ...env, ...extra }),
-    importSet: (
-      set: Pick<ReleaseFiles, 'manifest' | 'bundle' | 'vmlinux' | 'rootfs'>,
-      flags: string[] = [],
-      extra: Record<string, string> = {},
-    ) =>
-      runCli(
-        [
-          'dev',
-          'import-image',
-          '--manifest',
-          set.manifest,
-          '--bundle',
-          set.bundle,
-          '--vmlinux',
-          set.vmlinux,
-          '--rootfs',
-          set.rootfs,
-          ...flags,
-        ],
-        { ...env, ...extra },
-      ),
-    async metrics(): Promise<Record<string, number>> {
-      const r = await runCli(['metrics', '--json'], env);
-      assert.equal(r.code, 0, r.stderr);
-      return JSON.parse(r.stdout);
-    },
-    audit(): Record<string, unknown>[] {
-      try {
-        return readFileSync(join(dir, 'data', 'telemetry', 'audit.jsonl'), 'utf8')
-          .trim()
-          .split('\n')
-          .map((l) => JSON.parse(l));
-      } catch {
-        return [];
-      }
-    },
-  };
-}
-type Host = ReturnType<typeof host>;
+const host = () => testHost(join(root, `host${n++}`), trustedRoot);
+type Host = TestHost;
 
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 

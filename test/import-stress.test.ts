@@ -11,13 +11,11 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { CLI, runCli } from './support/cli.js';
+import { CLI } from './support/cli.js';
+import { HOST_ARCH, importArgs, testHost, VERSION } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, type ReleaseFiles } from './support/release.js';
 
-const HOST_ARCH = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
-const VERSION = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
-  .version as string;
 const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
 
 let root: string;
@@ -43,40 +41,7 @@ before(async () => {
 });
 after(() => rmSync(root, { recursive: true, force: true }));
 
-function host() {
-  const dir = join(root, `host${n++}`);
-  const env = {
-    MVM_DATA_DIR: join(dir, 'data'),
-    XDG_CACHE_HOME: join(dir, 'cache'),
-    MVM_TRUSTED_ROOT: trustedRoot,
-  };
-  const prebuilt = join(dir, 'data', 'dev', 'prebuilt');
-  const args = (set: ReleaseFiles) => [
-    'dev',
-    'import-image',
-    '--manifest',
-    set.manifest,
-    '--bundle',
-    set.bundle,
-    '--vmlinux',
-    set.vmlinux,
-    '--rootfs',
-    set.rootfs,
-  ];
-  return {
-    env,
-    prebuilt,
-    args,
-    importSet: (set: ReleaseFiles) => runCli(args(set), env),
-    async metrics(): Promise<Record<string, number>> {
-      return JSON.parse((await runCli(['metrics', '--json'], env)).stdout);
-    },
-    auditLines: () =>
-      readFileSync(join(dir, 'data', 'telemetry', 'audit.jsonl'), 'utf8')
-        .trim()
-        .split('\n'),
-  };
-}
+const host = () => testHost(join(root, `host${n++}`), trustedRoot);
 
 /** The store invariant: the version is absent or exactly one of the given complete images. */
 function installedImage(prebuilt: string, candidates: ReleaseFiles[]): ReleaseFiles | 'absent' {
@@ -101,7 +66,7 @@ describe('crash safety', () => {
     const seen = new Set<string>();
     let sawLeftover = false;
     for (const delayMs of [120, 200, 280, 360, 440, 520, 650, 800]) {
-      const child = spawn(process.execPath, [CLI, ...h.args(large)], {
+      const child = spawn(process.execPath, [CLI, ...importArgs(large)], {
         env: { ...process.env, ...h.env },
         stdio: ['ignore', 'ignore', 'pipe'],
       });
@@ -147,7 +112,7 @@ describe('concurrency', () => {
     assert.equal(installedImage(h.prebuilt, [small]), small);
     const m = await h.metrics();
     assert.equal(m['dev_image_verify_ok_total'], 8);
-    assert.equal(h.auditLines().length, 8);
+    assert.equal(h.audit().length, 8);
     const duration = m['dev_image_verify_duration_seconds'] as unknown as { count: number };
     assert.equal(duration.count, 8);
   });
@@ -190,7 +155,7 @@ describe('concurrency', () => {
     assert.equal(m['dev_image_verify_ok_total'], 5);
     assert.equal(m['dev_image_verify_digest_mismatch_total'], 3);
     assert.equal(m['dev_image_verify_sig_invalid_total'], 2);
-    assert.equal(h.auditLines().length, 10);
+    assert.equal(h.audit().length, 10);
     assert.equal(installedImage(h.prebuilt, [small]), small);
   });
 });
