@@ -4,6 +4,7 @@
  * temporary directory.
  */
 import { isAbsolute, join, resolve } from 'node:path';
+import { MvmError } from './errors.js';
 import { releaseRepo } from './core/release.js';
 
 export interface Config {
@@ -16,6 +17,10 @@ export interface Config {
   readonly skipHashVerify: boolean;
   readonly skipCosignVerify: boolean;
   readonly offline: boolean;
+  /** Where releases are downloaded from: GitHub Releases of the repo, or an internal mirror with the same layout. */
+  readonly releaseBaseUrl: string;
+  /** Upper bound for one HTTP request, connect included (MVM_HTTP_TIMEOUT_SECONDS, default 20). */
+  readonly httpTimeoutMs: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -25,6 +30,7 @@ const dir = (v: string): string => (isAbsolute(v) ? v : resolve(v));
 
 export function configFrom(env: Env, home: string): Config {
   const xdg = env['XDG_CACHE_HOME'];
+  const repo = releaseRepo(env['MVM_RELEASE_REPO']);
   return {
     dataDir: env['MVM_DATA_DIR'] ? dir(env['MVM_DATA_DIR']) : join(home, '.mvm'),
     cacheDir: env['MVM_CACHE_DIR']
@@ -32,13 +38,46 @@ export function configFrom(env: Env, home: string): Config {
       : xdg && isAbsolute(xdg)
         ? join(xdg, 'mvm')
         : join(home, '.cache', 'mvm'),
-    releaseRepo: releaseRepo(env['MVM_RELEASE_REPO']),
+    releaseRepo: repo,
+    releaseBaseUrl: baseUrl(env['MVM_RELEASE_BASE_URL'], repo),
+    httpTimeoutMs: timeout(env['MVM_HTTP_TIMEOUT_SECONDS']),
     trustedRootPath: env['MVM_TRUSTED_ROOT'] || undefined,
     skipHashVerify: flag(env['MVM_SKIP_HASH_VERIFY']),
     skipCosignVerify: flag(env['MVM_SKIP_COSIGN_VERIFY']),
     offline: flag(env['MVM_OFFLINE']),
   };
 }
+
+function baseUrl(value: string | undefined, repo: string): string {
+  if (!value) return `https://github.com/${repo}/releases/download`;
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new MvmError('usage', `MVM_RELEASE_BASE_URL ${JSON.stringify(value)} is not a URL`, {
+      fix: 'Set it to the mirror that keeps the GitHub release layout, e.g. https://mirror.example/mvm/releases/download',
+    });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new MvmError('usage', `MVM_RELEASE_BASE_URL must be http(s), not ${url.protocol}`);
+  }
+  return value.replace(/\/+$/, '');
+}
+
+function timeout(value: string | undefined): number {
+  if (value === undefined || value === '') return 20_000;
+  const s = Number(value);
+  if (!Number.isFinite(s) || s <= 0 || s > 3600) {
+    throw new MvmError(
+      'usage',
+      `MVM_HTTP_TIMEOUT_SECONDS ${JSON.stringify(value)} is not a number of seconds`,
+    );
+  }
+  return s * 1000;
+}
+
+export const revocationsUrl = (c: Config, file: string): string =>
+  `${c.releaseBaseUrl}/revocations/${file}`;
 
 export const prebuiltDir = (c: Config): string => join(c.dataDir, 'dev', 'prebuilt');
 export const revocationsDir = (c: Config): string => join(c.cacheDir, 'revocations');

@@ -16,6 +16,7 @@ export type ErrorCode =
   | 'digest'
   | 'manifest'
   | 'network'
+  | 'rollback'
   | 'store'
   | 'not-implemented'
   | 'internal';
@@ -102,6 +103,10 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
     exit: 16,
     counter: 'dev_image_verify_network_total',
     fix: 'Check connectivity and proxy settings (HTTPS_PROXY), or use the air-gapped path.',
+  },
+  rollback: {
+    exit: 10,
+    fix: 'Keep the cached list; fetch or carry in the current pair from the revocations release.',
   },
   store: { exit: 17, fix: 'Check free space and the permissions of the data directory.' },
   'not-implemented': {

@@ -56,7 +56,7 @@ describe('mvmctl CLI', () => {
   it('a planned command says it is not built yet', async () => {
     for (const [args, name] of [
       [['dev', 'up'], 'dev up'],
-      [['revocations', 'status'], 'revocations'],
+      [['audit', 'tail'], 'audit'],
     ] as const) {
       const r = await runCli([...args]);
       assert.equal(r.code, 1);

@@ -10,9 +10,10 @@ Commands:
   verify-blob       verify a Sigstore/cosign signature offline (cosign-compatible flags)
   status            installed images, revocation cache, trusted root, counters (--json)
   metrics           verification counters, Prometheus text or --json
+  revocations       the signed revocation list: import, status, refresh
 
 Planned (not built yet; they exit with a clear error):
-  dev up/status/console/logs/down, revocations, audit tail
+  dev up/status/console/logs/down, audit tail
 
 Global flags:
   --help, -h      show help (also after a command: mvmctl verify-blob --help)
@@ -38,9 +39,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   dev: async () => (await import('./commands/dev.js')).devCommand,
   metrics: async () => (await import('./commands/metrics.js')).metricsCommand,
   status: async () => (await import('./commands/status.js')).statusCommand,
+  revocations: async () => (await import('./commands/revocations.js')).revocationsCommand,
 };
 
-const PLANNED = new Set(['revocations', 'audit']);
+const PLANNED = new Set(['audit']);
 
 export async function run(argv: string[], io: Output = stdio): Promise<number> {
   const json = argv.includes('--json');

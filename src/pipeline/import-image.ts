@@ -5,7 +5,7 @@
 import { createHash } from 'node:crypto';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
-import { auditLogPath, prebuiltDir, revocationsDir, telemetryDir, type Config } from '../config.js';
+import { prebuiltDir, revocationsDir, type Config } from '../config.js';
 import {
   artifactFor,
   parseManifest,
@@ -23,10 +23,11 @@ import {
   type OpenedFile,
 } from '../io/files.js';
 import { readCachedRevocations, type CachedRevocations } from '../revocations/cache.js';
+import type { Fetcher } from '../revocations/fetch.js';
+import { refreshAndAudit } from '../revocations/refresh.js';
 import { copyAndHash, type CopiedFile } from '../store/copy-hash.js';
 import { ImageStore } from '../store/image-store.js';
-import { ensurePrivateDir } from '../store/secure-dir.js';
-import { appendAudit, type AuditRecord, type Bypass } from '../telemetry/audit.js';
+import { audit, type AuditRecord, type Bypass } from '../telemetry/audit.js';
 import { parseBundle } from '../trust/bundle.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { verifyArtifact, type VerifiedSignature } from '../trust/verify.js';
@@ -75,6 +76,10 @@ export interface ImportContext {
   readonly hostArch: Arch;
   readonly now: () => Date;
   readonly requireFreshRevocations: boolean;
+  /** --offline / MVM_OFFLINE=1: never try the network for the revocation list. */
+  readonly offline: boolean;
+  /** Injected for tests of the online refresh; the real HTTP client otherwise. */
+  readonly fetcher?: Fetcher;
   readonly report: (e: ImportEvent) => void;
   readonly warn: (message: string) => void;
   readonly onProgress?: (role: ArtifactRole, bytes: number, total: number) => void;
@@ -135,14 +140,14 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
       'MVM_SKIP_HASH_VERIFY=1: artifact SHA-256 digests are NOT compared; the image will be marked UNVERIFIED.',
     );
   }
-  const audit: { -readonly [K in keyof AuditRecord]?: AuditRecord[K] } = { bypassed };
+  const facts: { -readonly [K in keyof AuditRecord]?: AuditRecord[K] } = { bypassed };
   try {
     const inputs = await openReleaseSet(set);
     try {
-      audit.manifestSha256 = sha256(inputs.manifest);
+      facts.manifestSha256 = sha256(inputs.manifest);
       const signature = verifySignature(inputs, ctx); //                 1. signature
       const manifest = parseManifest(inputs.manifest); //                2. parse + schema
-      Object.assign(audit, {
+      Object.assign(facts, {
         version: manifest.version,
         arch: manifest.arch,
         variant: manifest.variant,
@@ -150,13 +155,13 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
       checkReleaseTag(signature, manifest, ctx); //                       1. (the tag is the version)
       checkVersionPin(manifest, ctx); //                                  3. version pin
       checkArch(manifest, ctx); //                                        4. arch
-      audit.expired = checkMaxAge(manifest, ctx); //                      5. max-age (warn)
+      facts.expired = checkMaxAge(manifest, ctx); //                      5. max-age (warn)
       const revocation = await checkRevocation(manifest, ctx); //        6. revocation
-      const result = await install(inputs, manifest, signature, revocation, audit.expired, ctx); // 7 + 8
+      const result = await install(inputs, manifest, signature, revocation, facts.expired, ctx); // 7 + 8
       await record(
         ctx,
         {
-          ...audit,
+          ...facts,
           outcome: 'ok',
           signer: signature?.signer.kind === 'certificate' ? signature.signer.identity : undefined,
         },
@@ -175,7 +180,7 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
     if (err.code !== 'usage') {
       await record(
         ctx,
-        { ...audit, outcome: 'failed', code: err.code, check: err.check, message: err.message },
+        { ...facts, outcome: 'failed', code: err.code, check: err.check, message: err.message },
         started,
       ).catch(() => undefined);
     }
@@ -300,6 +305,7 @@ function checkMaxAge(m: Manifest, ctx: ImportContext): boolean {
 const hours = (ms: number): number => Math.round((ms / 3600_000) * 10) / 10;
 
 async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedRevocations> {
+  await refreshIfStale(ctx);
   const cached = await readCachedRevocations(
     revocationsDir(ctx.config),
     ctx.config.releaseRepo,
@@ -346,6 +352,37 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
     entries: cached.list.revocations.length,
   });
   return cached;
+}
+
+/** Seed policy: a cache older than 24 hours is refreshed when the network is there; a failure never blocks. */
+async function refreshIfStale(ctx: ImportContext): Promise<void> {
+  const outcome = await refreshAndAudit(
+    {
+      config: ctx.config,
+      trustedRoot: ctx.trustedRoot,
+      now: ctx.now,
+      offline: ctx.offline,
+      ...(ctx.fetcher ? { fetcher: ctx.fetcher } : {}),
+    },
+    { force: false },
+  );
+  switch (outcome.action) {
+    case 'network-error':
+      ctx.warn(
+        `Could not refresh the revocation list (${outcome.error.message}); using the cached list, if any.`,
+      );
+      break;
+    case 'rejected':
+      ctx.warn(
+        `REVOCATION LIST REFUSED: ${outcome.error.message}. The previously cached list stays in force.`,
+      );
+      break;
+    case 'not-found':
+      ctx.warn('The release location publishes no revocation list (404): no recalls today.');
+      break;
+    default:
+      break;
+  }
 }
 
 async function install(
@@ -504,14 +541,14 @@ async function record(
   fields: Partial<AuditRecord>,
   started: number,
 ): Promise<void> {
-  await ensurePrivateDir(telemetryDir(ctx.config), ctx.config.dataDir);
-  await appendAudit(auditLogPath(ctx.config), {
-    ts: ctx.now().toISOString(),
-    event: 'dev.import-image',
-    outcome: fields.outcome ?? 'failed',
-    ...fields,
-    durationSeconds: Math.round(((performance.now() - started) / 1000) * 1e6) / 1e6,
-    mvmctlVersion: ctx.mvmctlVersion,
-    pid: process.pid,
-  } as AuditRecord);
+  await audit(
+    ctx.config,
+    {
+      event: 'dev.import-image',
+      outcome: 'failed',
+      ...fields,
+      durationSeconds: Math.round(((performance.now() - started) / 1000) * 1e6) / 1e6,
+    },
+    ctx.now(),
+  );
 }

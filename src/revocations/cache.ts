@@ -2,10 +2,17 @@
  * The cached revocation list, `~/.cache/mvm/revocations/` (SPEC.md section 5):
  * read, signature-verified against the revocations workflow identity, parsed,
  * and aged by the JSON file's mtime, so the seed's manual workflow (copy the
- * pair in, `touch` the JSON) keeps working. No network here.
+ * pair in, `touch` the JSON) keeps working.
+ *
+ * mvmctl itself replaces the pair atomically: both files go into a fresh
+ * generation directory `.revocations-<pid>-<random>/`, and `revocations`
+ * becomes a symlink to it by one rename. A reader resolves the link once and
+ * reads both files from the same generation, so it never sees a new list with
+ * an old bundle.
  */
+import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { revocationsPolicy } from '../core/release.js';
 import {
@@ -15,13 +22,14 @@ import {
   type RevocationList,
 } from '../core/revocation.js';
 import { readRegularFile } from '../io/files.js';
+import { ensurePrivateDir } from '../store/secure-dir.js';
 import { parseBundle } from '../trust/bundle.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { verifyArtifact } from '../trust/verify.js';
 
 export const REVOCATIONS_JSON = 'revoked-versions.json';
 export const REVOCATIONS_BUNDLE = 'revoked-versions.json.bundle';
-const MAX_LIST_BYTES = 4 * 1024 * 1024;
+export const MAX_LIST_BYTES = 4 * 1024 * 1024;
 
 export type CachedRevocations =
   | { readonly state: 'absent'; readonly dir: string }
@@ -35,14 +43,59 @@ export type CachedRevocations =
       readonly modifiedAt: string;
     };
 
+export interface VerifiedList {
+  readonly list: RevocationList;
+  readonly signer: string;
+}
+
+/**
+ * Verifies a pair against the revocations workflow identity, then parses it.
+ * Throws a signature error (the list is never trusted) or a manifest error.
+ */
+export function verifyRevocationPair(
+  json: Uint8Array,
+  bundle: Uint8Array,
+  repo: string,
+  trustedRoot: LoadedTrustedRoot,
+): VerifiedList {
+  const v = verifyArtifact(json, parseBundle(bundle), trustedRoot, revocationsPolicy(repo));
+  return {
+    list: parseRevocationList(json),
+    signer: v.signer.kind === 'certificate' ? v.signer.identity : 'key',
+  };
+}
+
+const reimportFix = (dir: string) =>
+  `Re-import the pair: copy ${REVOCATIONS_JSON} and ${REVOCATIONS_BUNDLE} from the same revocations release into ${dir} (or use mvmctl revocations import), then retry.`;
+
+/** The directory holding the current pair, resolved once; undefined when there is none. */
+async function currentGeneration(dir: string): Promise<string | undefined> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fs.realpath(dir);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw new MvmError('store', `Cannot read the revocation cache ${dir}`, {
+          cause: (e as Error).message,
+        });
+      }
+      // Converting the seed's plain directory to a generation link leaves `dir`
+      // absent for an instant: look once more before concluding there is no list.
+      if (attempt > 0) return undefined;
+      await new Promise((r) => setTimeout(r, 25));
+    }
+  }
+}
+
 export async function readCachedRevocations(
   dir: string,
   repo: string,
   trustedRoot: LoadedTrustedRoot,
   now: Date,
 ): Promise<CachedRevocations> {
-  const jsonPath = join(dir, REVOCATIONS_JSON);
-  const bundlePath = join(dir, REVOCATIONS_BUNDLE);
+  const gen = await currentGeneration(dir);
+  if (gen === undefined) return { state: 'absent', dir };
+  const jsonPath = join(gen, REVOCATIONS_JSON);
   let st;
   try {
     st = await fs.lstat(jsonPath);
@@ -52,7 +105,6 @@ export async function readCachedRevocations(
       cause: (e as Error).message,
     });
   }
-  const reimport = `Re-import the pair: copy ${REVOCATIONS_JSON} and ${REVOCATIONS_BUNDLE} from the same revocations release into ${dir} (or use mvmctl revocations import), then retry.`;
   const failed = (cause: string, check?: MvmError['check']) =>
     new MvmError(
       'signature',
@@ -60,46 +112,98 @@ export async function readCachedRevocations(
       {
         cause:
           'a revocation list that does not verify is never trusted, and a recall cannot be ruled out',
-        fix: reimport,
+        fix: reimportFix(dir),
         ...(check ? { check } : {}),
       },
     );
-  let json: Buffer;
-  let bundle: Buffer;
+  let verified: VerifiedList;
   try {
     // O_NOFOLLOW: the operator copies real files in; a planted symlink is refused.
-    json = await readRegularFile(jsonPath, 'revocation list', MAX_LIST_BYTES, { noFollow: true });
-    bundle = await readRegularFile(bundlePath, 'revocation list bundle', MAX_LIST_BYTES, {
+    const json = await readRegularFile(jsonPath, 'revocation list', MAX_LIST_BYTES, {
       noFollow: true,
     });
+    const bundle = await readRegularFile(
+      join(gen, REVOCATIONS_BUNDLE),
+      'revocation list bundle',
+      MAX_LIST_BYTES,
+      {
+        noFollow: true,
+      },
+    );
+    verified = verifyRevocationPair(json, bundle, repo, trustedRoot);
   } catch (e) {
-    if (e instanceof MvmError) throw failed(e.message);
-    throw e;
-  }
-  let signer: string;
-  try {
-    const v = verifyArtifact(json, parseBundle(bundle), trustedRoot, revocationsPolicy(repo));
-    signer = v.signer.kind === 'certificate' ? v.signer.identity : 'key';
-  } catch (e) {
-    if (e instanceof MvmError && e.code === 'signature') throw failed(e.message, e.check);
-    throw e;
-  }
-  let list: RevocationList;
-  try {
-    list = parseRevocationList(json);
-  } catch (e) {
+    if (e instanceof MvmError && (e.code === 'input' || e.code === 'signature'))
+      throw failed(e.message, e.check);
     if (e instanceof MvmError)
-      throw new MvmError(e.code, e.message, { cause: e.cause, fix: reimport });
+      throw new MvmError(e.code, e.message, { cause: e.cause, fix: reimportFix(dir) });
     throw e;
   }
   const ageMs = Math.max(0, now.getTime() - st.mtimeMs);
   return {
     state: 'verified',
     dir,
-    list,
-    signer,
+    ...verified,
     ageMs,
     age: cacheAge(ageMs),
     modifiedAt: st.mtime.toISOString(),
   };
+}
+
+const GENERATION = /^\.revocations-([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
+
+/** Atomically makes (json, bundle) the cached pair; its freshness is now. */
+export async function installRevocationPair(
+  dir: string,
+  json: Uint8Array,
+  bundle: Uint8Array,
+): Promise<void> {
+  const parent = dirname(dir);
+  await ensurePrivateDir(parent, parent);
+  const id = `.${basename(dir)}-${process.pid}-${randomBytes(8).toString('hex')}`;
+  const gen = join(parent, id);
+  const tmpLink = join(parent, `${id}.link`);
+  try {
+    await fs.mkdir(gen, { mode: 0o700 });
+    await fs.writeFile(join(gen, REVOCATIONS_BUNDLE), bundle, { mode: 0o600, flag: 'wx' });
+    await fs.writeFile(join(gen, REVOCATIONS_JSON), json, { mode: 0o600, flag: 'wx' });
+    await fs.symlink(id, tmpLink);
+    const st = await fs.lstat(dir).catch(() => undefined);
+    if (st?.isDirectory()) {
+      // The seed's plain directory: keep it aside (collected later), then link.
+      await fs.rename(
+        dir,
+        join(parent, `.${basename(dir)}-${process.pid}-${randomBytes(8).toString('hex')}`),
+      );
+    }
+    await fs.rename(tmpLink, dir);
+  } catch (e) {
+    await fs.rm(tmpLink, { force: true });
+    await fs.rm(gen, { recursive: true, force: true });
+    throw new MvmError('store', `Cannot install the revocation list into ${dir}`, {
+      cause: (e as Error).message,
+    });
+  }
+  await collectGenerations(parent, id);
+}
+
+/** Removes generations nothing links to, when their writer is gone (a reader may still be in one). */
+async function collectGenerations(parent: string, current: string): Promise<void> {
+  const names = await fs.readdir(parent).catch(() => [] as string[]);
+  for (const name of names) {
+    const m = GENERATION.exec(name);
+    if (!m || name === current) continue;
+    const age = await fs.lstat(join(parent, name)).then(
+      (s) => Date.now() - s.mtimeMs,
+      () => 0,
+    );
+    let alive = Number(m[1]) === process.pid;
+    try {
+      if (!alive) process.kill(Number(m[1]), 0);
+      alive = true;
+    } catch (e) {
+      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
+    }
+    // A concurrent reader resolved its generation moments ago; give it time.
+    if (!alive && age > 60_000) await fs.rm(join(parent, name), { recursive: true, force: true });
+  }
 }

@@ -8,14 +8,18 @@
  * and no lock or read-modify-write is needed.
  */
 import { constants, promises as fs } from 'node:fs';
+import { auditLogPath, telemetryDir, type Config } from '../config.js';
+import { ensurePrivateDir } from '../store/secure-dir.js';
+import { MVMCTL_VERSION } from '../version.js';
 import type { CounterName, ErrorCode, VerificationCheck } from '../errors.js';
 import { ERROR_TABLE } from '../errors.js';
 
 export type Bypass = 'cosign' | 'hash';
+export type AuditEvent = 'dev.import-image' | 'revocations.refresh' | 'revocations.import';
 
 export interface AuditRecord {
   readonly ts: string;
-  readonly event: 'dev.import-image';
+  readonly event: AuditEvent;
   readonly outcome: 'ok' | 'failed';
   readonly code?: ErrorCode;
   readonly check?: VerificationCheck;
@@ -28,7 +32,8 @@ export interface AuditRecord {
   /** Past not_after: warned, not failed. */
   readonly expired?: boolean;
   readonly bypassed?: readonly Bypass[];
-  readonly durationSeconds: number;
+  /** Import outcomes only: the verification's wall time. */
+  readonly durationSeconds?: number;
   readonly mvmctlVersion: string;
   readonly pid: number;
 }
@@ -44,6 +49,21 @@ export async function appendAudit(path: string, record: AuditRecord): Promise<vo
   } finally {
     await fh.close();
   }
+}
+
+/** Appends one outcome to this host's audit log, creating its private directory if needed. */
+export async function audit(
+  config: Config,
+  fields: Omit<AuditRecord, 'ts' | 'mvmctlVersion' | 'pid'>,
+  now: Date = new Date(),
+): Promise<void> {
+  await ensurePrivateDir(telemetryDir(config), config.dataDir);
+  await appendAudit(auditLogPath(config), {
+    ts: now.toISOString(),
+    ...fields,
+    mvmctlVersion: MVMCTL_VERSION,
+    pid: process.pid,
+  });
 }
 
 export async function readAudit(
@@ -103,7 +123,8 @@ export function metricsFrom(records: readonly AuditRecord[]): Metrics {
   >;
   const durations: number[] = [];
   for (const r of records) {
-    if (r.outcome === 'ok') counters.dev_image_verify_ok_total++;
+    // Only image imports are verifications that pass; a refresh or list import counts only its failures.
+    if (r.outcome === 'ok' && r.event === 'dev.import-image') counters.dev_image_verify_ok_total++;
     const counter = r.outcome === 'failed' && r.code ? ERROR_TABLE[r.code]?.counter : undefined;
     if (counter) counters[counter]++;
     if (r.expired) counters.dev_image_verify_expired_total++;

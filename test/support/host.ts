@@ -34,6 +34,8 @@ export function testHost(dir: string, trustedRoot: string) {
     MVM_DATA_DIR: join(dir, 'data'),
     XDG_CACHE_HOME: join(dir, 'cache'),
     MVM_TRUSTED_ROOT: trustedRoot,
+    // Tests never reach the internet; the online refresh is tested against a loopback server.
+    MVM_OFFLINE: '1',
   };
   return {
     dir,

@@ -18,8 +18,9 @@ export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --
        mvmctl dev import-image --dir D [flags]
 
 Install a dev image on an air-gapped host from the four files of a release set,
-carried in by hand. Runs the same verification as an online install, with no
-network: the manifest's cosign signature against the project's release workflow
+carried in by hand. Runs the same verification as an online install; the only
+network use is refreshing a revocation list older than 24 hours (skipped with
+--offline, and never a reason to fail): the manifest's cosign signature against the project's release workflow
 identity, the version pin (manifest.version == mvmctl --version), the arch, the
 90-day max-age (warns only), the cached revocation list, and the SHA-256 of the
 kernel and rootfs as they are copied into ~/.mvm/dev/prebuilt/v{version}/.
@@ -34,6 +35,8 @@ Flags:
   --dir DIR                    find the four files of this host's arch by their release names in DIR
   --trusted-root FILE          Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else embedded)
   --require-fresh-revocations  fail when the cached revocation list is older than 7 days
+  --offline                    never try the network (also MVM_OFFLINE=1); a cache older than
+                               24 hours is otherwise refreshed from the release location first
   --json                       print one JSON object with the result (or the error)
   --debug                      show internal detail on errors
 
@@ -42,6 +45,10 @@ Environment:
   MVM_CACHE_DIR, XDG_CACHE_HOME
                           cache directory holding revocations/ (default ~/.cache/mvm)
   MVM_RELEASE_REPO        repository whose release workflow signs manifests (default tinylabscom/mvm)
+  MVM_RELEASE_BASE_URL    release download base (default https://github.com/{repo}/releases/download)
+  MVM_OFFLINE=1           never use the network
+  HTTPS_PROXY, HTTP_PROXY, NO_PROXY
+                          proxies for the revocation list refresh
   MVM_SKIP_COSIGN_VERIFY=1, MVM_SKIP_HASH_VERIFY=1
                           emergency exits only: loud, counted, audited, image marked UNVERIFIED
 
@@ -87,6 +94,7 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
         dir: { type: 'string' },
         'trusted-root': { type: 'string' },
         'require-fresh-revocations': { type: 'boolean' },
+        offline: { type: 'boolean' },
       },
     }),
   );
@@ -125,6 +133,7 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
     hostArch: arch,
     now: () => new Date(),
     requireFreshRevocations: values['require-fresh-revocations'] === true,
+    offline: values.offline === true || config.offline,
     report: (e) => {
       progress?.clear();
       if (!json) io.err(describe(e));

@@ -1,0 +1,265 @@
+import { promises as fs } from 'node:fs';
+import { homedir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import {
+  configFrom,
+  prebuiltDir,
+  revocationsDir,
+  revocationsUrl,
+  type Config,
+} from '../../config.js';
+import { MvmError } from '../../errors.js';
+import { findRecall } from '../../core/revocation.js';
+import { INSTALLED_FILES, type Receipt } from '../../pipeline/import-image.js';
+import { readRegularFile } from '../../io/files.js';
+import {
+  installRevocationPair,
+  MAX_LIST_BYTES,
+  readCachedRevocations,
+  REVOCATIONS_JSON,
+  verifyRevocationPair,
+  type CachedRevocations,
+} from '../../revocations/cache.js';
+import { refreshAndAudit, rollbackError } from '../../revocations/refresh.js';
+import { ImageStore } from '../../store/image-store.js';
+import { audit } from '../../telemetry/audit.js';
+import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
+import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import type { Output } from '../render.js';
+
+export const REVOCATIONS_HELP = `Usage: mvmctl revocations <command> [flags]
+
+The project's signed revocation list: which releases are recalled. It is
+cached in ~/.cache/mvm/revocations/ (revoked-versions.json + .bundle), always
+signature-verified against the revocations workflow identity before use, and
+append-only: a list that drops a recall the cached one holds is refused.
+
+Commands:
+  import --list F --bundle B   verify a carried-in pair and install it (records its freshness)
+  status                       path, age, verified or not, signer, entries, stale or fresh,
+                               and whether installed images are recalled
+  refresh                      fetch the list now from the release location
+                               (MVM_RELEASE_BASE_URL; HTTPS_PROXY/NO_PROXY honoured)
+
+Flags: --json, --trusted-root FILE, --offline (refresh), --debug
+Exit status: 0 ok, 3 unreadable input, 10 the list does not verify or rolls back,
+15 invalid list, 16 network failure, 17 cache not writable.
+`;
+
+export async function revocationsCommand(args: string[], io: Output): Promise<number> {
+  const [sub, ...rest] = args;
+  if (sub === undefined || sub === '--help' || sub === '-h') {
+    io.out(REVOCATIONS_HELP);
+    return sub === undefined ? 2 : 0;
+  }
+  const { values, positionals } = asUsageError(`revocations ${sub}`, () =>
+    parseArgs({
+      args: rest,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        ...COMMON_OPTIONS,
+        list: { type: 'string' },
+        bundle: { type: 'string' },
+        'trusted-root': { type: 'string' },
+        offline: { type: 'boolean' },
+      },
+    }),
+  );
+  if (values.help) {
+    io.out(REVOCATIONS_HELP);
+    return 0;
+  }
+  if (positionals.length) {
+    throw new MvmError('usage', `revocations ${sub} takes no positional arguments`, {
+      fix: "Run 'mvmctl revocations --help'.",
+    });
+  }
+  const config = configFrom(process.env, homedir());
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+  const json = values.json === true;
+  switch (sub) {
+    case 'import':
+      return importList(config, trustedRoot, values.list, values.bundle, json, io);
+    case 'status':
+      return status(config, trustedRoot, json, io);
+    case 'refresh':
+      return refresh(config, trustedRoot, values.offline === true, json, io);
+    default:
+      throw new MvmError('usage', `unknown command "revocations ${sub}"`, {
+        fix: "Run 'mvmctl revocations --help'.",
+      });
+  }
+}
+
+async function importList(
+  config: Config,
+  trustedRoot: LoadedTrustedRoot,
+  listPath: string | undefined,
+  bundlePath: string | undefined,
+  json: boolean,
+  io: Output,
+): Promise<number> {
+  if (!listPath || !bundlePath) {
+    throw new MvmError('usage', 'revocations import needs --list and --bundle', {
+      fix: 'mvmctl revocations import --list revoked-versions.json --bundle revoked-versions.json.bundle',
+    });
+  }
+  const list = await readRegularFile(listPath, 'revocation list', MAX_LIST_BYTES);
+  const bundle = await readRegularFile(bundlePath, 'revocation list bundle', MAX_LIST_BYTES);
+  try {
+    let verified;
+    try {
+      verified = verifyRevocationPair(list, bundle, config.releaseRepo, trustedRoot);
+    } catch (e) {
+      if (e instanceof MvmError && e.code === 'signature') {
+        throw new MvmError(
+          'signature',
+          `Cosign verification failed for the revocation list: ${e.message}`,
+          {
+            cause:
+              'the list and bundle do not match, or the list was not signed by the revocations workflow',
+            fix: 'Copy both files together from the revocations release; nothing was installed.',
+            ...(e.check ? { check: e.check } : {}),
+          },
+        );
+      }
+      throw e;
+    }
+    const cached = await readCachedRevocations(
+      revocationsDir(config),
+      config.releaseRepo,
+      trustedRoot,
+      new Date(),
+    ).catch(() => undefined);
+    const rollback = rollbackError(cached, verified.list);
+    if (rollback) throw rollback;
+    await installRevocationPair(revocationsDir(config), list, bundle);
+    await audit(config, { event: 'revocations.import', outcome: 'ok' });
+    const result = {
+      installed: true,
+      path: revocationsDir(config),
+      entries: verified.list.revocations.length,
+      signer: verified.signer,
+    };
+    io.out(
+      json
+        ? JSON.stringify(result)
+        : `Installed the revocation list (${result.entries} entries, signed by ${result.signer}) in ${result.path}`,
+    );
+    return 0;
+  } catch (e) {
+    if (e instanceof MvmError) {
+      await audit(config, {
+        event: 'revocations.import',
+        outcome: 'failed',
+        code: e.code,
+        check: e.check,
+        message: e.message,
+      }).catch(() => undefined);
+    }
+    throw e;
+  }
+}
+
+async function refresh(
+  config: Config,
+  trustedRoot: LoadedTrustedRoot,
+  offline: boolean,
+  json: boolean,
+  io: Output,
+): Promise<number> {
+  if (offline || config.offline) {
+    throw new MvmError('network', 'revocations refresh: offline (--offline or MVM_OFFLINE=1)', {
+      cause: 'no network use is allowed',
+      fix: 'Carry a pair in and run mvmctl revocations import, or unset MVM_OFFLINE.',
+    });
+  }
+  const outcome = await refreshAndAudit(
+    { config, trustedRoot, now: () => new Date() },
+    { force: true },
+  );
+  if (outcome.action === 'network-error' || outcome.action === 'rejected') throw outcome.error;
+  const url = revocationsUrl(config, REVOCATIONS_JSON);
+  const message =
+    outcome.action === 'refreshed'
+      ? `Refreshed the revocation list from ${url}: ${outcome.entries} entries, signed by ${outcome.signer}`
+      : outcome.action === 'not-found'
+        ? `No revocation list is published at ${url} (404): no recalls today; the cached list, if any, still applies`
+        : `Nothing to do (${outcome.action})`;
+  io.out(json ? JSON.stringify({ ...outcome, url }) : message);
+  return 0;
+}
+
+async function status(
+  config: Config,
+  trustedRoot: LoadedTrustedRoot,
+  json: boolean,
+  io: Output,
+): Promise<number> {
+  let cached: CachedRevocations | undefined;
+  let error: string | undefined;
+  try {
+    cached = await readCachedRevocations(
+      revocationsDir(config),
+      config.releaseRepo,
+      trustedRoot,
+      new Date(),
+    );
+  } catch (e) {
+    if (!(e instanceof MvmError)) throw e;
+    error = e.message;
+  }
+  const store = new ImageStore(prebuiltDir(config), config.dataDir);
+  const images = [];
+  for (const img of await store.list()) {
+    const receipt = await fs
+      .readFile(join(img.dir, INSTALLED_FILES.receipt), 'utf8')
+      .then((t) => JSON.parse(t) as Receipt)
+      .catch(() => undefined);
+    const recall =
+      receipt && cached?.state === 'verified' ? findRecall(cached.list, receipt) : undefined;
+    images.push({ version: img.version, recalled: recall ? recall.reason : false });
+  }
+  const out =
+    cached?.state === 'verified'
+      ? {
+          path: cached.dir,
+          present: true,
+          verified: true,
+          signer: cached.signer,
+          entries: cached.list.revocations.length,
+          ageHours: Math.round(cached.ageMs / 360_000) / 10,
+          freshness: cached.age,
+          stale: cached.age === 'stale',
+          modifiedAt: cached.modifiedAt,
+          images,
+        }
+      : {
+          path: revocationsDir(config),
+          present: cached?.state !== 'absent',
+          verified: false,
+          ...(error ? { error } : {}),
+          images,
+        };
+  if (json) {
+    io.out(JSON.stringify(out));
+    return 0;
+  }
+  const lines = [`Revocation list: ${out.path}`];
+  if ('entries' in out) {
+    lines.push(
+      `  verified, signed by ${out.signer}`,
+      `  ${out.entries} entries, ${out.ageHours} h old (${out.freshness}${out.stale ? ': STALE, still enforced' : ''})`,
+    );
+  } else {
+    lines.push(out.present ? `  PRESENT BUT NOT VERIFIED: ${error}` : '  none cached');
+  }
+  for (const i of images)
+    lines.push(
+      `  image v${i.version}: ${i.recalled ? `RECALLED (${i.recalled})` : 'not recalled'}`,
+    );
+  io.out(lines.join('\n'));
+  return 0;
+}

@@ -1,0 +1,165 @@
+/**
+ * Refreshing the revocation list over the network (SPEC.md section 5; issue 4).
+ * A fetched list is trusted only after its signature verifies against the
+ * revocations workflow identity and it keeps every entry of the verified list
+ * already cached (append-only: a replayed older list is refused). Nothing that
+ * fails is ever cached; the previous verified list stays in force.
+ */
+import { revocationsDir, revocationsUrl, type Config } from '../config.js';
+import { MvmError } from '../errors.js';
+import { droppedEntries } from '../core/revocation.js';
+import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
+import {
+  installRevocationPair,
+  MAX_LIST_BYTES,
+  readCachedRevocations,
+  REVOCATIONS_BUNDLE,
+  REVOCATIONS_JSON,
+  verifyRevocationPair,
+  type CachedRevocations,
+} from './cache.js';
+import { httpFetcher, type Fetcher } from './fetch.js';
+import { audit } from '../telemetry/audit.js';
+
+export type RefreshOutcome =
+  /** The cache is younger than 24 hours: no request made. */
+  | { readonly action: 'cache-fresh' }
+  /** MVM_OFFLINE / --offline: no request made. */
+  | { readonly action: 'offline' }
+  /** 404 upstream: "no recalls today"; nothing cached, a cached list still applies. */
+  | { readonly action: 'not-found' }
+  | { readonly action: 'refreshed'; readonly entries: number; readonly signer: string }
+  /** Could not fetch: the error is a network error (counted as such). */
+  | { readonly action: 'network-error'; readonly error: MvmError }
+  /** Fetched but refused (signature, schema or rollback): never cached. */
+  | { readonly action: 'rejected'; readonly error: MvmError };
+
+export interface RefreshContext {
+  readonly config: Config;
+  readonly trustedRoot: LoadedTrustedRoot;
+  readonly now: () => Date;
+  readonly fetcher?: Fetcher;
+  readonly offline?: boolean;
+}
+
+/**
+ * The cached list as it stands, or undefined when the cached pair does not
+ * verify (then it is no baseline for rollback; a verified fetch replaces it).
+ */
+async function cachedBaseline(ctx: RefreshContext): Promise<CachedRevocations | undefined> {
+  try {
+    return await readCachedRevocations(
+      revocationsDir(ctx.config),
+      ctx.config.releaseRepo,
+      ctx.trustedRoot,
+      ctx.now(),
+    );
+  } catch (e) {
+    if (e instanceof MvmError) return undefined;
+    throw e;
+  }
+}
+
+export async function refreshRevocations(
+  ctx: RefreshContext,
+  opts: { force: boolean },
+): Promise<RefreshOutcome> {
+  const cached = await cachedBaseline(ctx);
+  if (!opts.force && cached?.state === 'verified' && cached.age === 'fresh')
+    return { action: 'cache-fresh' };
+  if (ctx.offline || ctx.config.offline) return { action: 'offline' };
+  const fetcher =
+    ctx.fetcher ?? httpFetcher({ timeoutMs: ctx.config.httpTimeoutMs, maxBytes: MAX_LIST_BYTES });
+
+  let json: Buffer;
+  let bundle: Buffer;
+  try {
+    const listUrl = revocationsUrl(ctx.config, REVOCATIONS_JSON);
+    const res = await fetcher.get(listUrl);
+    if (res.status === 404) return { action: 'not-found' };
+    if (res.status !== 200) throw httpStatusError(listUrl, res.status);
+    json = res.body;
+    const bundleUrl = revocationsUrl(ctx.config, REVOCATIONS_BUNDLE);
+    const b = await fetcher.get(bundleUrl);
+    if (b.status !== 200) throw httpStatusError(bundleUrl, b.status);
+    bundle = b.body;
+  } catch (e) {
+    if (e instanceof MvmError && e.code === 'network') return { action: 'network-error', error: e };
+    throw e;
+  }
+
+  let incoming;
+  try {
+    incoming = verifyRevocationPair(json, bundle, ctx.config.releaseRepo, ctx.trustedRoot);
+  } catch (e) {
+    if (!(e instanceof MvmError)) throw e;
+    return {
+      action: 'rejected',
+      error: new MvmError(e.code, `The fetched revocation list was refused: ${e.message}`, {
+        cause: 'a list that does not verify is never cached or trusted',
+        fix: 'The cached list stays in force. Check the mirror (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
+        ...(e.check ? { check: e.check } : {}),
+      }),
+    };
+  }
+  const rollback = rollbackError(cached, incoming.list);
+  if (rollback) return { action: 'rejected', error: rollback };
+  await installRevocationPair(revocationsDir(ctx.config), json, bundle);
+  return {
+    action: 'refreshed',
+    entries: incoming.list.revocations.length,
+    signer: incoming.signer,
+  };
+}
+
+/** The list is append-only: one that drops a cached entry is a replayed older list. */
+export function rollbackError(
+  cached: CachedRevocations | undefined,
+  incoming: Parameters<typeof droppedEntries>[1],
+): MvmError | undefined {
+  if (cached?.state !== 'verified') return undefined;
+  const dropped = droppedEntries(cached.list, incoming);
+  if (dropped.length === 0) return undefined;
+  const names = dropped.map((r) => `${r.version} ${r.variant} ${r.arch}`).join(', ');
+  return new MvmError(
+    'rollback',
+    `The revocation list was refused: it drops recalls the cached list holds (${names})`,
+    {
+      cause: 'the list is append-only; an older list replayed would lift recalls',
+      fix: 'Keep the cached list; fetch the current pair from the revocations release.',
+    },
+  );
+}
+
+function httpStatusError(url: string, status: number): MvmError {
+  return new MvmError('network', `GET ${url} answered HTTP ${status}`, {
+    cause: 'the release server or mirror did not serve the file',
+  });
+}
+
+/** refreshRevocations, with every failure written to the audit log (and so counted). */
+export async function refreshAndAudit(
+  ctx: RefreshContext,
+  opts: { force: boolean },
+): Promise<RefreshOutcome> {
+  const outcome = await refreshRevocations(ctx, opts);
+  if (
+    outcome.action === 'network-error' ||
+    outcome.action === 'rejected' ||
+    outcome.action === 'refreshed'
+  ) {
+    const failed = outcome.action !== 'refreshed';
+    await audit(
+      ctx.config,
+      {
+        event: 'revocations.refresh',
+        outcome: failed ? 'failed' : 'ok',
+        ...(failed
+          ? { code: outcome.error.code, check: outcome.error.check, message: outcome.error.message }
+          : {}),
+      },
+      ctx.now(),
+    ).catch(() => undefined);
+  }
+  return outcome;
+}
