@@ -149,16 +149,82 @@ export async function readCachedRevocations(
   };
 }
 
+/**
+ * A lock file held for a few milliseconds around the swap. A lock left by a
+ * process that is gone (kill -9) is taken over; one held longer than 10 s by a
+ * live process is a store error.
+ */
+async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      const fh = await fs.open(path, 'wx', 0o600);
+      await fh.write(String(process.pid));
+      await fh.close();
+      break;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
+        throw new MvmError('store', `Cannot lock ${path}`, { cause: (e as Error).message });
+      }
+      const holder = Number(await fs.readFile(path, 'utf8').catch(() => '0'));
+      if (holder > 0 && !alive(holder)) {
+        await fs.rm(path, { force: true });
+        continue;
+      }
+      if (Date.now() > deadline) {
+        throw new MvmError('store', `The revocation cache is locked by process ${holder}`, {
+          cause: 'another mvmctl is updating the list, or hung while doing so',
+          fix: `Retry; if no mvmctl is running, remove ${path}.`,
+        });
+      }
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
+    }
+  }
+  try {
+    return await fn();
+  } finally {
+    await fs.rm(path, { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
 const GENERATION = /^\.revocations-([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
 
-/** Atomically makes (json, bundle) the cached pair; its freshness is now. */
+/**
+ * Atomically makes (json, bundle) the cached pair; its freshness is now.
+ * `check` runs under the cache lock just before the swap, against the list
+ * cached at that moment (the rollback check), so two concurrent writers cannot
+ * slip an older list in between one's check and its install.
+ */
 export async function installRevocationPair(
   dir: string,
   json: Uint8Array,
   bundle: Uint8Array,
+  check: () => Promise<void> = async () => undefined,
 ): Promise<void> {
   const parent = dirname(dir);
   await ensurePrivateDir(parent, parent);
+  await withLock(join(parent, `.${basename(dir)}.lock`), async () => {
+    await check();
+    await swapIn(dir, parent, json, bundle);
+  });
+}
+
+async function swapIn(
+  dir: string,
+  parent: string,
+  json: Uint8Array,
+  bundle: Uint8Array,
+): Promise<void> {
   const id = `.${basename(dir)}-${process.pid}-${randomBytes(8).toString('hex')}`;
   const gen = join(parent, id);
   const tmpLink = join(parent, `${id}.link`);
@@ -196,14 +262,8 @@ async function collectGenerations(parent: string, current: string): Promise<void
       (s) => Date.now() - s.mtimeMs,
       () => 0,
     );
-    let alive = Number(m[1]) === process.pid;
-    try {
-      if (!alive) process.kill(Number(m[1]), 0);
-      alive = true;
-    } catch (e) {
-      alive = (e as NodeJS.ErrnoException).code === 'EPERM';
-    }
     // A concurrent reader resolved its generation moments ago; give it time.
-    if (!alive && age > 60_000) await fs.rm(join(parent, name), { recursive: true, force: true });
+    if (!alive(Number(m[1])) && age > 60_000)
+      await fs.rm(join(parent, name), { recursive: true, force: true });
   }
 }

@@ -102,14 +102,38 @@ export async function refreshRevocations(
       }),
     };
   }
-  const rollback = rollbackError(cached, incoming.list);
-  if (rollback) return { action: 'rejected', error: rollback };
-  await installRevocationPair(revocationsDir(ctx.config), json, bundle);
+  try {
+    await installRevocationPair(revocationsDir(ctx.config), json, bundle, () =>
+      checkNoRollback(ctx.config, ctx.trustedRoot, ctx.now(), incoming.list),
+    );
+  } catch (e) {
+    if (e instanceof MvmError && e.code === 'rollback') return { action: 'rejected', error: e };
+    throw e;
+  }
   return {
     action: 'refreshed',
     entries: incoming.list.revocations.length,
     signer: incoming.signer,
   };
+}
+
+/** Throws the rollback error when `incoming` drops an entry of the list cached now. */
+export async function checkNoRollback(
+  config: Config,
+  trustedRoot: LoadedTrustedRoot,
+  now: Date,
+  incoming: Parameters<typeof droppedEntries>[1],
+): Promise<void> {
+  const cached = await readCachedRevocations(
+    revocationsDir(config),
+    config.releaseRepo,
+    trustedRoot,
+    now,
+  ).catch(
+    () => undefined, // a cached pair that does not verify is no baseline; the verified incoming list replaces it
+  );
+  const error = rollbackError(cached, incoming);
+  if (error) throw error;
 }
 
 /** The list is append-only: one that drops a cached entry is a replayed older list. */

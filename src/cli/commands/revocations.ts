@@ -21,7 +21,7 @@ import {
   verifyRevocationPair,
   type CachedRevocations,
 } from '../../revocations/cache.js';
-import { refreshAndAudit, rollbackError } from '../../revocations/refresh.js';
+import { checkNoRollback, refreshAndAudit } from '../../revocations/refresh.js';
 import { ImageStore } from '../../store/image-store.js';
 import { audit } from '../../telemetry/audit.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
@@ -127,15 +127,10 @@ async function importList(
       }
       throw e;
     }
-    const cached = await readCachedRevocations(
-      revocationsDir(config),
-      config.releaseRepo,
-      trustedRoot,
-      new Date(),
-    ).catch(() => undefined);
-    const rollback = rollbackError(cached, verified.list);
-    if (rollback) throw rollback;
-    await installRevocationPair(revocationsDir(config), list, bundle);
+    const incoming = verified.list;
+    await installRevocationPair(revocationsDir(config), list, bundle, () =>
+      checkNoRollback(config, trustedRoot, new Date(), incoming),
+    );
     await audit(config, { event: 'revocations.import', outcome: 'ok' });
     const result = {
       installed: true,

@@ -1,0 +1,444 @@
+/**
+ * The revocation list lifecycle (issue 4) against a real HTTP server on
+ * 127.0.0.1 serving test-PKI-signed lists, driven through the CLI: what is
+ * enforced, what is cached, the counters and the message, for each way the
+ * network can behave.
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { connect, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, beforeEach, describe, it } from 'node:test';
+import { HOST_ARCH, testHost, VERSION } from './support/host.js';
+import { TestPki } from './support/pki.js';
+import {
+  REPO,
+  writeReleaseSet,
+  writeRevocationList,
+  type ReleaseFiles,
+  type RevocationEntry,
+} from './support/release.js';
+
+let root: string;
+let pki: TestPki;
+let trustedRoot: string;
+let good: ReleaseFiles;
+let n = 0;
+
+/** What the release server serves, and how. */
+const served: {
+  json?: Buffer;
+  bundle?: Buffer;
+  mode: 'ok' | '404' | '500' | 'hang' | 'short-body';
+  requests: string[];
+} = {
+  mode: 'ok',
+  requests: [],
+};
+let server: Server;
+let baseUrl: string;
+let proxy: Server;
+let proxyUrl: string;
+let proxied = 0;
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), 'mvm-revocations-'));
+  pki = await TestPki.create();
+  trustedRoot = pki.writeTrustedRoot(root);
+  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
+  server = createServer((req, res) => {
+    served.requests.push(req.url ?? '');
+    const body = req.url?.endsWith('/revocations/revoked-versions.json')
+      ? served.json
+      : req.url?.endsWith('/revocations/revoked-versions.json.bundle')
+        ? served.bundle
+        : undefined;
+    if (served.mode === 'hang') return; // never answer
+    if (served.mode === '500') return void res.writeHead(500).end('oops');
+    if (served.mode === '404' || !body) return void res.writeHead(404).end('not found');
+    if (served.mode === 'short-body') {
+      res.writeHead(200, { 'content-length': String(body.length) });
+      res.write(body.subarray(0, body.length / 2));
+      return void res.destroy(); // the connection drops mid-body
+    }
+    res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/releases/download`;
+  // A minimal CONNECT proxy, to check HTTP(S)_PROXY is honoured.
+  proxy = createServer();
+  proxy.on('connect', (req, socket, head) => {
+    proxied++;
+    const [host, port] = (req.url ?? '').split(':');
+    const upstream = connect(Number(port), host!, () => {
+      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
+      upstream.write(head);
+      upstream.pipe(socket).pipe(upstream);
+    });
+    upstream.on('error', () => socket.destroy());
+    socket.on('error', () => upstream.destroy());
+  });
+  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
+  proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+});
+after(() => {
+  server.closeAllConnections();
+  server.close();
+  proxy.closeAllConnections();
+  proxy.close();
+  rmSync(root, { recursive: true, force: true });
+});
+beforeEach(() => {
+  served.mode = 'ok';
+  served.requests = [];
+  delete served.json;
+  delete served.bundle;
+});
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+
+/** A host that may use the network: the loopback release server, a short timeout, no proxy. */
+function host(extra: Record<string, string> = {}) {
+  const h = testHost(join(root, `host${n++}`), trustedRoot);
+  const env = {
+    MVM_OFFLINE: '',
+    MVM_RELEASE_BASE_URL: baseUrl,
+    MVM_HTTP_TIMEOUT_SECONDS: '2',
+    HTTP_PROXY: '',
+    HTTPS_PROXY: '',
+    http_proxy: '',
+    https_proxy: '',
+    NO_PROXY: '',
+    ...extra,
+  };
+  return {
+    ...h,
+    run: (args: string[], more: Record<string, string> = {}) => h.run(args, { ...env, ...more }),
+    importSet: (set: ReleaseFiles, flags: string[] = []) => h.importSet(set, flags, env),
+    async status(): Promise<Json> {
+      const r = await h.run(['revocations', 'status', '--json'], env);
+      assert.equal(r.code, 0, r.stderr);
+      return JSON.parse(r.stdout);
+    },
+  };
+}
+type Host = ReturnType<typeof host>;
+
+/** A signed pair in a transfer folder, its bytes ready to serve. */
+async function signedList(entries: RevocationEntry[], o: { identity?: string } = {}) {
+  const pair = await writeRevocationList(pki, join(root, `list${n++}`), entries, o);
+  return { ...pair, jsonBytes: readFileSync(pair.json), bundleBytes: readFileSync(pair.bundle) };
+}
+
+function serve(list: { jsonBytes: Buffer; bundleBytes: Buffer }): void {
+  served.json = list.jsonBytes;
+  served.bundle = list.bundleBytes;
+}
+
+/** Puts a verified pair in the cache with `revocations import`, then ages it. */
+async function cache(h: Host, entries: RevocationEntry[], ageHours = 0): Promise<void> {
+  const list = await signedList(entries);
+  const r = await h.run(['revocations', 'import', '--list', list.json, '--bundle', list.bundle], {
+    MVM_OFFLINE: '1',
+  });
+  assert.equal(r.code, 0, r.stderr);
+  if (ageHours) {
+    const t = new Date(Date.now() - ageHours * 3600_000);
+    utimesSync(join(h.revocations, 'revoked-versions.json'), t, t);
+  }
+}
+
+const RECALL = { version: VERSION, arch: HOST_ARCH, reason: 'CVE-2026-7777: recalled upstream' };
+const OLD = { version: '0.1.0' };
+
+describe('revocations: refresh during dev import-image', () => {
+  it('a fresh cache (under 24 h) makes no request', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    serve(await signedList([OLD, RECALL]));
+    const r = await h.importSet(good);
+    assert.equal(r.code, 0, r.stderr);
+    assert.deepEqual(served.requests, []);
+  });
+
+  it('a stale cache is refreshed, and the fetched recall is enforced', async () => {
+    const h = host();
+    await cache(h, [OLD], 30);
+    serve(await signedList([OLD, RECALL]));
+    const r = await h.importSet(good);
+    assert.equal(r.code, 13, r.stderr);
+    assert.match(
+      r.stderr,
+      /Imported manifest is on the project's revocation list: .*CVE-2026-7777/,
+    );
+    assert.equal(served.requests.length, 2);
+    const s = await h.status();
+    assert.equal(s.entries, 2);
+    assert.equal(s.freshness, 'fresh');
+  });
+
+  it('HTTP(S)_PROXY is honoured', async () => {
+    const h = host({ HTTP_PROXY: proxyUrl, http_proxy: proxyUrl });
+    await cache(h, [OLD], 30);
+    serve(await signedList([OLD]));
+    const before = proxied;
+    const r = await h.importSet(good);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(proxied > before, 'the requests went through the proxy');
+    assert.equal((await h.status()).freshness, 'fresh');
+  });
+
+  it('404: "no recalls today", nothing cached, the import proceeds', async () => {
+    const h = host();
+    served.mode = '404';
+    const r = await h.importSet(good);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /no revocation list \(404\): no recalls today/);
+    assert.equal((await h.status()).present, false);
+    assert.equal((await h.metrics())['dev_image_verify_network_total'], 0);
+  });
+
+  it('404 while a cached list is held: the cached list is still enforced', async () => {
+    const h = host();
+    await cache(h, [OLD, RECALL], 30);
+    served.mode = '404';
+    const r = await h.importSet(good);
+    assert.equal(r.code, 13, r.stderr);
+    assert.equal(served.requests.length, 1);
+  });
+
+  it('500: a network failure, counted as such, and the cached list (under 7 days) is used with a note', async () => {
+    const h = host();
+    await cache(h, [OLD, RECALL], 30);
+    served.mode = '500';
+    const r = await h.importSet(good);
+    assert.equal(r.code, 13, r.stderr);
+    assert.match(r.stderr, /Could not refresh the revocation list \(GET .* answered HTTP 500\)/);
+    const m = await h.metrics();
+    assert.equal(m['dev_image_verify_network_total'], 1);
+    assert.equal(m['dev_image_verify_sig_invalid_total'], 0);
+  });
+
+  it('connection refused: counted, and with no list at all the import proceeds with a warning', async () => {
+    const h = host({ MVM_RELEASE_BASE_URL: 'http://127.0.0.1:9/releases/download' });
+    const r = await h.importSet(good);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /Could not refresh the revocation list \(GET .* failed: ECONNREFUSED\)/);
+    assert.match(r.stderr, /No revocation list is cached/);
+    assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
+  });
+
+  it('a server that never answers costs a bounded time', async () => {
+    const h = host();
+    await cache(h, [OLD], 30);
+    served.mode = 'hang';
+    const t0 = Date.now();
+    const r = await h.importSet(good);
+    const seconds = (Date.now() - t0) / 1000;
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /no answer within 2 s/);
+    assert.ok(seconds < 15, `took ${seconds} s`); // a generous bound, not a timing test: the limit is 2 s
+    assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
+  });
+
+  it('a body cut short is a network failure; nothing is cached', async () => {
+    const h = host();
+    await cache(h, [OLD], 30);
+    serve(await signedList([OLD, RECALL]));
+    served.mode = 'short-body';
+    const r = await h.importSet(good);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal((await h.status()).entries, 1);
+    assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
+  });
+
+  it('MVM_OFFLINE=1 never makes a request, even with a stale cache', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD], 30);
+    serve(await signedList([OLD]));
+    assert.equal((await h.importSet(good)).code, 0);
+    assert.equal((await h.importSet(good, ['--offline'])).code, 0);
+    assert.deepEqual(served.requests, []);
+  });
+});
+
+describe('revocations: a fetched list that fails is never cached or trusted', () => {
+  async function refused(h: Host, expectWording: RegExp, counter?: string) {
+    const before = await h.status();
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, expectWording);
+    const after = await h.status();
+    assert.equal(after.entries, before.entries, 'the cached list is unchanged');
+    assert.equal(after.modifiedAt, before.modifiedAt);
+    if (counter) assert.equal((await h.metrics())[counter], 1);
+    const audit = h.audit().filter((a) => a['event'] === 'revocations.refresh');
+    assert.equal(audit.at(-1)!['outcome'], 'failed');
+  }
+
+  it('a list signed by the release identity instead of the revocations identity', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    serve(
+      await signedList([OLD], {
+        identity: `https://github.com/${REPO}/.github/workflows/release.yml@refs/tags/v${VERSION}`,
+      }),
+    );
+    await refused(
+      h,
+      /The fetched revocation list was refused: certificate identity/,
+      'dev_image_verify_sig_invalid_total',
+    );
+  });
+
+  it('a bundle for another list', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    const a = await signedList([OLD, RECALL]);
+    const b = await signedList([OLD, { version: '0.2.0' }]);
+    serve({ jsonBytes: a.jsonBytes, bundleBytes: b.bundleBytes });
+    await refused(
+      h,
+      /The fetched revocation list was refused/,
+      'dev_image_verify_sig_invalid_total',
+    );
+  });
+
+  it('a rollback: a genuine older list that drops a recall', async () => {
+    const h = host();
+    await cache(h, [OLD, RECALL]);
+    serve(await signedList([OLD]));
+    await refused(h, /refused: it drops recalls the cached list holds \(0\.\d+\.\d+ dev/);
+    // The recall still applies.
+    assert.equal((await h.importSet(good, ['--offline'])).code, 13);
+  });
+
+  it('a rollback through revocations import is refused too', async () => {
+    const h = host();
+    await cache(h, [OLD, RECALL]);
+    const older = await signedList([OLD]);
+    const r = await h.run([
+      'revocations',
+      'import',
+      '--list',
+      older.json,
+      '--bundle',
+      older.bundle,
+    ]);
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, /drops recalls/);
+    assert.equal((await h.status()).entries, 2);
+  });
+
+  it('an unknown schema_version fails closed', async () => {
+    const h = host();
+    const dir = join(root, `schema${n++}`);
+    mkdirSync(dir);
+    const bytes = Buffer.from(JSON.stringify({ schema_version: 2, revocations: [] }));
+    const bundle = await pki.signBlob(bytes, {
+      identity: `https://github.com/${REPO}/.github/workflows/revocations.yml@refs/tags/revocations`,
+    });
+    served.json = bytes;
+    served.bundle = Buffer.from(JSON.stringify(bundle));
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 15, r.stderr);
+    assert.match(r.stderr, /schema_version 2 is newer than this mvmctl reads/);
+    assert.equal((await h.status()).present, false);
+  });
+});
+
+describe('revocations: commands', () => {
+  it('refresh installs the fetched pair; status reports it; --json works', async () => {
+    const h = host();
+    serve(await signedList([OLD, RECALL]));
+    const r = await h.run(['revocations', 'refresh', '--json']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(JSON.parse(r.stdout).action, 'refreshed');
+    const s = await h.status();
+    assert.equal(s.verified, true);
+    assert.equal(s.entries, 2);
+    assert.equal(
+      s.signer,
+      `https://github.com/${REPO}/.github/workflows/revocations.yml@refs/tags/revocations`,
+    );
+    assert.equal(s.stale, false);
+  });
+
+  it('refresh over the network fails with exit 16 when the server is down', async () => {
+    const h = host({ MVM_RELEASE_BASE_URL: 'http://127.0.0.1:9/releases/download' });
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 16, r.stderr);
+    assert.match(r.stderr, /ECONNREFUSED/);
+  });
+
+  it('import verifies, installs and records freshness without a manual touch', async () => {
+    const h = host();
+    const list = await signedList([OLD]);
+    const old = new Date(Date.now() - 30 * 86_400_000);
+    utimesSync(list.json, old, old);
+    const r = await h.run(['revocations', 'import', '--list', list.json, '--bundle', list.bundle]);
+    assert.equal(r.code, 0, r.stderr);
+    const s = await h.status();
+    assert.equal(s.freshness, 'fresh');
+    assert.ok(s.ageHours < 1);
+  });
+
+  it('import refuses a pair that does not verify, and installs nothing', async () => {
+    const h = host();
+    const a = await signedList([OLD]);
+    const b = await signedList([RECALL]);
+    const r = await h.run(['revocations', 'import', '--list', a.json, '--bundle', b.bundle]);
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, /Cosign verification failed for the revocation list/);
+    assert.equal((await h.status()).present, false);
+  });
+
+  it("status shows stale lists and recalled installed images; the seed's copy-and-touch works", async () => {
+    const h = host();
+    assert.equal((await h.importSet(good, ['--offline'])).code, 0);
+    const carried = await signedList([RECALL]);
+    mkdirSync(h.revocations, { recursive: true });
+    execFileSync('cp', [carried.json, carried.bundle, h.revocations]);
+    const t = new Date(Date.now() - 9 * 86_400_000);
+    utimesSync(join(h.revocations, 'revoked-versions.json'), t, t);
+    let s = await h.status();
+    assert.equal(s.stale, true);
+    assert.deepEqual(s.images, [{ version: VERSION, recalled: RECALL.reason }]);
+    execFileSync('touch', [join(h.revocations, 'revoked-versions.json')]);
+    s = await h.status();
+    assert.equal(s.stale, false);
+    assert.equal(s.freshness, 'fresh');
+  });
+
+  it('replacing the seed-style plain directory keeps the pair consistent', async () => {
+    const h = host();
+    const carried = await signedList([OLD]);
+    mkdirSync(h.revocations, { recursive: true });
+    execFileSync('cp', [carried.json, carried.bundle, h.revocations]);
+    serve(await signedList([OLD, RECALL]));
+    assert.equal((await h.run(['revocations', 'refresh'])).code, 0);
+    assert.equal((await h.status()).entries, 2);
+  });
+
+  it('concurrent refreshes from several processes leave one consistent, verified pair', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    const lists = [
+      await signedList([OLD, RECALL]),
+      await signedList([OLD, RECALL, { version: '0.2.0' }]),
+    ];
+    serve(lists[0]!);
+    const runs = Array.from({ length: 6 }, () => h.run(['revocations', 'refresh']));
+    // Halfway through, the server starts serving the next list.
+    setTimeout(() => serve(lists[1]!), 150);
+    const results = await Promise.all(runs);
+    for (const r of results) assert.ok(r.code === 0 || r.code === 10, r.stderr); // 10: a late writer's list may lag
+    const s = await h.status();
+    assert.equal(s.verified, true, 'the cached pair verifies: never a new list with an old bundle');
+    assert.ok(s.entries === 2 || s.entries === 3);
+    for (let i = 0; i < 20; i++) assert.equal((await h.status()).verified, true);
+  });
+});
