@@ -18,7 +18,7 @@ import {
   verifyRevocationPair,
   type CachedRevocations,
 } from './cache.js';
-import { httpFetcher, type Fetcher } from './fetch.js';
+import type { Fetcher } from './fetch.js';
 import { audit } from '../telemetry/audit.js';
 
 export type RefreshOutcome =
@@ -68,8 +68,13 @@ export async function refreshRevocations(
   if (!opts.force && cached?.state === 'verified' && cached.age === 'fresh')
     return { action: 'cache-fresh' };
   if (ctx.offline || ctx.config.offline) return { action: 'offline' };
+  // Loaded only when a request is really made: offline and fresh-cache runs never pay for undici.
   const fetcher =
-    ctx.fetcher ?? httpFetcher({ timeoutMs: ctx.config.httpTimeoutMs, maxBytes: MAX_LIST_BYTES });
+    ctx.fetcher ??
+    (await import('./fetch.js')).httpFetcher({
+      timeoutMs: ctx.config.httpTimeoutMs,
+      maxBytes: MAX_LIST_BYTES,
+    });
 
   let json: Buffer;
   let bundle: Buffer;
