@@ -305,13 +305,15 @@ function checkMaxAge(m: Manifest, ctx: ImportContext): boolean {
 const hours = (ms: number): number => Math.round((ms / 3600_000) * 10) / 10;
 
 async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedRevocations> {
-  await refreshIfStale(ctx);
-  const cached = await readCachedRevocations(
-    revocationsDir(ctx.config),
-    ctx.config.releaseRepo,
-    ctx.trustedRoot,
-    ctx.now(),
-  );
+  // The cache as the refresh step read and verified it, unless it changed or did not verify.
+  const cached =
+    (await refreshIfStale(ctx)) ??
+    (await readCachedRevocations(
+      revocationsDir(ctx.config),
+      ctx.config.releaseRepo,
+      ctx.trustedRoot,
+      ctx.now(),
+    ));
   if (cached.state === 'absent') {
     ctx.warn(
       `No revocation list is cached in ${cached.dir}; proceeding without a recall check. Carry in a fresh revoked-versions.json + .bundle pair to enable it.`,
@@ -355,7 +357,7 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
 }
 
 /** Seed policy: a cache older than 24 hours is refreshed when the network is there; a failure never blocks. */
-async function refreshIfStale(ctx: ImportContext): Promise<void> {
+async function refreshIfStale(ctx: ImportContext): Promise<CachedRevocations | undefined> {
   const outcome = await refreshAndAudit(
     {
       config: ctx.config,
@@ -383,6 +385,7 @@ async function refreshIfStale(ctx: ImportContext): Promise<void> {
     default:
       break;
   }
+  return outcome.unchanged;
 }
 
 async function install(

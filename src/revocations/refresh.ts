@@ -60,14 +60,18 @@ async function cachedBaseline(ctx: RefreshContext): Promise<CachedRevocations | 
   }
 }
 
+/** An outcome and, when nothing was installed, the verified cache as it was read (so callers need not read it again). */
+export type RefreshResult = RefreshOutcome & { readonly unchanged?: CachedRevocations };
+
 export async function refreshRevocations(
   ctx: RefreshContext,
   opts: { force: boolean },
-): Promise<RefreshOutcome> {
+): Promise<RefreshResult> {
   const cached = await cachedBaseline(ctx);
+  const unchanged = cached ? { unchanged: cached } : {};
   if (!opts.force && cached?.state === 'verified' && cached.age === 'fresh')
-    return { action: 'cache-fresh' };
-  if (ctx.offline || ctx.config.offline) return { action: 'offline' };
+    return { action: 'cache-fresh', ...unchanged };
+  if (ctx.offline || ctx.config.offline) return { action: 'offline', ...unchanged };
   // Loaded only when a request is really made: offline and fresh-cache runs never pay for undici.
   const fetcher =
     ctx.fetcher ??
@@ -81,7 +85,7 @@ export async function refreshRevocations(
   try {
     const listUrl = revocationsUrl(ctx.config, REVOCATIONS_JSON);
     const res = await fetcher.get(listUrl);
-    if (res.status === 404) return { action: 'not-found' };
+    if (res.status === 404) return { action: 'not-found', ...unchanged };
     if (res.status !== 200) throw httpStatusError(listUrl, res.status);
     json = res.body;
     const bundleUrl = revocationsUrl(ctx.config, REVOCATIONS_BUNDLE);
@@ -89,7 +93,8 @@ export async function refreshRevocations(
     if (b.status !== 200) throw httpStatusError(bundleUrl, b.status);
     bundle = b.body;
   } catch (e) {
-    if (e instanceof MvmError && e.code === 'network') return { action: 'network-error', error: e };
+    if (e instanceof MvmError && e.code === 'network')
+      return { action: 'network-error', error: e, ...unchanged };
     throw e;
   }
 
@@ -170,7 +175,7 @@ function httpStatusError(url: string, status: number): MvmError {
 export async function refreshAndAudit(
   ctx: RefreshContext,
   opts: { force: boolean },
-): Promise<RefreshOutcome> {
+): Promise<RefreshResult> {
   const outcome = await refreshRevocations(ctx, opts);
   if (
     outcome.action === 'network-error' ||

@@ -183,7 +183,17 @@ async function refresh(
       : outcome.action === 'not-found'
         ? `No revocation list is published at ${url} (404): no recalls today; the cached list, if any, still applies`
         : `Nothing to do (${outcome.action})`;
-  io.out(json ? JSON.stringify({ ...outcome, url }) : message);
+  io.out(
+    json
+      ? JSON.stringify({
+          action: outcome.action,
+          ...(outcome.action === 'refreshed'
+            ? { entries: outcome.entries, signer: outcome.signer }
+            : {}),
+          url,
+        })
+      : message,
+  );
   return 0;
 }
 
