@@ -1,11 +1,20 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
-import { mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import {
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { openRegularFile } from '../src/io/files.js';
 import { copyAndHash } from '../src/store/copy-hash.js';
+import { MvmError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mvm-copy-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -44,6 +53,21 @@ for (const strategy of ['auto', 'user-space'] as const) {
       const r = await copyAndHash(f, dest, undefined, strategy).finally(() => f.handle.close());
       assert.equal(r.sha256, sha(Buffer.from('the checked file')));
       assert.equal(readFileSync(dest, 'utf8'), 'the checked file');
+    });
+
+    it('refuses a source that shrinks while it is copied, and does not hang', async () => {
+      const src = join(dir, `src${n}`);
+      const dest = join(dir, `dest${n++}`);
+      writeFileSync(src, Buffer.alloc(64 * 1024 * 1024, 1));
+      const f = await openRegularFile(src, 'rootfs', Number.MAX_SAFE_INTEGER);
+      truncateSync(src, 1024 * 1024); // someone with write access truncates it after the checks
+      await assert.rejects(
+        copyAndHash(f, dest, undefined, strategy).finally(() => f.handle.close()),
+        (e: unknown) =>
+          e instanceof MvmError &&
+          e.code === 'input' &&
+          /changed size while it was being copied/.test(e.message),
+      );
     });
 
     it('never overwrites an existing destination', async () => {

@@ -1,5 +1,7 @@
 import { createHash } from 'node:crypto';
+import { spawn } from 'node:child_process';
 import { constants, existsSync, promises as fs } from 'node:fs';
+import { MvmError } from '../errors.js';
 import type { OpenedFile } from '../io/files.js';
 
 /** 8 MiB reads: large enough to hash at full speed, few enough buffers to keep memory flat. */
@@ -15,13 +17,13 @@ export interface CopiedFile {
  * SHA-256 of the bytes in `dest`: the bytes that get installed (SPEC.md
  * section 3, step 7), never a separate read of the source.
  *
- * On Linux the kernel copies (copy_file_range, through fs.copyFile) while this
- * thread hashes the destination right behind it, reading only what the copy
- * has already written (a read never goes past the file's size). That is about
- * one SHA-256 pass over the bytes; a user-space read/write copy costs far more
- * kernel time on these machines. The source is reopened through
- * /proc/self/fd, so it is the very file that was checked, not whatever its path
- * names by now. Elsewhere a user-space pipeline hashes each chunk as it writes it.
+ * On Linux the kernel copies (copy_file_range, through cp) while this thread
+ * hashes the destination right behind it, reading only what the copy has
+ * already written (a read never goes past the file's size). That is about one
+ * SHA-256 pass over the bytes; a user-space read/write copy costs far more
+ * kernel time on these machines. Elsewhere a user-space pipeline hashes each
+ * chunk as it writes it. A source that changes size while being copied is
+ * refused.
  */
 export async function copyAndHash(
   src: OpenedFile,
@@ -38,37 +40,50 @@ export async function copyAndHash(
       0o600,
     )
   ).close();
-  const procPath = `/proc/self/fd/${src.handle.fd}`;
   const result =
-    strategy === 'auto' && existsSync(procPath)
-      ? await kernelCopyHashBehind(procPath, dest, onProgress)
+    strategy === 'auto' && existsSync('/dev/stdin') && process.platform === 'linux'
+      ? await kernelCopyHashBehind(src, dest, onProgress)
       : await userSpaceCopyAndHash(src, dest, onProgress);
-  // fs.copyFile gives the copy the source's mode; the store's files are 0600.
-  await fs.chmod(dest, 0o600);
+  await fs.chmod(dest, 0o600); // whatever the copy did, the store's files are 0600
+  if (result.bytes !== src.size) {
+    throw new MvmError(
+      'input',
+      `${src.path} changed size while it was being copied (${src.size} bytes when opened, ${result.bytes} copied)`,
+      {
+        cause: 'something is writing to the file',
+        fix: 'Make sure nothing writes to the release files during the import, then retry.',
+      },
+    );
+  }
   return result;
 }
 
 async function kernelCopyHashBehind(
-  source: string,
+  src: OpenedFile,
   dest: string,
   onProgress?: (bytes: number) => void,
 ): Promise<CopiedFile> {
-  let finished = false;
-  let copyError: unknown;
-  const copying = fs.copyFile(source, dest).then(
-    () => void (finished = true),
-    (e: unknown) => {
-      copyError = e;
-      finished = true;
-    },
-  );
+  // coreutils cp copies in the kernel (copy_file_range) and stops at end of
+  // file, even if the source shrinks meanwhile; fs.copyFile would loop forever
+  // waiting for bytes that no longer exist. The child reads the very file that
+  // was checked: our descriptor, passed as its stdin.
+  const child = spawn('cp', ['--', '/dev/stdin', dest], {
+    stdio: [src.handle.fd, 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  let exit: { code: number | null; error?: Error } | undefined;
+  const exited = new Promise<void>((resolve) => {
+    child.once('error', (error) => ((exit = { code: null, error }), resolve()));
+    child.once('exit', (code) => ((exit ??= { code }), resolve()));
+  });
   const reader = await fs.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash('sha256');
     const buf = Buffer.allocUnsafe(CHUNK);
     let pos = 0;
     for (;;) {
-      const copyDone = finished; // read after checking: once done, a short read is the end
+      const copyDone = exit !== undefined; // checked before reading: once done, a short read is the end
       const { bytesRead } = await reader.read(buf, 0, CHUNK, pos);
       if (bytesRead > 0) {
         hash.update(buf.subarray(0, bytesRead));
@@ -77,14 +92,18 @@ async function kernelCopyHashBehind(
         continue;
       }
       if (copyDone) break;
-      await new Promise((r) => setTimeout(r, 1)); // the copy is ahead of nothing yet: let it run
+      await new Promise((r) => setTimeout(r, 1)); // the copy is not ahead yet: let it run
     }
-    await copying;
-    if (copyError) throw copyError;
+    if (exit?.error || exit?.code !== 0) {
+      throw new Error(
+        `copying into the store failed: ${exit?.error?.message ?? stderr.trim() ?? `cp exited ${exit?.code}`}`,
+      );
+    }
     return { sha256: hash.digest('hex'), bytes: pos };
   } finally {
+    if (exit === undefined) child.kill('SIGKILL');
+    await exited;
     await reader.close();
-    await copying;
   }
 }
 
