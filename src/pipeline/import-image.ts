@@ -182,9 +182,11 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
         ctx,
         { ...facts, outcome: 'failed', code: err.code, check: err.check, message: err.message },
         started,
-      ).catch(() => undefined);
+      ).catch((auditError: unknown) =>
+        ctx.warn(`could not write the audit record: ${(auditError as Error).message}`),
+      );
     }
-    throw e;
+    throw err;
   }
 }
 
@@ -412,7 +414,14 @@ async function install(
       copyAndHash(inputs.rootfs, join(staged, rootfsFile), (b) =>
         ctx.onProgress?.('rootfs', b, inputs.rootfs.size),
       ),
-    ]);
+    ]).catch((e: unknown) => {
+      if (e instanceof MvmError) throw e;
+      // Disk full, quota, permissions: the store, not the release set, is at fault.
+      throw new MvmError('store', `Cannot copy the image into ${staged}`, {
+        cause: (e as Error).message,
+        underlying: e,
+      });
+    });
     checkDigest('kernel', kernel, inputs.set.vmlinux, m, ctx);
     checkDigest('rootfs', rootfs, inputs.set.rootfs, m, ctx);
 

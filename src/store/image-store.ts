@@ -150,7 +150,16 @@ export class ImageStore {
         `Remove ${link} and import the image again.`,
       );
     }
-    return { version, dir: join(this.objects, m[1]!) };
+    const dir = join(this.objects, m[1]!);
+    const st = await fs.lstat(dir).catch(() => undefined);
+    if (!st?.isDirectory()) {
+      throw storeError(
+        `${link} points at a missing image`,
+        new Error(`${dir} is not a directory`),
+        `Import the image again.`,
+      );
+    }
+    return { version, dir };
   }
 
   /** Every installed version, newest name last. */
@@ -172,13 +181,26 @@ export class ImageStore {
     return out;
   }
 
-  /** Removes objects no version links to and temporary links, when their creator is gone. */
+  /**
+   * Removes objects no version links to, and temporary links, when their
+   * creator is gone. Creators are checked before links are read: a process
+   * found dead can no longer publish, so an object it made that is unlinked
+   * at the later read stays unlinked.
+   */
   private async collectGarbage(): Promise<void> {
-    let names: string[];
     let objects: string[];
     try {
-      names = await fs.readdir(this.root);
       objects = await fs.readdir(this.objects);
+    } catch {
+      return;
+    }
+    const orphans = objects.filter((id) => {
+      const m = OBJECT_ID.exec(id);
+      return m !== null && !alive(Number(m[1]));
+    });
+    let names: string[];
+    try {
+      names = await fs.readdir(this.root);
     } catch {
       return;
     }
@@ -193,12 +215,8 @@ export class ImageStore {
       const target = await fs.readlink(join(this.root, name)).catch(() => '');
       linked.add(target.replace(/^\.objects\//, ''));
     }
-    for (const id of objects) {
-      const m = OBJECT_ID.exec(id);
-      if (!m || linked.has(id)) continue;
-      // A live process (this one included) may still be filling or publishing it.
-      if (alive(Number(m[1]))) continue;
-      await fs.rm(join(this.objects, id), { recursive: true, force: true });
+    for (const id of orphans) {
+      if (!linked.has(id)) await fs.rm(join(this.objects, id), { recursive: true, force: true });
     }
   }
 }
