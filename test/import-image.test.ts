@@ -558,6 +558,50 @@ describe('dev import-image: cached revocation list policy', () => {
     });
   });
 
+  it('a cache directory others can write is refused (exit 17)', async () => {
+    const h = host();
+    await writeRevocationList(pki, h.revocations, []);
+    chmodSync(h.revocations, 0o777);
+    await assertRefused(h, good, {
+      exit: 17,
+      code: 'store',
+      wording: /^Error: The revocation cache .*revocations can be changed by other users/,
+    });
+  });
+
+  it('recalls seen once stay enforced when the cached list is rolled back or removed', async () => {
+    const h = host();
+    const recall = [{ version: VERSION, arch: HOST_ARCH, reason: 'CVE-2026-1111: remembered' }];
+    await writeRevocationList(pki, h.revocations, recall);
+    await assertRefused(h, good, {
+      exit: 13,
+      code: 'revoked',
+      counter: 'dev_image_verify_revoked_total',
+      wording: /CVE-2026-1111/,
+    });
+    // An older genuine list without the recall is swapped in...
+    await writeRevocationList(pki, h.revocations, []);
+    let r = await assertRefused(h, good, {
+      exit: 13,
+      code: 'revoked',
+      counter: 'dev_image_verify_revoked_total',
+      wording: /CVE-2026-1111/,
+    });
+    assert.match(
+      r.stderr,
+      /REVOCATION LIST ROLLED BACK OR REMOVED: 1 recall\(s\) verified on this host before are missing/,
+    );
+    // ...or the pair is deleted altogether.
+    rmSync(h.revocations, { recursive: true });
+    r = await assertRefused(h, good, {
+      exit: 13,
+      code: 'revoked',
+      counter: 'dev_image_verify_revoked_total',
+      wording: /CVE-2026-1111/,
+    });
+    assert.match(r.stderr, /ROLLED BACK OR REMOVED/);
+  });
+
   it("the seed's manual workflow: copy the pair in and touch the JSON", async () => {
     const h = host();
     const carried = await writeRevocationList(pki, join(h.dir, 'usb'), [

@@ -128,7 +128,10 @@ function host(extra: Record<string, string> = {}) {
 type Host = ReturnType<typeof host>;
 
 /** A signed pair in a transfer folder, its bytes ready to serve. */
-async function signedList(entries: RevocationEntry[], o: { identity?: string } = {}) {
+async function signedList(
+  entries: RevocationEntry[],
+  o: { identity?: string; certTime?: Date } = {},
+) {
   const pair = await writeRevocationList(pki, join(root, `list${n++}`), entries, o);
   return { ...pair, jsonBytes: readFileSync(pair.json), bundleBytes: readFileSync(pair.bundle) };
 }
@@ -139,8 +142,13 @@ function serve(list: { jsonBytes: Buffer; bundleBytes: Buffer }): void {
 }
 
 /** Puts a verified pair in the cache with `revocations import`, then ages it. */
-async function cache(h: Host, entries: RevocationEntry[], ageHours = 0): Promise<void> {
-  const list = await signedList(entries);
+async function cache(
+  h: Host,
+  entries: RevocationEntry[],
+  ageHours = 0,
+  o: { certTime?: Date } = {},
+): Promise<void> {
+  const list = await signedList(entries, o);
   const r = await h.run(['revocations', 'import', '--list', list.json, '--bundle', list.bundle], {
     MVM_OFFLINE: '1',
   });
@@ -314,6 +322,13 @@ describe('revocations: a fetched list that fails is never cached or trusted', ()
     await refused(h, /refused: it drops recalls the cached list holds \(0\.\d+\.\d+ dev/);
     // The recall still applies.
     assert.equal((await h.importSet(good, ['--offline'])).code, 13);
+  });
+
+  it('a replayed older signing (same entries, signed earlier) is refused', async () => {
+    const h = host();
+    await cache(h, [OLD], 30, { certTime: new Date(pki.start.getTime() + 120_000) });
+    serve(await signedList([OLD], { certTime: new Date(pki.start.getTime() + 1000) }));
+    await refused(h, /it was signed at .*, before the list already trusted here/);
   });
 
   it('a rollback through revocations import is refused too', async () => {

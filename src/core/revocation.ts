@@ -73,7 +73,7 @@ export function parseRevocationList(bytes: Uint8Array): RevocationList {
 
 /** A manifest is recalled when version, variant and arch all match an entry. */
 export function findRecall(
-  list: RevocationList,
+  list: Pick<RevocationList, 'revocations'>,
   m: { readonly version: string; readonly variant: string; readonly arch: string },
 ): Revocation | undefined {
   return list.revocations.find(

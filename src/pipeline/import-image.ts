@@ -24,6 +24,7 @@ import {
 } from '../io/files.js';
 import { readCachedRevocations, type CachedRevocations } from '../revocations/cache.js';
 import type { Fetcher } from '../revocations/fetch.js';
+import { forgottenRecalls, readRecallMemory, rememberList } from '../revocations/memory.js';
 import { refreshAndAudit } from '../revocations/refresh.js';
 import { copyAndHash, type CopiedFile } from '../store/copy-hash.js';
 import { ImageStore } from '../store/image-store.js';
@@ -316,15 +317,19 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
       ctx.trustedRoot,
       ctx.now(),
     ));
-  if (cached.state === 'absent') {
+  // Recalls this host has verified before stay enforced, whatever happened to the cache since.
+  const memory = await readRecallMemory(ctx.config);
+  const list = cached.state === 'verified' ? cached.list.revocations : undefined;
+  if (cached.state === 'verified')
+    await rememberList(ctx.config, memory, cached.list.revocations, cached.signedAt);
+  const forgotten = forgottenRecalls(memory, list);
+  if (forgotten.length > 0) {
     ctx.warn(
-      `No revocation list is cached in ${cached.dir}; proceeding without a recall check. Carry in a fresh revoked-versions.json + .bundle pair to enable it.`,
+      `REVOCATION LIST ROLLED BACK OR REMOVED: ${forgotten.length} recall(s) verified on this host before are missing from ${cached.dir}; they are still enforced. Carry in the current pair.`,
     );
-    ctx.report({ step: 'revocation', state: 'absent' });
-    return cached;
   }
-  const ageHours = hours(cached.ageMs);
-  if (cached.age === 'stale') {
+  const ageHours = cached.state === 'verified' ? hours(cached.ageMs) : 0;
+  if (cached.state === 'verified' && cached.age === 'stale') {
     if (ctx.requireFreshRevocations) {
       throw new MvmError(
         'network',
@@ -339,15 +344,20 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
       `STALE REVOCATION LIST: the cached list is ${ageHours} hours old (more than 7 days). It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
     );
   }
-  const recall = findRecall(cached.list, m);
+  const recall = findRecall({ revocations: [...(list ?? []), ...forgotten] }, m);
   if (recall) {
     throw new MvmError(
       'revoked',
       `Imported manifest is on the project's revocation list: ${m.version} ${m.variant} ${m.arch} was recalled: ${recall.reason}`,
-      {
-        cause: `The release was recalled (${recall.revokedAt})`,
-      },
+      { cause: `The release was recalled (${recall.revokedAt})` },
     );
+  }
+  if (cached.state === 'absent') {
+    ctx.warn(
+      `No revocation list is cached in ${cached.dir}; proceeding without a recall check${forgotten.length ? ' beyond the recalls remembered on this host' : ''}. Carry in a fresh revoked-versions.json + .bundle pair to enable it.`,
+    );
+    ctx.report({ step: 'revocation', state: 'absent' });
+    return cached;
   }
   ctx.report({
     step: 'revocation',

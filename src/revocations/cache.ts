@@ -38,6 +38,7 @@ export type CachedRevocations =
       readonly dir: string;
       readonly list: RevocationList;
       readonly signer: string;
+      readonly signedAt: string | undefined;
       readonly ageMs: number;
       readonly age: CacheAge;
       readonly modifiedAt: string;
@@ -46,6 +47,8 @@ export type CachedRevocations =
 export interface VerifiedList {
   readonly list: RevocationList;
   readonly signer: string;
+  /** When the transparency log recorded the list's signature (signed entry timestamp). */
+  readonly signedAt: string | undefined;
 }
 
 /**
@@ -62,6 +65,7 @@ export function verifyRevocationPair(
   return {
     list: parseRevocationList(json),
     signer: v.signer.kind === 'certificate' ? v.signer.identity : 'key',
+    signedAt: v.tlog.integratedTime ?? undefined,
   };
 }
 
@@ -92,15 +96,25 @@ export async function readCachedRevocations(
   repo: string,
   trustedRoot: LoadedTrustedRoot,
   now: Date,
+  attempt = 0,
 ): Promise<CachedRevocations> {
   const gen = await currentGeneration(dir);
   if (gen === undefined) return { state: 'absent', dir };
+  // Whoever can write here can delete or swap the list: only this user (or root) may.
+  await refuseSharedDir(gen);
+  await refuseSharedDir(dirname(gen));
+  // A generation of ours is never without its files: if one is missing, the
+  // generation was replaced while we read; read the new one.
+  const replaced = () => GENERATION.test(basename(gen)) && attempt < 3;
   const jsonPath = join(gen, REVOCATIONS_JSON);
   let st;
   try {
     st = await fs.lstat(jsonPath);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { state: 'absent', dir };
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (replaced()) return readCachedRevocations(dir, repo, trustedRoot, now, attempt + 1);
+      return { state: 'absent', dir };
+    }
     throw new MvmError('store', `Cannot read the revocation cache ${dir}`, {
       cause: (e as Error).message,
     });
@@ -132,6 +146,14 @@ export async function readCachedRevocations(
     );
     verified = verifyRevocationPair(json, bundle, repo, trustedRoot);
   } catch (e) {
+    if (
+      e instanceof MvmError &&
+      e.code === 'input' &&
+      /does not exist/.test(e.message) &&
+      replaced()
+    ) {
+      return readCachedRevocations(dir, repo, trustedRoot, now, attempt + 1);
+    }
     if (e instanceof MvmError && (e.code === 'input' || e.code === 'signature'))
       throw failed(e.message, e.check);
     if (e instanceof MvmError)
@@ -147,6 +169,18 @@ export async function readCachedRevocations(
     age: cacheAge(ageMs),
     modifiedAt: st.mtime.toISOString(),
   };
+}
+
+async function refuseSharedDir(path: string): Promise<void> {
+  const st = await fs.lstat(path).catch(() => undefined);
+  if (!st) return;
+  const uid = process.getuid?.();
+  if ((uid !== undefined && st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) {
+    throw new MvmError('store', `The revocation cache ${path} can be changed by other users`, {
+      cause: `owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}: anyone who can write there can delete or swap the list`,
+      fix: `chmod go-w ${path}, and make sure it belongs to this user.`,
+    });
+  }
 }
 
 /**
@@ -241,7 +275,13 @@ async function swapIn(
         join(parent, `.${basename(dir)}-${process.pid}-${randomBytes(8).toString('hex')}`),
       );
     }
+    const previous = await fs.readlink(dir).catch(() => undefined);
     await fs.rename(tmpLink, dir);
+    // Readers may still be in the generation just replaced: its grace period starts now.
+    if (previous && GENERATION.test(previous)) {
+      const t = new Date();
+      await fs.utimes(join(parent, previous), t, t).catch(() => undefined);
+    }
   } catch (e) {
     await fs.rm(tmpLink, { force: true });
     await fs.rm(gen, { recursive: true, force: true });

@@ -19,11 +19,30 @@ export interface Fetcher {
 
 const CONNECT_TIMEOUT_MS = 3_000;
 
+/**
+ * undici 6 flags EnvHttpProxyAgent as experimental with a process warning on
+ * every run; operators should not see that on stderr. Other warnings pass.
+ */
+function quietly<T>(make: () => T): T {
+  const emit = process.emitWarning;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = (rest[0] as { code?: string } | undefined)?.code ?? rest[1];
+    if (code === 'UNDICI-EHPA') return;
+    (emit as (...a: unknown[]) => void).call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    return make();
+  } finally {
+    process.emitWarning = emit;
+  }
+}
+
 export function httpFetcher(opts: { timeoutMs: number; maxBytes: number }): Fetcher {
   // An unreachable host must be found out within seconds, not the OS's minutes.
-  const dispatcher = new EnvHttpProxyAgent({
-    connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, opts.timeoutMs) },
-  });
+  const dispatcher = quietly(
+    () =>
+      new EnvHttpProxyAgent({ connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, opts.timeoutMs) } }),
+  );
   return {
     async get(url: string): Promise<FetchResult> {
       const signal = AbortSignal.timeout(opts.timeoutMs);

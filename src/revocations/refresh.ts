@@ -17,8 +17,10 @@ import {
   REVOCATIONS_JSON,
   verifyRevocationPair,
   type CachedRevocations,
+  type VerifiedList,
 } from './cache.js';
 import type { Fetcher } from './fetch.js';
+import { forgottenRecalls, readRecallMemory, rememberList } from './memory.js';
 import { audit } from '../telemetry/audit.js';
 
 export type RefreshOutcome =
@@ -114,8 +116,9 @@ export async function refreshRevocations(
   }
   try {
     await installRevocationPair(revocationsDir(ctx.config), json, bundle, () =>
-      checkNoRollback(ctx.config, ctx.trustedRoot, ctx.now(), incoming.list),
+      checkNoRollback(ctx.config, ctx.trustedRoot, ctx.now(), incoming),
     );
+    await rememberInstalled(ctx.config, incoming);
   } catch (e) {
     if (e instanceof MvmError && e.code === 'rollback') return { action: 'rejected', error: e };
     throw e;
@@ -127,12 +130,16 @@ export async function refreshRevocations(
   };
 }
 
-/** Throws the rollback error when `incoming` drops an entry of the list cached now. */
+/**
+ * Throws the rollback error when `incoming` drops an entry of the list cached
+ * now or of any list verified on this host before, or was signed before the
+ * latest list trusted here (a replayed older signing).
+ */
 export async function checkNoRollback(
   config: Config,
   trustedRoot: LoadedTrustedRoot,
   now: Date,
-  incoming: Parameters<typeof droppedEntries>[1],
+  incoming: VerifiedList,
 ): Promise<void> {
   const cached = await readCachedRevocations(
     revocationsDir(config),
@@ -142,8 +149,38 @@ export async function checkNoRollback(
   ).catch(
     () => undefined, // a cached pair that does not verify is no baseline; the verified incoming list replaces it
   );
-  const error = rollbackError(cached, incoming);
+  const error = rollbackError(cached, incoming.list);
   if (error) throw error;
+  const memory = await readRecallMemory(config);
+  const forgotten = forgottenRecalls(memory, incoming.list.revocations);
+  if (forgotten.length > 0) {
+    throw new MvmError(
+      'rollback',
+      `The revocation list was refused: it drops recalls verified on this host before (${forgotten.map((r) => `${r.version} ${r.variant} ${r.arch}`).join(', ')})`,
+      {
+        cause: 'the list is append-only; an older list replayed would lift recalls',
+      },
+    );
+  }
+  if (incoming.signedAt && memory.latestSignedAt && incoming.signedAt < memory.latestSignedAt) {
+    throw new MvmError(
+      'rollback',
+      `The revocation list was refused: it was signed at ${incoming.signedAt}, before the list already trusted here (${memory.latestSignedAt})`,
+      {
+        cause: 'a replayed older signing would hide recalls published since',
+      },
+    );
+  }
+}
+
+/** Verifies nothing; records a newly installed list in the host's recall memory. */
+export async function rememberInstalled(config: Config, incoming: VerifiedList): Promise<void> {
+  await rememberList(
+    config,
+    await readRecallMemory(config),
+    incoming.list.revocations,
+    incoming.signedAt,
+  );
 }
 
 /** The list is append-only: one that drops a cached entry is a replayed older list. */

@@ -106,7 +106,7 @@ export async function writeRevocationList(
   pki: TestPki,
   dir: string,
   entries: RevocationEntry[],
-  o: { identity?: string } = {},
+  o: { identity?: string; certTime?: Date } = {},
 ): Promise<{ json: string; bundle: string }> {
   mkdirSync(dir, { recursive: true });
   const list = {
@@ -125,7 +125,12 @@ export async function writeRevocationList(
   writeFileSync(json, bytes);
   writeFileSync(
     bundle,
-    JSON.stringify(await pki.signBlob(bytes, { identity: o.identity ?? REVOCATIONS_IDENTITY })),
+    JSON.stringify(
+      await pki.signBlob(bytes, {
+        identity: o.identity ?? REVOCATIONS_IDENTITY,
+        ...(o.certTime ? { certTime: o.certTime } : {}),
+      }),
+    ),
   );
   return { json, bundle };
 }

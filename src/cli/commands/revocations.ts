@@ -21,7 +21,7 @@ import {
   verifyRevocationPair,
   type CachedRevocations,
 } from '../../revocations/cache.js';
-import { checkNoRollback, refreshAndAudit } from '../../revocations/refresh.js';
+import { checkNoRollback, refreshAndAudit, rememberInstalled } from '../../revocations/refresh.js';
 import { ImageStore } from '../../store/image-store.js';
 import { audit } from '../../telemetry/audit.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
@@ -127,10 +127,11 @@ async function importList(
       }
       throw e;
     }
-    const incoming = verified.list;
+    const incoming = verified;
     await installRevocationPair(revocationsDir(config), list, bundle, () =>
       checkNoRollback(config, trustedRoot, new Date(), incoming),
     );
+    await rememberInstalled(config, incoming);
     await audit(config, { event: 'revocations.import', outcome: 'ok' });
     const result = {
       installed: true,
