@@ -167,7 +167,18 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
           signer: signature?.signer.kind === 'certificate' ? signature.signer.identity : undefined,
         },
         started,
-      );
+      ).catch((e: unknown) => {
+        // Installed, but not on the record: that must not pass silently on a regulated host.
+        throw new MvmError(
+          'store',
+          `v${result.version} is installed, but its audit record could not be written`,
+          {
+            cause: (e as Error).message,
+            fix: 'Check the data directory (telemetry/audit.jsonl); the installed image is complete.',
+            underlying: e,
+          },
+        );
+      });
       return result;
     } finally {
       await Promise.all([inputs.vmlinux.handle.close(), inputs.rootfs.handle.close()]);
