@@ -102,6 +102,7 @@ function importOnce(set: ReleaseFiles, tag: string): { seconds: number; rssMb: n
     XDG_CACHE_HOME: join(work, 'cache'),
     MVM_TRUSTED_ROOT: trustedRoot,
     MVM_BENCH_RSS_FILE: rssFile,
+    MVM_OFFLINE: '1', // the air-gapped path: no revocation refresh attempt
   });
   const rssMb = Number(readFileSync(rssFile, 'utf8')) / 1024;
   rmSync(data, { recursive: true, force: true }); // keep the disk and page cache for the inputs
