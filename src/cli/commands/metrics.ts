@@ -68,7 +68,10 @@ export function metricsJson(m: Metrics): Record<string, unknown> {
 
 /** Prometheus text exposition, formatted by prom-client. */
 export async function prometheusText(m: Metrics): Promise<string> {
-  const { Registry, Counter, Histogram } = await import('prom-client');
+  const mod = await import('prom-client');
+  // A CommonJS package: Node's loader exposes named exports, the CLI bundle only `default`.
+  const { Registry, Counter, Histogram } =
+    typeof mod.Registry === 'function' ? mod : (mod as unknown as { default: typeof mod }).default;
   const registry = new Registry();
   for (const [name, value] of Object.entries(m.counters)) {
     new Counter({ name: `mvm_${name}`, help: HELP_TEXT[name] ?? name, registers: [registry] }).inc(
