@@ -121,6 +121,27 @@ export interface ImportResult {
   readonly receipt: Receipt;
 }
 
+/** Every installed image with its receipt (undefined when unreadable), for status reports. */
+export async function installedImages(
+  store: ImageStore,
+): Promise<{ version: string; path: string; receipt: Receipt | undefined }[]> {
+  const out = [];
+  for (const img of await store.list()) {
+    const receipt = await readRegularFile(
+      join(img.dir, INSTALLED_FILES.receipt),
+      'receipt',
+      MAX_MANIFEST_BYTES,
+      {
+        noFollow: true,
+      },
+    )
+      .then((b) => JSON.parse(b.toString('utf8')) as Receipt)
+      .catch(() => undefined);
+    out.push({ version: img.version, path: join(store.root, `v${img.version}`), receipt });
+  }
+  return out;
+}
+
 export const INSTALLED_FILES = {
   kernel: 'vmlinux',
   rootfs: (format: string) => `rootfs.${format}`,

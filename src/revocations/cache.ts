@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MvmError } from '../errors.js';
+import { processAlive as alive } from '../io/process.js';
 import { revocationsPolicy } from '../core/release.js';
 import {
   cacheAge,
@@ -218,16 +219,6 @@ async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
     return await fn();
   } finally {
     await fs.rm(path, { force: true });
-  }
-}
-
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

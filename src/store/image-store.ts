@@ -15,6 +15,7 @@ import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
+import { processAlive as alive } from '../io/process.js';
 import { isSemver } from '../core/manifest.js';
 import { ensurePrivateDir } from './secure-dir.js';
 
@@ -35,16 +36,6 @@ const storeError = (
   fix = 'Check free space and the permissions of the data directory.',
 ): MvmError =>
   new MvmError('store', message, { cause: (e as Error)?.message ?? String(e), fix, underlying: e });
-
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export class ImageStore {
   constructor(

@@ -1,6 +1,4 @@
-import { promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import {
   configFrom,
@@ -11,7 +9,8 @@ import {
 } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { findRecall } from '../../core/revocation.js';
-import { INSTALLED_FILES, type Receipt } from '../../pipeline/import-image.js';
+import { installedImages } from '../../pipeline/import-image.js';
+import { readRecallMemory } from '../../revocations/memory.js';
 import { readRegularFile } from '../../io/files.js';
 import {
   installRevocationPair,
@@ -219,14 +218,14 @@ async function status(
   }
   const store = new ImageStore(prebuiltDir(config), config.dataDir);
   const images = [];
-  for (const img of await store.list()) {
-    const receipt = await fs
-      .readFile(join(img.dir, INSTALLED_FILES.receipt), 'utf8')
-      .then((t) => JSON.parse(t) as Receipt)
-      .catch(() => undefined);
-    const recall =
-      receipt && cached?.state === 'verified' ? findRecall(cached.list, receipt) : undefined;
-    images.push({ version: img.version, recalled: recall ? recall.reason : false });
+  const memory = await readRecallMemory(config);
+  const inForce = [
+    ...(cached?.state === 'verified' ? cached.list.revocations : []),
+    ...memory.recalls,
+  ];
+  for (const { version, receipt } of await installedImages(store)) {
+    const recall = receipt ? findRecall({ revocations: inForce }, receipt) : undefined;
+    images.push({ version, recalled: recall ? recall.reason : false });
   }
   const out =
     cached?.state === 'verified'

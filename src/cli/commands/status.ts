@@ -1,11 +1,10 @@
-import { promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
-import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { configFrom, prebuiltDir, revocationsDir } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { findRecall } from '../../core/revocation.js';
-import { INSTALLED_FILES, type Receipt } from '../../pipeline/import-image.js';
+import { installedImages } from '../../pipeline/import-image.js';
+import { readRecallMemory } from '../../revocations/memory.js';
 import { readCachedRevocations } from '../../revocations/cache.js';
 import { ImageStore } from '../../store/image-store.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
@@ -74,20 +73,17 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
 
   const store = new ImageStore(prebuiltDir(config), config.dataDir);
   const images = [];
-  for (const img of await store.list()) {
-    let receipt: Receipt | undefined;
-    try {
-      receipt = JSON.parse(
-        await fs.readFile(join(img.dir, INSTALLED_FILES.receipt), 'utf8'),
-      ) as Receipt;
-    } catch {
-      receipt = undefined;
-    }
-    const recall =
-      receipt && list?.state === 'verified' ? findRecall(list.list, receipt) : undefined;
+  const memory = await readRecallMemory(config);
+  for (const img of await installedImages(store)) {
+    const { receipt } = img;
+    const inForce = [
+      ...(list?.state === 'verified' ? list.list.revocations : []),
+      ...memory.recalls,
+    ];
+    const recall = receipt ? findRecall({ revocations: inForce }, receipt) : undefined;
     images.push({
       version: img.version,
-      path: join(store.root, `v${img.version}`),
+      path: img.path,
       current: img.version === MVMCTL_VERSION,
       verification: receipt ? receipt.verification : 'UNKNOWN (no readable receipt)',
       recalled: recall ? recall.reason : false,
