@@ -21,7 +21,9 @@ await build({
   platform: 'node',
   target: 'node20',
   // Bundled CommonJS dependencies call require() for Node built-ins.
-  banner: { js: "import { createRequire as __mvmRequire } from 'node:module'; const require = __mvmRequire(import.meta.url);" },
+  banner: {
+    js: "import { createRequire as __mvmRequire } from 'node:module'; const require = __mvmRequire(import.meta.url);",
+  },
   define: { __MVMCTL_BUNDLED_VERSION__: JSON.stringify(version) },
   logLevel: 'warning',
 });
