@@ -17,6 +17,7 @@ export type ErrorCode =
   | 'manifest'
   | 'network'
   | 'rollback'
+  | 'tampered'
   | 'store'
   | 'not-implemented'
   | 'internal';
@@ -107,6 +108,10 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
   rollback: {
     exit: 10,
     fix: 'Keep the cached list; fetch or carry in the current pair from the revocations release.',
+  },
+  tampered: {
+    exit: 10,
+    fix: 'The audit log was edited or truncated: keep a copy for investigation; new records still chain on.',
   },
   store: { exit: 17, fix: 'Check free space and the permissions of the data directory.' },
   'not-implemented': {

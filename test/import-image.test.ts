@@ -834,6 +834,29 @@ describe('dev import-image: inputs and store safety', () => {
   });
 });
 
+describe('audit log', () => {
+  it('audit tail shows the records; an edited record breaks the chain (exit 10)', async () => {
+    const h = host();
+    assert.equal((await h.importSet(good)).code, 0);
+    const bad = await writeReleaseSet(pki, join(root, `audit-bad`), {
+      version: VERSION,
+      arch: OTHER_ARCH,
+    });
+    assert.equal((await h.importSet(bad)).code, 12);
+    assert.equal((await h.importSet(good)).code, 0);
+    let r = await h.run(['audit', 'tail']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /dev\.import-image +failed arch v0\.\d+\.\d+ Manifest is for arch/);
+    assert.match(r.stderr, /chain: intact \(3 records\)/);
+    // Someone turns the failure into a success after the fact.
+    const log = join(h.dir, 'data', 'telemetry', 'audit.jsonl');
+    writeFileSync(log, readFileSync(log, 'utf8').replace('"outcome":"failed"', '"outcome":"ok"'));
+    r = await h.run(['audit', 'tail']);
+    assert.equal(r.code, 10);
+    assert.match(r.stderr, /does not chain at line 3/);
+  });
+});
+
 describe('status and metrics', () => {
   it('status --json shows images, receipts, revocation cache, trusted root and counters', async () => {
     const h = host();

@@ -156,6 +156,16 @@ describe('concurrency', () => {
     assert.equal(m['dev_image_verify_digest_mismatch_total'], 3);
     assert.equal(m['dev_image_verify_sig_invalid_total'], 2);
     assert.equal(h.audit().length, 10);
+    // Concurrent writers still leave one unbroken hash chain.
+    const tail = await h.run(['audit', 'tail', '-n', '3', '--json']);
+    assert.equal(tail.code, 0, tail.stderr);
+    const audit = JSON.parse(tail.stdout);
+    assert.deepEqual(audit.chain, { intact: true });
+    assert.equal(audit.records, 10);
+    assert.deepEqual(
+      h.audit().map((r) => r['seq']),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10],
+    );
     assert.equal(installedImage(h.prebuilt, [small]), small);
   });
 });

@@ -11,9 +11,10 @@ Commands:
   status            installed images, revocation cache, trusted root, counters (--json)
   metrics           verification counters, Prometheus text or --json
   revocations       the signed revocation list: import, status, refresh
+  audit tail        the last audit records, with the hash chain checked
 
 Planned (not built yet; they exit with a clear error):
-  dev up/status/console/logs/down, audit tail
+  dev up/status/console/logs/down
 
 Global flags:
   --help, -h      show help (also after a command: mvmctl verify-blob --help)
@@ -40,9 +41,10 @@ const COMMANDS: Record<string, () => Promise<Command>> = {
   metrics: async () => (await import('./commands/metrics.js')).metricsCommand,
   status: async () => (await import('./commands/status.js')).statusCommand,
   revocations: async () => (await import('./commands/revocations.js')).revocationsCommand,
+  audit: async () => (await import('./commands/audit.js')).auditCommand,
 };
 
-const PLANNED = new Set(['audit']);
+const PLANNED = new Set<string>();
 
 export async function run(argv: string[], io: Output = stdio): Promise<number> {
   const json = argv.includes('--json');

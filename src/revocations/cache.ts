@@ -14,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { promises as fs } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MvmError } from '../errors.js';
+import { withLock } from '../io/lock.js';
 import { processAlive as alive } from '../io/process.js';
 import { revocationsPolicy } from '../core/release.js';
 import {
@@ -184,44 +185,6 @@ async function refuseSharedDir(path: string): Promise<void> {
   }
 }
 
-/**
- * A lock file held for a few milliseconds around the swap. A lock left by a
- * process that is gone (kill -9) is taken over; one held longer than 10 s by a
- * live process is a store error.
- */
-async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
-  const deadline = Date.now() + 10_000;
-  for (;;) {
-    try {
-      const fh = await fs.open(path, 'wx', 0o600);
-      await fh.write(String(process.pid));
-      await fh.close();
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') {
-        throw new MvmError('store', `Cannot lock ${path}`, { cause: (e as Error).message });
-      }
-      const holder = Number(await fs.readFile(path, 'utf8').catch(() => '0'));
-      if (holder > 0 && !alive(holder)) {
-        await fs.rm(path, { force: true });
-        continue;
-      }
-      if (Date.now() > deadline) {
-        throw new MvmError('store', `The revocation cache is locked by process ${holder}`, {
-          cause: 'another mvmctl is updating the list, or hung while doing so',
-          fix: `Retry; if no mvmctl is running, remove ${path}.`,
-        });
-      }
-      await new Promise((r) => setTimeout(r, 10 + Math.random() * 20));
-    }
-  }
-  try {
-    return await fn();
-  } finally {
-    await fs.rm(path, { force: true });
-  }
-}
-
 const GENERATION = /^\.revocations-([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
 
 /**
@@ -238,7 +201,7 @@ export async function installRevocationPair(
 ): Promise<void> {
   const parent = dirname(dir);
   await ensurePrivateDir(parent, parent);
-  await withLock(join(parent, `.${basename(dir)}.lock`), async () => {
+  await withLock(join(parent, `.${basename(dir)}.lock`), 'the revocation cache', async () => {
     await check();
     await swapIn(dir, parent, json, bundle);
   });

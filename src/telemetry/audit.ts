@@ -7,7 +7,9 @@
  * not kept beside them: a counter can never disagree with the audit trail,
  * and no lock or read-modify-write is needed.
  */
+import { createHash } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
+import { withLock } from '../io/lock.js';
 import { auditLogPath, telemetryDir, type Config } from '../config.js';
 import { ensurePrivateDir } from '../store/secure-dir.js';
 import { MVMCTL_VERSION } from '../version.js';
@@ -36,19 +38,83 @@ export interface AuditRecord {
   readonly durationSeconds?: number;
   readonly mvmctlVersion: string;
   readonly pid: number;
+  /** Position in the chain (1, 2, …), set when appended. */
+  readonly seq?: number;
+  /** SHA-256 of the previous line (64 zeros for the first), set when appended. */
+  readonly prev?: string;
 }
 
+/**
+ * Appends one record, chained to the one before it: `seq` counts up and `prev`
+ * is the SHA-256 of the previous line, so an edited, removed or reordered line
+ * shows (`mvmctl audit tail`). The chaining read-and-append runs under a lock
+ * file; the append itself is one O_APPEND write.
+ */
 export async function appendAudit(path: string, record: AuditRecord): Promise<void> {
-  const fh = await fs.open(
-    path,
-    constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-    0o600,
-  );
-  try {
-    await fh.write(`${JSON.stringify(record)}\n`);
-  } finally {
-    await fh.close();
+  await withLock(`${path}.lock`, 'the audit log', async () => {
+    const fh = await fs.open(
+      path,
+      constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+      0o600,
+    );
+    try {
+      const last = await lastLine(fh);
+      const seq = last ? ((JSON.parse(last) as { seq?: number }).seq ?? 0) + 1 : 1;
+      const prev = last ? sha256(last) : GENESIS;
+      await fh.write(`${JSON.stringify({ ...record, seq, prev })}\n`);
+    } finally {
+      await fh.close();
+    }
+  });
+}
+
+const GENESIS = '0'.repeat(64);
+const sha256 = (line: string): string => createHash('sha256').update(line).digest('hex');
+
+/** The file's last complete line, read from its end. */
+async function lastLine(fh: fs.FileHandle): Promise<string | undefined> {
+  const { size } = await fh.stat();
+  if (size === 0) return undefined;
+  for (let window = 64 * 1024; ; window *= 4) {
+    const start = Math.max(0, size - window);
+    const buf = Buffer.alloc(size - start);
+    await fh.read(buf, 0, buf.length, start);
+    const text = buf.toString('utf8').replace(/\n$/, '');
+    const nl = text.lastIndexOf('\n');
+    if (nl >= 0 || start === 0) return text.slice(nl + 1);
   }
+}
+
+export interface ChainCheck {
+  readonly records: number;
+  /** 1-based line number of the first line that does not chain to the one before, if any. */
+  readonly brokenAt?: number;
+  readonly reason?: string;
+}
+
+/** Pure: checks that every line chains to the one before it. */
+export function checkChain(text: string): ChainCheck {
+  const lines = text.split('\n').filter((l) => l !== '');
+  let prev = GENESIS;
+  let seq = 0;
+  for (let i = 0; i < lines.length; i++) {
+    let r: { seq?: unknown; prev?: unknown };
+    try {
+      r = JSON.parse(lines[i]!) as typeof r;
+    } catch {
+      return { records: lines.length, brokenAt: i + 1, reason: 'the line is not JSON' };
+    }
+    if (r.prev !== prev || r.seq !== seq + 1) {
+      return {
+        records: lines.length,
+        brokenAt: i + 1,
+        reason: 'the line does not follow the one before it',
+      };
+    }
+    prev = sha256(lines[i]!);
+    seq++;
+  }
+  return { records: lines.length };
 }
 
 /** Appends one outcome to this host's audit log, creating its private directory if needed. */
@@ -61,6 +127,7 @@ export async function audit(
   await appendAudit(auditLogPath(config), {
     ts: now.toISOString(),
     ...fields,
+    ...(fields.message ? { message: fields.message.slice(0, 2000) } : {}),
     mvmctlVersion: MVMCTL_VERSION,
     pid: process.pid,
   });
