@@ -261,3 +261,55 @@ async function collectGenerations(parent: string, current: string): Promise<void
       await fs.rm(join(parent, name), { recursive: true, force: true });
   }
 }
+
+/** What `status` and `revocations status` report about the cache: one shape for both. */
+export interface RevocationCacheSummary {
+  readonly state: 'verified' | 'absent' | 'invalid';
+  readonly path: string;
+  readonly present: boolean;
+  readonly verified: boolean;
+  readonly signer?: string;
+  readonly entries?: number;
+  readonly ageHours?: number;
+  readonly freshness?: CacheAge;
+  readonly stale?: boolean;
+  readonly modifiedAt?: string;
+  readonly error?: string;
+}
+
+/** Reads the cache for a report: a cache that does not verify is reported, not thrown. */
+export async function summarizeRevocationCache(
+  dir: string,
+  repo: string,
+  trustedRoot: LoadedTrustedRoot,
+  now: Date,
+): Promise<{ summary: RevocationCacheSummary; cached: CachedRevocations | undefined }> {
+  let cached: CachedRevocations;
+  try {
+    cached = await readCachedRevocations(dir, repo, trustedRoot, now);
+  } catch (e) {
+    if (!(e instanceof MvmError)) throw e;
+    return {
+      summary: { state: 'invalid', path: dir, present: true, verified: false, error: e.message },
+      cached: undefined,
+    };
+  }
+  if (cached.state === 'absent') {
+    return { summary: { state: 'absent', path: dir, present: false, verified: false }, cached };
+  }
+  return {
+    cached,
+    summary: {
+      state: 'verified',
+      path: dir,
+      present: true,
+      verified: true,
+      signer: cached.signer,
+      entries: cached.list.revocations.length,
+      ageHours: Math.round(cached.ageMs / 360_000) / 10,
+      freshness: cached.age,
+      stale: cached.age === 'stale',
+      modifiedAt: cached.modifiedAt,
+    },
+  };
+}

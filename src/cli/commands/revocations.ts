@@ -15,10 +15,9 @@ import { readRegularFile } from '../../io/files.js';
 import {
   installRevocationPair,
   MAX_LIST_BYTES,
-  readCachedRevocations,
   REVOCATIONS_JSON,
+  summarizeRevocationCache,
   verifyRevocationPair,
-  type CachedRevocations,
 } from '../../revocations/cache.js';
 import { checkNoRollback, refreshAndAudit, rememberInstalled } from '../../revocations/refresh.js';
 import { ImageStore } from '../../store/image-store.js';
@@ -203,19 +202,12 @@ async function status(
   json: boolean,
   io: Output,
 ): Promise<number> {
-  let cached: CachedRevocations | undefined;
-  let error: string | undefined;
-  try {
-    cached = await readCachedRevocations(
-      revocationsDir(config),
-      config.releaseRepo,
-      trustedRoot,
-      new Date(),
-    );
-  } catch (e) {
-    if (!(e instanceof MvmError)) throw e;
-    error = e.message;
-  }
+  const { summary, cached } = await summarizeRevocationCache(
+    revocationsDir(config),
+    config.releaseRepo,
+    trustedRoot,
+    new Date(),
+  );
   const store = new ImageStore(prebuiltDir(config), config.dataDir);
   const images = [];
   const memory = await readRecallMemory(config);
@@ -227,39 +219,19 @@ async function status(
     const recall = receipt ? findRecall({ revocations: inForce }, receipt) : undefined;
     images.push({ version, recalled: recall ? recall.reason : false });
   }
-  const out =
-    cached?.state === 'verified'
-      ? {
-          path: cached.dir,
-          present: true,
-          verified: true,
-          signer: cached.signer,
-          entries: cached.list.revocations.length,
-          ageHours: Math.round(cached.ageMs / 360_000) / 10,
-          freshness: cached.age,
-          stale: cached.age === 'stale',
-          modifiedAt: cached.modifiedAt,
-          images,
-        }
-      : {
-          path: revocationsDir(config),
-          present: cached?.state !== 'absent',
-          verified: false,
-          ...(error ? { error } : {}),
-          images,
-        };
+  const out = { ...summary, images };
   if (json) {
     io.out(JSON.stringify(out));
     return 0;
   }
   const lines = [`Revocation list: ${out.path}`];
-  if ('entries' in out) {
+  if (out.verified) {
     lines.push(
       `  verified, signed by ${out.signer}`,
       `  ${out.entries} entries, ${out.ageHours} h old (${out.freshness}${out.stale ? ': STALE, still enforced' : ''})`,
     );
   } else {
-    lines.push(out.present ? `  PRESENT BUT NOT VERIFIED: ${error}` : '  none cached');
+    lines.push(out.present ? `  PRESENT BUT NOT VERIFIED: ${out.error}` : '  none cached');
   }
   for (const i of images)
     lines.push(

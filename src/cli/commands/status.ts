@@ -5,7 +5,7 @@ import { MvmError } from '../../errors.js';
 import { findRecall } from '../../core/revocation.js';
 import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
-import { readCachedRevocations } from '../../revocations/cache.js';
+import { summarizeRevocationCache } from '../../revocations/cache.js';
 import { ImageStore } from '../../store/image-store.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
@@ -41,35 +41,12 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
   const config = configFrom(process.env, homedir());
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
 
-  let revocations: Record<string, unknown>;
-  let list: Awaited<ReturnType<typeof readCachedRevocations>> | undefined;
-  try {
-    list = await readCachedRevocations(
-      revocationsDir(config),
-      config.releaseRepo,
-      trustedRoot,
-      new Date(),
-    );
-    revocations =
-      list.state === 'absent'
-        ? { state: 'absent', path: list.dir }
-        : {
-            state: 'verified',
-            path: list.dir,
-            signer: list.signer,
-            entries: list.list.revocations.length,
-            ageHours: Math.round(list.ageMs / 360_000) / 10,
-            freshness: list.age,
-            stale: list.age === 'stale',
-            modifiedAt: list.modifiedAt,
-          };
-  } catch (e) {
-    revocations = {
-      state: 'invalid',
-      path: revocationsDir(config),
-      error: e instanceof MvmError ? e.message : String(e),
-    };
-  }
+  const { summary: revocations, cached: list } = await summarizeRevocationCache(
+    revocationsDir(config),
+    config.releaseRepo,
+    trustedRoot,
+    new Date(),
+  );
 
   const store = new ImageStore(prebuiltDir(config), config.dataDir);
   const images = [];
@@ -116,14 +93,14 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     );
   }
   lines.push('', 'Revocation list:');
-  if (revocations['state'] === 'verified') {
+  if (revocations.state === 'verified') {
     lines.push(
-      `  verified, ${revocations['entries']} entries, ${revocations['ageHours']} h old (${revocations['freshness']})  ${revocations['path']}`,
+      `  verified, ${revocations.entries} entries, ${revocations.ageHours} h old (${revocations.freshness})  ${revocations.path}`,
     );
-  } else if (revocations['state'] === 'absent') {
-    lines.push(`  none cached in ${revocations['path']}`);
+  } else if (revocations.state === 'absent') {
+    lines.push(`  none cached in ${revocations.path}`);
   } else {
-    lines.push(`  INVALID: ${revocations['error']}`);
+    lines.push(`  INVALID: ${revocations.error}`);
   }
   lines.push(
     '',
