@@ -19,7 +19,7 @@ await build({
   chunkNames: '[name]-[hash]',
   format: 'esm',
   platform: 'node',
-  target: 'node20',
+  target: 'node24',
   // Bundled CommonJS dependencies call require() for Node built-ins.
   banner: {
     js: "import { createRequire as __mvmRequire } from 'node:module'; const require = __mvmRequire(import.meta.url);",

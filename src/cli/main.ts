@@ -1,5 +1,14 @@
 #!/usr/bin/env node
 import { run } from './run.js';
+import { unsupportedRuntime } from './runtime.js';
+
+// The maintained Sigstore line needs a maintained Node.js; on an older runtime
+// say so plainly instead of failing somewhere inside a library.
+const refusal = unsupportedRuntime(process.versions.node);
+if (refusal !== undefined) {
+  process.stderr.write(refusal);
+  process.exit(1);
+}
 
 // Exit as soon as the command is done: a DNS lookup still pending in the
 // thread pool (an air-gapped host without MVM_OFFLINE) must not hold the

@@ -43,6 +43,8 @@ export interface SignOptions {
 
 const P256 = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
+/** @sigstore/mock 0.13 hands out DER as a bare ArrayBufferView. */
+const bytesOf = (v: ArrayBufferView): Buffer => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 
 type CA = Awaited<ReturnType<typeof initializeCA>>;
 
@@ -102,7 +104,7 @@ export class TestPki {
         {
           subject: { organization: 'sigstore.mock', commonName: 'sigstore' },
           uri: 'https://fulcio.mvm.test',
-          certChain: { certificates: [{ rawBytes: b64(this.ca.rootCertificate) }] },
+          certChain: { certificates: [{ rawBytes: b64(bytesOf(this.ca.rootCertificate)) }] },
           validFor: validFor(),
         },
       ],
@@ -248,19 +250,21 @@ export class TestPki {
     const ca = opts.untrustedCa ? this.untrustedCa : this.ca;
     this.caClock.setTime(certTime.getTime());
     const issuer = opts.issuer ?? GITHUB_ISSUER;
-    const certDer = await ca.issueCertificate({
-      publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
-      subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
-      extensions: [
-        { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
-        { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
-        { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
-      ],
-    });
+    const certDer = bytesOf(
+      await ca.issueCertificate({
+        publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
+        subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
+        extensions: [
+          { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
+          { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
+          { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
+        ],
+      }),
+    );
     return {
       signingKey: ephemeral.privateKey,
       certDer,
-      chain: opts.includeRootInChain ? [certDer, ca.rootCertificate] : [certDer],
+      chain: opts.includeRootInChain ? [certDer, bytesOf(ca.rootCertificate)] : [certDer],
       verifierPem: new X509Certificate(certDer).toString(),
       logSeconds,
     };
