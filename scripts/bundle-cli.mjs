@@ -24,6 +24,12 @@ await build({
   banner: {
     js: "import { createRequire as __mvmRequire } from 'node:module'; const require = __mvmRequire(import.meta.url);",
   },
-  define: { __MVMCTL_BUNDLED_VERSION__: JSON.stringify(version) },
+  define: {
+    __MVMCTL_BUNDLED_VERSION__: JSON.stringify(version),
+    // The pinned trusted root travels inside the CLI, byte for byte (its SHA-256 is in assets/TRUSTED_ROOT.md).
+    __MVMCTL_EMBEDDED_TRUSTED_ROOT__: JSON.stringify(
+      readFileSync(new URL('../assets/trusted_root.json', import.meta.url), 'utf8'),
+    ),
+  },
   logLevel: 'warning',
 });

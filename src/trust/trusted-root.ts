@@ -19,6 +19,19 @@ export const EMBEDDED_TRUSTED_ROOT_PATH = fileURLToPath(
   new URL('../../assets/trusted_root.json', import.meta.url),
 );
 
+declare const __MVMCTL_EMBEDDED_TRUSTED_ROOT__: string | undefined;
+
+/**
+ * The pinned root's exact bytes. The CLI bundle has them compiled in
+ * (scripts/bundle-cli.mjs), so a copied bundle or a single executable needs no
+ * assets/ beside it; the library reads the file shipped in the package.
+ */
+function embeddedTrustedRootBytes(): Uint8Array {
+  return typeof __MVMCTL_EMBEDDED_TRUSTED_ROOT__ === 'string'
+    ? Buffer.from(__MVMCTL_EMBEDDED_TRUSTED_ROOT__, 'utf8')
+    : readFileSync(EMBEDDED_TRUSTED_ROOT_PATH);
+}
+
 export interface LoadedTrustedRoot {
   readonly root: TrustedRoot;
   /** The root's authorities decoded once, by @sigstore/verify's own rules. */
@@ -78,7 +91,7 @@ export function parseTrustedRoot(bytes: Uint8Array, source: string): LoadedTrust
 /** Loads the operator's trusted root, or the embedded one when none is named. */
 export async function loadTrustedRoot(path?: string): Promise<LoadedTrustedRoot> {
   if (path === undefined || path === '') {
-    return parseTrustedRoot(readFileSync(EMBEDDED_TRUSTED_ROOT_PATH), 'embedded');
+    return parseTrustedRoot(embeddedTrustedRootBytes(), 'embedded');
   }
   try {
     return parseTrustedRoot(
