@@ -18,8 +18,10 @@ export {
 } from './trust/trusted-root.js';
 export {
   anchoredPattern,
+  checkGithubWorkflow,
   checkSigner,
   GITHUB_ACTIONS_ISSUER,
+  type GithubWorkflowClaims,
   type IdentityMatcher,
   type TrustPolicy,
 } from './core/policy.js';

@@ -3,6 +3,7 @@ import { describe, it } from 'node:test';
 import fc from 'fast-check';
 import {
   anchoredPattern,
+  checkGithubWorkflow,
   checkSigner,
   MvmError,
   parseBundle,
@@ -11,6 +12,42 @@ import {
 
 const ID = 'https://github.com/tinylabscom/mvm/.github/workflows/release.yml@refs/tags/v0.14.0';
 const ISS = 'https://token.actions.githubusercontent.com';
+
+describe('issuer pattern and GitHub workflow claims (pure core)', () => {
+  it('an issuer pattern is anchored at both ends', () => {
+    const p: TrustPolicy = {
+      kind: 'certificate',
+      issuer: { pattern: 'https://token\\.actions\\.githubusercontent\\.com' },
+      identity: { exact: ID },
+    };
+    checkSigner(p, { identity: ID, issuer: ISS });
+    for (const bad of [`${ISS}.evil.example`, `https://evil.example/${ISS}`, `${ISS}\n`]) {
+      assert.throws(
+        () => checkSigner(p, { identity: ID, issuer: bad }),
+        (e: unknown) => e instanceof MvmError && e.check === 'issuer',
+        bad,
+      );
+    }
+  });
+
+  it('every named workflow claim must be recorded, exactly', () => {
+    const actual = { repository: 'tinylabscom/mvm', ref: 'refs/tags/v0.14.0', trigger: 'push' };
+    checkGithubWorkflow({}, actual);
+    checkGithubWorkflow({ repository: 'tinylabscom/mvm', ref: 'refs/tags/v0.14.0' }, actual);
+    for (const expected of [
+      { repository: 'tinylabscom/mvm2' },
+      { repository: 'tinylabscom/mv' },
+      { ref: 'refs/tags/v0.14' },
+      { sha: 'abc' }, // not recorded at all: absence proves nothing
+    ]) {
+      assert.throws(
+        () => checkGithubWorkflow(expected, actual),
+        (e: unknown) => e instanceof MvmError && e.code === 'signature' && e.check === 'identity',
+        JSON.stringify(expected),
+      );
+    }
+  });
+});
 
 describe('identity policy (pure core)', () => {
   it('exact identity: equal passes, any prefix or suffix fails', () => {

@@ -4,9 +4,11 @@ import { MvmError } from '../errors.js';
 export type TrustPolicy =
   | {
       readonly kind: 'certificate';
-      /** OIDC issuer, compared exactly. */
-      readonly issuer: string;
+      /** OIDC issuer: a string is compared exactly; a pattern must match the whole issuer. */
+      readonly issuer: string | { readonly pattern: string };
       readonly identity: IdentityMatcher;
+      /** cosign's --certificate-github-workflow-* claims, each compared exactly. */
+      readonly githubWorkflow?: GithubWorkflowClaims;
     }
   | {
       readonly kind: 'key';
@@ -19,6 +21,27 @@ export type IdentityMatcher =
   /** An operator-given regular expression, always matched against the whole identity. */
   | { readonly pattern: string };
 
+/**
+ * GitHub Actions claims Fulcio records in the signing certificate (the
+ * 1.3.6.1.4.1.57264.1.2-.6 extensions cosign's --certificate-github-workflow-*
+ * flags compare).
+ */
+export interface GithubWorkflowClaims {
+  readonly trigger?: string;
+  readonly sha?: string;
+  readonly name?: string;
+  readonly repository?: string;
+  readonly ref?: string;
+}
+
+export const GITHUB_WORKFLOW_OIDS: Readonly<Record<keyof GithubWorkflowClaims, string>> = {
+  trigger: '1.3.6.1.4.1.57264.1.2',
+  sha: '1.3.6.1.4.1.57264.1.3',
+  name: '1.3.6.1.4.1.57264.1.4',
+  repository: '1.3.6.1.4.1.57264.1.5',
+  ref: '1.3.6.1.4.1.57264.1.6',
+};
+
 export const GITHUB_ACTIONS_ISSUER = 'https://token.actions.githubusercontent.com';
 
 /**
@@ -26,13 +49,13 @@ export const GITHUB_ACTIONS_ISSUER = 'https://token.actions.githubusercontent.co
  * an alternation like `a|b` from anchoring only one side; the `u` flag makes
  * the syntax strict.
  */
-export function anchoredPattern(pattern: string): RegExp {
+export function anchoredPattern(pattern: string, flag = '--certificate-identity-regexp'): RegExp {
   try {
     return new RegExp(`^(?:${pattern})$`, 'u');
   } catch (e) {
-    throw new MvmError('usage', `--certificate-identity-regexp is not a valid regular expression`, {
+    throw new MvmError('usage', `${flag} is not a valid regular expression`, {
       cause: (e as Error).message,
-      fix: 'Fix the pattern; it is matched against the whole identity, so no ^ or $ is needed.',
+      fix: 'Fix the pattern; it is matched against the whole value, so no ^ or $ is needed.',
     });
   }
 }
@@ -47,10 +70,21 @@ export function checkSigner(
   signer: { identity?: string | undefined; issuer?: string | undefined },
 ): void {
   if (policy.kind === 'key') return;
-  if (signer.issuer !== policy.issuer) {
+  const issuerOk =
+    signer.issuer !== undefined &&
+    (typeof policy.issuer === 'string'
+      ? signer.issuer === policy.issuer
+      : anchoredPattern(policy.issuer.pattern, '--certificate-oidc-issuer-regexp').test(
+          signer.issuer,
+        ));
+  if (!issuerOk) {
+    const required =
+      typeof policy.issuer === 'string'
+        ? JSON.stringify(policy.issuer)
+        : `/^(?:${policy.issuer.pattern})$/`;
     throw new MvmError(
       'signature',
-      `certificate OIDC issuer ${JSON.stringify(signer.issuer ?? null)} is not the required ${JSON.stringify(policy.issuer)}`,
+      `certificate OIDC issuer ${JSON.stringify(signer.issuer ?? null)} is not the required ${required}`,
       {
         check: 'issuer',
         cause: 'the signing certificate was issued for another identity provider',
@@ -72,5 +106,31 @@ export function checkSigner(
         cause: 'the artifact was signed by someone other than the expected signer',
       },
     );
+  }
+}
+
+/**
+ * Pure check of the certificate's GitHub workflow claims (as read from its
+ * extensions; undefined when absent) against the ones the operator named. A
+ * claim asked for and absent from the certificate fails: absence proves nothing.
+ */
+export function checkGithubWorkflow(
+  expected: GithubWorkflowClaims,
+  actual: Readonly<Partial<Record<keyof GithubWorkflowClaims, string>>>,
+): void {
+  for (const claim of Object.keys(GITHUB_WORKFLOW_OIDS) as (keyof GithubWorkflowClaims)[]) {
+    const want = expected[claim];
+    if (want === undefined) continue;
+    if (actual[claim] !== want) {
+      throw new MvmError(
+        'signature',
+        `certificate GitHub workflow ${claim} ${JSON.stringify(actual[claim] ?? null)} is not the required ${JSON.stringify(want)}`,
+        {
+          check: 'identity',
+          cause: `--certificate-github-workflow-${claim} names another workflow ${claim} than the one that signed`,
+          fix: `Check --certificate-github-workflow-${claim}; the error names what the signing certificate records.`,
+        },
+      );
+    }
   }
 }

@@ -1,20 +1,23 @@
 import { MvmError } from '../../errors.js';
-import { verifyBlob } from '../../verify-blob.js';
+import { verifyBlob, type VerifyBlobResult } from '../../verify-blob.js';
 import { parseArgs } from 'node:util';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
 import type { Output } from '../render.js';
 
 export const VERIFY_BLOB_HELP = `Usage: mvmctl verify-blob --bundle FILE (--certificate-identity ID | --certificate-identity-regexp RE)
-                          --certificate-oidc-issuer ISSUER [--trusted-root FILE] [--json] ARTIFACT
+                          (--certificate-oidc-issuer ISSUER | --certificate-oidc-issuer-regexp RE)
+                          [--trusted-root FILE] [--json] ARTIFACT
        mvmctl verify-blob --bundle FILE --key cosign.pub [--trusted-root FILE] [--json] ARTIFACT
 
 Verify a Sigstore (cosign) signature over ARTIFACT, entirely offline: the
 signature over the exact bytes, the certificate chain to a trusted CA, its
 SCT, the transparency-log evidence (signed entry timestamp and/or inclusion
-proof with a signed checkpoint), the certificate's validity at the log's time,
-the bundle's digest against the artifact, and the signer against the policy.
-Flags are cosign's, so a connected host can check a release set before it is
-carried to an air-gapped one, without installing cosign.
+proof with a signed checkpoint; Rekor v2 entries with an RFC 3161 timestamp),
+the certificate's validity at the log's time, the bundle's digest against the
+artifact, and the signer against the policy. The flags are cosign
+verify-blob's, so a script written for cosign works unchanged, and a connected
+host can check a release set before it is carried to an air-gapped one
+without installing cosign. As cosign does, "Verified OK" goes to stderr.
 
 Flags:
   --bundle FILE                     Sigstore bundle (v0.1, v0.2, v0.3) or legacy cosign bundle
@@ -22,12 +25,35 @@ Flags:
   --certificate-identity-regexp RE  pattern for the identity; always matched against the whole
                                     identity (anchored), so a prefix or suffix cannot slip through
   --certificate-oidc-issuer ISSUER  exact OIDC issuer, e.g. https://token.actions.githubusercontent.com
+  --certificate-oidc-issuer-regexp RE
+                                    pattern for the issuer, anchored like the identity pattern
+  --certificate-github-workflow-trigger|-sha|-name|-repository|-ref VALUE
+                                    GitHub Actions claims the certificate must record, each exact
   --key FILE                        PEM public key, for bundles signed with a key (cosign sign-blob --key);
                                     cannot be combined with the certificate flags
   --trusted-root FILE               Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else the
                                     embedded public-good root)
+  --signature FILE                  detached signature (base64, as cosign writes it): must be the
+                                    bundle's own signature
+  --certificate FILE                signing certificate (PEM): must be the bundle's own certificate
   --json                            print one JSON object (verdict, signer, issuer, log index, time)
   --debug                           show internal detail on errors
+
+cosign flags accepted and ignored, and why:
+  --offline[=BOOL]                  verification is always offline (=false is noted, never obeyed)
+  --new-bundle-format[=BOOL]        the bundle's format is read from the bundle itself
+  --use-signed-timestamps[=BOOL]    RFC 3161 timestamps in the bundle are always verified
+  --rekor-url URL                   the transparency log comes from the trusted root, not a URL
+  --insecure-ignore-tlog=false, --insecure-ignore-sct=false, --private-infrastructure=false
+                                    these ask for the checks mvmctl always makes
+
+cosign flags refused, and why:
+  --insecure-ignore-tlog, --insecure-ignore-sct, --private-infrastructure
+                                    mvmctl never skips transparency evidence or SCTs
+  --certificate-chain, --ca-roots, --ca-intermediates, --timestamp-certificate-chain
+                                    trust anchors come only from the trusted root (--trusted-root)
+  --rfc3161-timestamp               a timestamp is verified only inside the bundle it vouches for
+  --sk, --slot                      hardware keys: export the public key and use --key
 
 Exit status: 0 verified, 10 verification failed, 2 usage error, 3 unreadable input.
 
@@ -38,10 +64,94 @@ Example:
     dev-image-x86_64.manifest.json
 `;
 
+/** cosign's boolean flags (Go pflag: --flag, --flag=true, --flag=false). */
+const COSIGN_BOOLEANS = [
+  'offline',
+  'new-bundle-format',
+  'use-signed-timestamps',
+  'insecure-ignore-tlog',
+  'insecure-ignore-sct',
+  'private-infrastructure',
+] as const;
+type CosignBoolean = (typeof COSIGN_BOOLEANS)[number];
+
+/** Booleans that, when true, would weaken verification: refused, never silently ignored. */
+const WEAKENING: Readonly<Partial<Record<CosignBoolean, string>>> = {
+  'insecure-ignore-tlog':
+    'mvmctl never verifies without transparency-log evidence: it is what proves when the signature was made',
+  'insecure-ignore-sct':
+    'mvmctl never verifies a certificate without its signed certificate timestamp',
+  'private-infrastructure':
+    'mvmctl never skips the transparency log; for a private Sigstore deployment, pass its trusted_root.json with --trusted-root',
+};
+
+/** cosign flags with a value that make no sense for an offline, trusted-root-anchored check. */
+const REFUSED_WITH_VALUE: Readonly<Record<string, string>> = {
+  'certificate-chain':
+    'trust anchors come only from the trusted root; put the CA into a trusted_root.json and pass --trusted-root',
+  'ca-roots':
+    'trust anchors come only from the trusted root; put the CA into a trusted_root.json and pass --trusted-root',
+  'ca-intermediates':
+    'trust anchors come only from the trusted root; put the CA into a trusted_root.json and pass --trusted-root',
+  'timestamp-certificate-chain':
+    'timestamp authorities come only from the trusted root; add the TSA to a trusted_root.json and pass --trusted-root',
+  'rfc3161-timestamp':
+    'a timestamp is verified only inside the bundle it vouches for; use the bundle cosign wrote with --bundle',
+  sk: 'hardware-key verification is not offered; export the public key and verify with --key',
+  slot: 'hardware-key verification is not offered; export the public key and verify with --key',
+};
+
+const usage = (message: string, fix: string): MvmError =>
+  new MvmError('usage', `verify-blob: ${message}`, { fix });
+
+/** Go's strconv.ParseBool, which pflag uses for --flag=VALUE. */
+function parseGoBool(flag: string, value: string): boolean {
+  if (['1', 't', 'T', 'TRUE', 'true', 'True'].includes(value)) return true;
+  if (['0', 'f', 'F', 'FALSE', 'false', 'False'].includes(value)) return false;
+  throw usage(
+    `--${flag}=${value} is not a boolean`,
+    `Write --${flag}, --${flag}=true or --${flag}=false.`,
+  );
+}
+
+/**
+ * Takes cosign's boolean flags (which node:util parseArgs cannot read in the
+ * --flag=false form) and refused flags out of argv before the strict parse.
+ */
+function takeCosignFlags(args: string[]): {
+  rest: string[];
+  booleans: Partial<Record<CosignBoolean, boolean>>;
+} {
+  const rest: string[] = [];
+  const booleans: Partial<Record<CosignBoolean, boolean>> = {};
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--') {
+      rest.push(...args.slice(i));
+      break;
+    }
+    const m = /^--([a-z0-9-]+)(?:=(.*))?$/s.exec(arg);
+    const name = m?.[1];
+    if (name !== undefined && (COSIGN_BOOLEANS as readonly string[]).includes(name)) {
+      booleans[name as CosignBoolean] = m![2] === undefined ? true : parseGoBool(name, m![2]);
+      continue;
+    }
+    if (name !== undefined && name in REFUSED_WITH_VALUE) {
+      throw new MvmError('usage', `verify-blob: --${name} is not supported`, {
+        cause: REFUSED_WITH_VALUE[name]!,
+        fix: `Remove --${name}; see 'mvmctl verify-blob --help' for the cosign flags mvmctl takes.`,
+      });
+    }
+    rest.push(arg);
+  }
+  return { rest, booleans };
+}
+
 export async function verifyBlobCommand(args: string[], io: Output): Promise<number> {
+  const { rest, booleans } = takeCosignFlags(args);
   const { values, positionals } = asUsageError('verify-blob', () =>
     parseArgs({
-      args,
+      args: rest,
       allowPositionals: true,
       strict: true,
       options: {
@@ -50,8 +160,17 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
         'certificate-identity': { type: 'string' },
         'certificate-identity-regexp': { type: 'string' },
         'certificate-oidc-issuer': { type: 'string' },
+        'certificate-oidc-issuer-regexp': { type: 'string' },
+        'certificate-github-workflow-trigger': { type: 'string' },
+        'certificate-github-workflow-sha': { type: 'string' },
+        'certificate-github-workflow-name': { type: 'string' },
+        'certificate-github-workflow-repository': { type: 'string' },
+        'certificate-github-workflow-ref': { type: 'string' },
         key: { type: 'string' },
         'trusted-root': { type: 'string' },
+        signature: { type: 'string' },
+        certificate: { type: 'string' },
+        'rekor-url': { type: 'string' },
       },
     }),
   );
@@ -59,19 +178,37 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
     io.out(VERIFY_BLOB_HELP);
     return 0;
   }
+  for (const [flag, why] of Object.entries(WEAKENING)) {
+    if (booleans[flag as CosignBoolean] === true) {
+      throw new MvmError('usage', `verify-blob: --${flag} is refused`, {
+        cause: why,
+        fix: `Remove --${flag}; if verification then fails, the error names the check and its fix.`,
+      });
+    }
+  }
   if (positionals.length !== 1) {
-    throw new MvmError(
-      'usage',
-      `verify-blob takes exactly one ARTIFACT, got ${positionals.length}`,
-      {
-        fix: "Run 'mvmctl verify-blob --help'.",
-      },
+    throw usage(
+      `takes exactly one ARTIFACT, got ${positionals.length}`,
+      "Run 'mvmctl verify-blob --help'.",
     );
   }
   if (values.bundle === undefined) {
-    throw new MvmError('usage', 'verify-blob: --bundle is required', {
-      fix: "Run 'mvmctl verify-blob --help'.",
-    });
+    throw usage(
+      '--bundle is required',
+      values.signature !== undefined || values.certificate !== undefined
+        ? 'Offline verification needs the transparency-log evidence only a bundle carries: sign with cosign sign-blob --bundle, and pass that file.'
+        : "Run 'mvmctl verify-blob --help'.",
+    );
+  }
+  // Say so when a flag asks for something cosign would do differently online.
+  const notes: string[] = [];
+  if (booleans.offline === false) {
+    notes.push(
+      '--offline=false is ignored: mvmctl verifies offline only, from the bundle and the trusted root.',
+    );
+  }
+  if (values['rekor-url'] !== undefined) {
+    notes.push('--rekor-url is ignored: the transparency log is the one the trusted root lists.');
   }
   const result = await verifyBlob({
     artifactPath: positionals[0]!,
@@ -79,11 +216,21 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
     certificateIdentity: values['certificate-identity'],
     certificateIdentityRegexp: values['certificate-identity-regexp'],
     certificateOidcIssuer: values['certificate-oidc-issuer'],
+    certificateOidcIssuerRegexp: values['certificate-oidc-issuer-regexp'],
+    githubWorkflow: {
+      trigger: values['certificate-github-workflow-trigger'],
+      sha: values['certificate-github-workflow-sha'],
+      name: values['certificate-github-workflow-name'],
+      repository: values['certificate-github-workflow-repository'],
+      ref: values['certificate-github-workflow-ref'],
+    },
+    signaturePath: values.signature,
+    certificatePath: values.certificate,
     keyPath: values.key,
     trustedRootPath: values['trusted-root'] ?? process.env['MVM_TRUSTED_ROOT'],
   });
   if (values.json) {
-    io.out(JSON.stringify(result));
+    io.out(JSON.stringify(notes.length > 0 ? { ...result, notes } : result));
   } else {
     const who =
       result.signer.kind === 'key'
@@ -91,14 +238,30 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
         : `${result.signer.identity} (issuer ${result.signer.issuer})`;
     io.err(
       [
+        ...notes.map((n) => `Note: ${n}`),
         `Signed by:        ${who}`,
         `Bundle:           ${result.bundleFormat} (${result.mediaType})`,
         `Artifact SHA-256: ${result.artifactSha256}`,
-        `Transparency log: ${result.tlog.logUrl} index ${result.tlog.logIndex} at ${result.tlog.integratedTime ?? '(no signed time)'}`,
+        `Transparency log: ${result.tlog.logUrl} index ${result.tlog.logIndex}`,
+        `Signed at:        ${signedAt(result)}`,
         `Trusted root:     ${result.trustedRoot.source}`,
+        // cosign prints its verdict on stderr; scripts that grep it there keep working.
+        'Verified OK',
       ].join('\n'),
     );
-    io.out('Verified OK');
   }
   return 0;
+}
+
+/** The verified time of the signing and which authority vouches for it. */
+function signedAt(result: VerifyBlobResult): string {
+  const t = (result as { signedTime?: { source: string; time: string } | null }).signedTime;
+  if (t) {
+    return t.source === 'timestamp-authority'
+      ? `${t.time} (RFC 3161 timestamp authority)`
+      : `${t.time} (signed entry timestamp of the log)`;
+  }
+  return result.tlog.integratedTime
+    ? `${result.tlog.integratedTime} (signed entry timestamp of the log)`
+    : '(no signed time)';
 }
