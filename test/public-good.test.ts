@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
+import { EMBEDDED_TRUSTED_ROOT_PATH } from '../src/index.js';
 import { runCli } from './support/cli.js';
 
 const FIX = new URL('./fixtures/public-good/', import.meta.url).pathname;
@@ -92,5 +93,96 @@ describe('public-good bundles verify offline against the embedded root', () => {
     const r = await runCli(['verify-blob', '--bundle', path, ...SIGNER, ARTIFACT]);
     assert.equal(r.code, 10);
     assert.doesNotMatch(r.stderr, /TypeError|\n\s+at /);
+  });
+});
+
+describe('public-good Rekor v2 bundle (hashedrekord 0.0.2, Ed25519 checkpoint, TSA time)', () => {
+  const BUNDLE = join(FIX, 'rekor-v2-test.sigstore.json');
+  const SUBJECT = join(FIX, 'rekor-v2-test-subject.json');
+  const IDENTITY =
+    'https://github.com/tkgsn/sigstore-public-good-instance-test/.github/workflows/rekor-v2.yml@refs/heads/main';
+  const V2_SIGNER = [
+    '--certificate-identity',
+    IDENTITY,
+    '--certificate-oidc-issuer',
+    'https://token.actions.githubusercontent.com',
+  ];
+
+  it('verifies offline with the right identity, and reports the TSA time', async () => {
+    const r = await runCli(['verify-blob', '--bundle', BUNDLE, ...V2_SIGNER, '--json', SUBJECT]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    const out = JSON.parse(r.stdout);
+    assert.equal(out.bundleFormat, 'v0.3');
+    assert.equal(out.signer.identity, IDENTITY);
+    assert.equal(
+      out.artifactSha256,
+      '9d05b15b975c8f4cb829ab4c2bf272d6b09f9ed72fddfd8866d08c78970873d5',
+    );
+    assert.equal(out.tlog.logIndex, '40335848');
+    assert.equal(out.tlog.logUrl, 'https://log2025-1.rekor.sigstore.dev');
+    // Rekor v2 signs no entry timestamp: the time is the TSA's (timestamp.sigstore.dev).
+    assert.equal(out.tlog.integratedTime, null);
+    assert.deepEqual(out.signedTime, {
+      source: 'timestamp-authority',
+      time: '2026-07-26T01:42:18.000Z',
+    });
+    assert.equal(out.trustedRoot.source, 'embedded');
+  });
+
+  it('fails with a wrong identity', async () => {
+    const r = await runCli([
+      'verify-blob',
+      '--bundle',
+      BUNDLE,
+      '--certificate-identity',
+      IDENTITY.replace('refs/heads/main', 'refs/heads/evil'),
+      '--certificate-oidc-issuer',
+      'https://token.actions.githubusercontent.com',
+      SUBJECT,
+    ]);
+    assert.equal(r.code, 10);
+    assert.match(r.stderr, /check: identity\n/);
+  });
+
+  it('fails for a one-byte change of the subject', async () => {
+    const bytes = readFileSync(SUBJECT);
+    bytes[10]! ^= 0x01;
+    const path = join(tmp, 'subject.json');
+    writeFileSync(path, bytes);
+    const r = await runCli(['verify-blob', '--bundle', BUNDLE, ...V2_SIGNER, path]);
+    assert.equal(r.code, 10);
+    assert.match(r.stderr, /check: artifact-digest\n/);
+  });
+
+  it('fails when the RFC 3161 timestamp is removed (no verified time)', async () => {
+    const b = JSON.parse(readFileSync(BUNDLE, 'utf8'));
+    b.verificationMaterial.timestampVerificationData.rfc3161Timestamps = [];
+    const path = join(tmp, 'no-tsa.json');
+    writeFileSync(path, JSON.stringify(b));
+    const r = await runCli(['verify-blob', '--bundle', path, ...V2_SIGNER, SUBJECT]);
+    assert.equal(r.code, 10);
+    assert.match(r.stderr, /check: timestamp\n/);
+  });
+
+  it("fails when the log shard's key ended before the TSA time", async () => {
+    const root = JSON.parse(readFileSync(EMBEDDED_TRUSTED_ROOT_PATH, 'utf8'));
+    const shard = root.tlogs.find(
+      (t: { baseUrl: string }) => t.baseUrl === 'https://log2025-1.rekor.sigstore.dev',
+    );
+    shard.publicKey.validFor.end = '2026-07-01T00:00:00Z';
+    const rootPath = join(tmp, 'ended-root.json');
+    writeFileSync(rootPath, JSON.stringify(root));
+    const r = await runCli([
+      'verify-blob',
+      '--trusted-root',
+      rootPath,
+      '--bundle',
+      BUNDLE,
+      ...V2_SIGNER,
+      SUBJECT,
+    ]);
+    assert.equal(r.code, 10);
+    assert.match(r.stderr, /check: timestamp\n/);
+    assert.match(r.stderr, /2026-07-26T01:42:18\.000Z is outside the validity of the key/);
   });
 });

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { EMBEDDED_TRUSTED_ROOT_PATH, MvmError, parseTrustedRoot } from '../src/index.js';
 import { runCli } from './support/cli.js';
-import { TestPki } from './support/pki.js';
+import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
 
 // Recorded in assets/TRUSTED_ROOT.md; a changed file must be a reviewed change.
 const EMBEDDED_SHA256 = '6494e21ea73fa7ee769f85f57d5a3e6a08725eae1e38c755fc3517c9e6bc0b66';
@@ -78,6 +78,84 @@ describe('trusted root', () => {
     ));
   it('rejects a log without a logId', () => rejects((r) => delete r.tlogs[0].logId, /no logId/));
 
+  it('rejects a null validity start (null reads as absent)', () =>
+    rejects(
+      (r) => (r.tlogs[0].publicKey.validFor = { start: null, end: null }),
+      /tlogs\[0\]\.publicKey has no valid validFor\.start/,
+    ));
+  it('rejects a null transparency-log list', () =>
+    rejects((r) => (r.tlogs = null), /"tlogs" is missing or not an array/));
+  it('rejects a null where an authority should be', () =>
+    rejects((r) => (r.ctlogs = [null]), /ctlogs\[0\] is not an object/));
+});
+
+describe('trusted root: unset fields written as JSON null (proto3 JSON)', () => {
+  /** Every optional field the generated root leaves out, written as null instead. */
+  const withNulls = (r: Json): Json => {
+    const root = structuredClone(r);
+    for (const t of [...root.tlogs, ...root.ctlogs]) {
+      t.publicKey.validFor.end = null;
+      t.checkpointKeyId = null;
+      t.operator = null;
+    }
+    for (const c of [...root.certificateAuthorities, ...root.timestampAuthorities]) {
+      c.validFor.end = null;
+      c.operator = null;
+    }
+    return root;
+  };
+
+  it('loads, and TrustedRoot.fromJSON sees the fields as unset', () => {
+    const root = withNulls(good);
+    const text = JSON.stringify(root);
+    assert.match(text, /"end":null/, 'precondition: the root really holds nulls');
+    const loaded = parseTrustedRoot(Buffer.from(text), 'nulls.json');
+    assert.equal(loaded.root.tlogs.length, good.tlogs.length);
+    for (const t of loaded.root.tlogs) assert.equal(t.publicKey?.validFor?.end, undefined);
+    assert.equal(loaded.root.timestampAuthorities[0]?.validFor?.end, undefined);
+    // The library reads an unset end as open-ended, not as the epoch.
+    for (const t of loaded.material.tlogs) assert.ok(t.validFor.end.getTime() > Date.now());
+  });
+
+  it('loads with "timestampAuthorities": null and "ctlogs": null', () => {
+    const root = withNulls(good);
+    root.timestampAuthorities = null;
+    root.ctlogs = null;
+    const loaded = parseTrustedRoot(Buffer.from(JSON.stringify(root)), 'nulls.json');
+    assert.deepEqual(loaded.root.timestampAuthorities, []);
+    assert.deepEqual(loaded.root.ctlogs, []);
+    assert.equal(loaded.material.ctlogs.length, 0);
+  });
+
+  it('a bundle verifies against a root written with nulls', async () => {
+    const pki = await TestPki.create();
+    const rootPath = pki.writeTrustedRoot(join(dir, 'nulls'), withNulls(pki.trustedRoot()));
+    const artifact = join(dir, 'nulls-art');
+    writeFileSync(artifact, 'hello');
+    const bundle = join(dir, 'nulls.bundle');
+    writeFileSync(
+      bundle,
+      JSON.stringify(await pki.signBlob(Buffer.from('hello'), { rekorV2: true })),
+    );
+    const r = await runCli([
+      'verify-blob',
+      '--trusted-root',
+      rootPath,
+      '--bundle',
+      bundle,
+      '--certificate-identity',
+      releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
+      '--certificate-oidc-issuer',
+      GITHUB_ISSUER,
+      '--json',
+      artifact,
+    ]);
+    assert.equal(r.code, 0, r.stderr + r.stdout);
+    assert.equal(JSON.parse(r.stdout).signedTime.source, 'timestamp-authority');
+  });
+});
+
+describe('trusted root: CLI errors', () => {
   it('a bad --trusted-root is exit 3 with cause and fix, nothing verified', async () => {
     const path = join(dir, 'bad-root.json');
     const root = structuredClone(good);

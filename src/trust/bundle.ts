@@ -57,7 +57,26 @@ export function parseBundle(bytes: Uint8Array): ParsedBundle {
       'media-type',
     );
   }
+  checkOneEnvelopeSignature(raw);
   return { format, mediaType, bundle: fromSigstoreJSON(raw) };
+}
+
+/**
+ * A DSSE envelope must carry exactly one signature: the log entry binds one,
+ * and @sigstore/verify checks only the first. Said here by name, before
+ * @sigstore/bundle refuses the shape as just an invalid field.
+ */
+function checkOneEnvelopeSignature(raw: Record<string, unknown>): void {
+  const env = raw['dsseEnvelope'];
+  const signatures = isObj(env) ? env['signatures'] : undefined;
+  if (Array.isArray(signatures) && signatures.length !== 1) {
+    const cause = `the DSSE envelope carries ${signatures.length} signatures; exactly one is accepted, the one its log entry binds`;
+    throw new MvmError('signature', `The signature bundle is not acceptable: ${cause}`, {
+      cause,
+      check: 'signature',
+      fix: 'Use the .bundle file cosign attest-blob wrote for the artifact; an envelope with added or removed signatures is not that file.',
+    });
+  }
 }
 
 function fromSigstoreJSON(raw: Record<string, unknown>): Bundle {

@@ -52,16 +52,19 @@ export function parseTrustedRoot(bytes: Uint8Array, source: string): LoadedTrust
     new MvmError('trusted-root', `Trusted root ${source} is not usable`, { cause });
   const parsed = parseJsonObject(bytes);
   if (!parsed.ok) throw fail(`it is ${parsed.reason}`);
-  const raw = parsed.value;
+  // proto3 JSON may write an unset field as null ("end": null, "ctlogs": null):
+  // read it as absent, so the checks below and TrustedRoot.fromJSON see one shape.
+  const raw = withoutNulls(parsed.value);
   const mediaType = raw['mediaType'];
   if (typeof mediaType !== 'string' || !TRUSTED_ROOT_MEDIA_TYPES.includes(mediaType)) {
     throw fail(`unknown media type ${JSON.stringify(mediaType)}`);
   }
   const tlogs = arrayField(raw, 'tlogs', fail);
-  const cas = arrayField(raw, 'certificateAuthorities', fail);
-  const ctlogs = arrayField(raw, 'ctlogs', fail);
-  const tsas =
-    raw['timestampAuthorities'] === undefined ? [] : arrayField(raw, 'timestampAuthorities', fail);
+  // An empty list may be written as absent; a key-only deployment has no CA or CT log.
+  const optional = (key: string) => (raw[key] === undefined ? [] : arrayField(raw, key, fail));
+  const cas = optional('certificateAuthorities');
+  const ctlogs = optional('ctlogs');
+  const tsas = optional('timestampAuthorities');
   if (tlogs.length === 0) throw fail('it lists no transparency log');
 
   tlogs.forEach((t, i) => checkLogInstance(t, `tlogs[${i}]`, fail));
@@ -107,6 +110,22 @@ export async function loadTrustedRoot(path?: string): Promise<LoadedTrustedRoot>
 }
 
 type Fail = (cause: string) => MvmError;
+
+/**
+ * Drops every object member whose value is null, at any depth. Array elements
+ * are kept as they are: a null where an authority should be stays an error.
+ */
+function withoutNulls(value: Record<string, unknown>): Record<string, unknown> {
+  const walk = (v: unknown): unknown => {
+    if (Array.isArray(v)) return v.map(walk);
+    if (v === null || typeof v !== 'object') return v;
+    // Null-prototype, as the strict parser makes them: "__proto__" stays plain data.
+    const out: Record<string, unknown> = Object.create(null);
+    for (const [k, member] of Object.entries(v)) if (member !== null) out[k] = walk(member);
+    return out;
+  };
+  return walk(value) as Record<string, unknown>;
+}
 
 function arrayField(
   obj: Record<string, unknown>,

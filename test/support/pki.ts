@@ -6,17 +6,25 @@
  * identity, hashedrekord entry) and writes every bundle format mvmctl reads.
  * Nothing here is mocked at verification time: mvmctl verifies these bundles
  * with the same code it uses for the public-good instance.
+ *
+ * With `rekorV2` it signs what Sigstore signs today: a hashedrekord 0.0.2
+ * entry (for DSSE: over the envelope's PAE) in an Ed25519-keyed log shard, no
+ * signed entry timestamp (integratedTime 0), and an RFC 3161 timestamp from a
+ * test TSA (@sigstore/mock). `tamper` breaks one binding of the logged entry
+ * before it is logged, so the inclusion proof still holds and only the
+ * binding check can catch it.
  */
 import {
   createHash,
   generateKeyPairSync,
+  randomInt,
   sign,
   X509Certificate,
   type KeyObject,
 } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { initializeCA, initializeCTLog } from '@sigstore/mock';
+import { initializeCA, initializeCTLog, initializeTSA } from '@sigstore/mock';
 import { TestTransparencyLog, type LoggedEntry } from './tlog.js';
 
 export const GITHUB_ISSUER = 'https://token.actions.githubusercontent.com';
@@ -39,14 +47,42 @@ export interface SignOptions {
   includeRootInChain?: boolean;
   /** Sign with this key instead of a certificate (cosign sign-blob --key). */
   key?: { privateKey: KeyObject; publicKey: KeyObject };
+  /** Log in the Ed25519 Rekor v2 shard: hashedrekord 0.0.2, no SET, an RFC 3161 timestamp. */
+  rekorV2?: boolean;
+  /** When the TSA stamps the signature (rekorV2); defaults to logTime. null: no timestamp. */
+  tsaTime?: Date | null;
+  /** Break one binding of the logged entry (it is logged broken, so inclusion still verifies). */
+  tamper?: Tamper;
+}
+
+export interface Tamper {
+  /** Log another digest: for DSSE the SHA-256 of the payload instead of the PAE; for a blob, of other bytes. */
+  loggedDigest?: 'payload' | 'other';
+  /** Log a second, equally valid signature by the same key instead of the bundle's. */
+  otherSignature?: boolean;
+  /** Log a second certificate for the same key (another serial) instead of the bundle's. */
+  otherCertificate?: boolean;
+  /** DSSE: the envelope carries two signatures (the logged one first). */
+  twoEnvelopeSignatures?: boolean;
+  /** Log hashedrekord 0.0.1 (still over the PAE for DSSE) with Rekor v2 evidence around it. */
+  hashedrekordVersion?: '0.0.1';
+}
+
+export interface TrustedRootOptions {
+  /** End of the Rekor v2 shard key's validity (a rotated shard). */
+  v2LogEnd?: Date;
 }
 
 const P256 = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+const ED25519 = () => generateKeyPairSync('ed25519');
+const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
+const spki = (k: KeyObject): Buffer => k.export({ format: 'der', type: 'spki' });
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 /** @sigstore/mock 0.13 hands out DER as a bare ArrayBufferView. */
 const bytesOf = (v: ArrayBufferView): Buffer => Buffer.from(v.buffer, v.byteOffset, v.byteLength);
 
 type CA = Awaited<ReturnType<typeof initializeCA>>;
+type TSA = Awaited<ReturnType<typeof initializeTSA>>;
 
 export class TestPki {
   private constructor(
@@ -55,6 +91,11 @@ export class TestPki {
     /** Mutable clock shared with the CAs: @sigstore/mock reads this Date object at issue time. */
     private readonly caClock: Date,
     readonly tlog: TestTransparencyLog,
+    /** The Rekor v2 shard: Ed25519 key, checkpoints only. */
+    readonly tlogV2: TestTransparencyLog,
+    private readonly tsa: TSA,
+    /** Mutable clock of the TSA, read at stamping time like caClock. */
+    private readonly tsaClock: Date,
     private readonly ctlogKeyDer: Buffer,
     readonly start: Date,
   ) {}
@@ -70,36 +111,60 @@ export class TestPki {
     const tlogKeys = P256();
     const tlog = new TestTransparencyLog(
       'rekor.mvm.test',
-      tlogKeys.publicKey.export({ format: 'der', type: 'spki' }),
+      spki(tlogKeys.publicKey),
       tlogKeys.privateKey,
     );
+    const v2Keys = ED25519();
+    const tlogV2 = new TestTransparencyLog(
+      'log2025-1.rekor.mvm.test',
+      spki(v2Keys.publicKey),
+      v2Keys.privateKey,
+    );
+    const tsaClock = new Date(start);
+    const tsa = await initializeTSA(P256(), tsaClock);
     return new TestPki(
       ca,
       untrustedCa,
       caClock,
       tlog,
-      ctKeys.publicKey.export({ format: 'der', type: 'spki' }),
+      tlogV2,
+      tsa,
+      tsaClock,
+      spki(ctKeys.publicKey),
       start,
     );
   }
 
   /** The trusted_root.json (protobuf-specs JSON) naming this deployment's CA, CT log and transparency log. */
-  trustedRoot(): Record<string, unknown> {
+  trustedRoot(opts: TrustedRootOptions = {}): Record<string, unknown> {
     // A fresh object per authority, so a test can edit one without touching the others.
     const validFor = () => ({ start: new Date(this.start.getTime() - 86_400_000).toISOString() });
-    const logInstance = (baseUrl: string, der: Buffer) => ({
+    const logInstance = (
+      baseUrl: string,
+      der: Buffer,
+      keyDetails = 'PKIX_ECDSA_P256_SHA_256',
+      end?: Date,
+    ) => ({
       baseUrl,
       hashAlgorithm: 'SHA2_256',
       publicKey: {
         rawBytes: b64(der),
-        keyDetails: 'PKIX_ECDSA_P256_SHA_256',
-        validFor: validFor(),
+        keyDetails,
+        validFor: { ...validFor(), ...(end ? { end: end.toISOString() } : {}) },
       },
-      logId: { keyId: b64(createHash('sha256').update(der).digest()) },
+      logId: { keyId: b64(sha256(der)) },
     });
     return {
       mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
-      tlogs: [logInstance(`https://${this.tlog.host}`, this.tlog.publicKeyDer)],
+      tlogs: [
+        logInstance(`https://${this.tlog.host}`, this.tlog.publicKeyDer),
+        logInstance(
+          `https://${this.tlogV2.host}`,
+          this.tlogV2.publicKeyDer,
+          'PKIX_ED25519',
+          opts.v2LogEnd,
+        ),
+      ],
       certificateAuthorities: [
         {
           subject: { organization: 'sigstore.mock', commonName: 'sigstore' },
@@ -109,7 +174,19 @@ export class TestPki {
         },
       ],
       ctlogs: [logInstance('https://ctfe.mvm.test', this.ctlogKeyDer)],
-      timestampAuthorities: [],
+      timestampAuthorities: [
+        {
+          subject: { organization: 'sigstore.mock', commonName: 'tsa' },
+          uri: 'https://tsa.mvm.test',
+          // The TSA's signing certificate first, then its root: @sigstore/verify's order.
+          certChain: {
+            certificates: [this.tsa.intCertificate, this.tsa.rootCertificate].map((c) => ({
+              rawBytes: b64(bytesOf(c)),
+            })),
+          },
+          validFor: validFor(),
+        },
+      ],
     };
   }
 
@@ -123,23 +200,30 @@ export class TestPki {
   /** Signs `artifact` as cosign sign-blob would in a release workflow, and returns the bundle JSON. */
   async signBlob(artifact: Uint8Array, opts: SignOptions = {}): Promise<Record<string, unknown>> {
     const format = opts.format ?? 'v0.3';
+    const t = opts.tamper ?? {};
     const signer = await this.signer(opts);
     const signature = sign('sha256', artifact, signer.signingKey);
-    const digest = createHash('sha256').update(artifact).digest();
-    const entry = this.tlog.append(
-      {
-        apiVersion: '0.0.1',
-        kind: 'hashedrekord',
-        spec: {
-          data: { hash: { algorithm: 'sha256', value: digest.toString('hex') } },
-          signature: {
-            content: b64(signature),
-            publicKey: { content: b64(Buffer.from(signer.verifierPem)) },
-          },
-        },
-      },
-      signer.logSeconds,
-    );
+    const digest = sha256(artifact);
+    const logged = {
+      digest: t.loggedDigest
+        ? sha256(Buffer.concat([Buffer.from(artifact), Buffer.from('x')]))
+        : digest,
+      signature: t.otherSignature ? sign('sha256', artifact, signer.signingKey) : signature,
+    };
+    const messageSignature = {
+      messageDigest: { algorithm: 'SHA2_256', digest: b64(digest) },
+      signature: b64(signature),
+    };
+    if (opts.rekorV2) {
+      if (format !== 'v0.3') throw new Error('a Rekor v2 bundle is a v0.3 bundle');
+      return {
+        mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+        verificationMaterial: await this.logV2(signer, opts, logged, signature),
+        messageSignature,
+      };
+    }
+    const body = hashedRekordV001(logged.digest, logged.signature, signer.loggedVerifierPem);
+    const entry = this.tlog.append(body, signer.logSeconds);
 
     if (format === 'cosign-legacy') {
       return {
@@ -165,22 +249,24 @@ export class TestPki {
     }[format];
     return {
       mediaType,
-      verificationMaterial: verificationMaterial(signer, format, entry, withProof),
-      messageSignature: {
-        messageDigest: { algorithm: 'SHA2_256', digest: b64(digest) },
-        signature: b64(signature),
-      },
+      verificationMaterial: verificationMaterial(signer, format, [
+        tlogEntryJSON(entry, body, withProof),
+      ]),
+      messageSignature,
     };
   }
 
   /**
    * Signs an in-toto statement naming `subjects` (name -> SHA-256 hex) as a DSSE
-   * envelope logged as a `dsse` entry: what `cosign attest-blob` produces.
+   * envelope: what `cosign attest-blob` produces. Logged as a `dsse` entry, or
+   * with `logKind: 'hashedrekord'` as a hashedrekord over the PAE (0.0.1, or
+   * 0.0.2 with `rekorV2`, which is what Rekor v2 logs).
    */
   async signAttestation(
     subjects: Record<string, string>,
     opts: SignOptions & { logKind?: 'dsse' | 'hashedrekord'; statementType?: string } = {},
   ): Promise<Record<string, unknown>> {
+    const t = opts.tamper ?? {};
     const signer = await this.signer(opts);
     const payloadType = 'application/vnd.in-toto+json';
     const payload = Buffer.from(
@@ -196,45 +282,113 @@ export class TestPki {
       payload,
     ]);
     const signature = sign('sha256', pae, signer.signingKey);
-    const sha256hex = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+    const second = sign('sha256', pae, signer.signingKey);
+    const logged = {
+      digest: t.loggedDigest ? sha256(payload) : sha256(pae),
+      signature: t.otherSignature ? second : signature,
+    };
+    const dsseEnvelope = {
+      payload: b64(payload),
+      payloadType,
+      signatures: [
+        { sig: b64(signature), keyid: '' },
+        ...(t.twoEnvelopeSignatures ? [{ sig: b64(second), keyid: '' }] : []),
+      ],
+    };
+    if (opts.rekorV2) {
+      return {
+        mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+        verificationMaterial: await this.logV2(signer, opts, logged, signature),
+        dsseEnvelope,
+      };
+    }
     const body =
       opts.logKind === 'hashedrekord'
-        ? {
-            apiVersion: '0.0.1',
-            kind: 'hashedrekord',
-            spec: {
-              data: { hash: { algorithm: 'sha256', value: sha256hex(payload) } },
-              signature: {
-                content: b64(signature),
-                publicKey: { content: b64(Buffer.from(signer.verifierPem)) },
-              },
-            },
-          }
+        ? hashedRekordV001(logged.digest, logged.signature, signer.loggedVerifierPem)
         : {
             apiVersion: '0.0.1',
             kind: 'dsse',
             spec: {
-              payloadHash: { algorithm: 'sha256', value: sha256hex(payload) },
+              payloadHash: {
+                algorithm: 'sha256',
+                value: (t.loggedDigest === 'other' ? sha256(pae) : sha256(payload)).toString('hex'),
+              },
               signatures: [
-                { signature: b64(signature), verifier: b64(Buffer.from(signer.verifierPem)) },
+                {
+                  signature: b64(logged.signature),
+                  verifier: b64(Buffer.from(signer.loggedVerifierPem)),
+                },
               ],
             },
           };
     const entry = this.tlog.append(body, signer.logSeconds);
-    const json = {
+    return {
       mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
-      verificationMaterial: verificationMaterial(signer, 'v0.3', entry, true),
-      dsseEnvelope: {
-        payload: b64(payload),
-        payloadType,
-        signatures: [{ sig: b64(signature), keyid: '' }],
-      },
+      verificationMaterial: verificationMaterial(signer, 'v0.3', [
+        tlogEntryJSON(entry, body, true),
+      ]),
+      dsseEnvelope,
     };
-    (json.verificationMaterial.tlogEntries as { kindVersion: unknown }[])[0]!.kindVersion = {
-      kind: body.kind,
-      version: '0.0.1',
-    };
-    return json;
+  }
+
+  /**
+   * Logs a hashedrekord entry in the Rekor v2 shard and returns the bundle's
+   * verification material: no signed entry timestamp, an RFC 3161 timestamp
+   * over the signature (unless tsaTime is null).
+   */
+  private async logV2(
+    signer: Signer,
+    opts: SignOptions,
+    logged: { digest: Buffer; signature: Buffer },
+    signature: Buffer,
+  ): Promise<Record<string, unknown>> {
+    const v001 = opts.tamper?.hashedrekordVersion === '0.0.1';
+    const body = v001
+      ? hashedRekordV001(logged.digest, logged.signature, signer.loggedVerifierPem)
+      : {
+          apiVersion: '0.0.2',
+          kind: 'hashedrekord',
+          spec: {
+            hashedRekordV002: {
+              data: { algorithm: 'SHA2_256', digest: b64(logged.digest) },
+              signature: {
+                content: b64(logged.signature),
+                verifier: signer.loggedVerifierDer
+                  ? {
+                      keyDetails: 'PKIX_ECDSA_P256_SHA_256',
+                      x509Certificate: { rawBytes: b64(signer.loggedVerifierDer) },
+                    }
+                  : {
+                      keyDetails: 'PKIX_ECDSA_P256_SHA_256',
+                      publicKey: { rawBytes: b64(signer.loggedKeyDer!) },
+                    },
+              },
+            },
+          },
+        };
+    const entry = this.tlogV2.append(body, 0);
+    const tsaTime = opts.tsaTime === undefined ? new Date(signer.logSeconds * 1000) : opts.tsaTime;
+    const timestamps: Buffer[] = [];
+    if (tsaTime !== null) {
+      this.tsaClock.setTime(tsaTime.getTime());
+      timestamps.push(
+        bytesOf(
+          await this.tsa.timestamp({
+            artifactHash: sha256(signature),
+            hashAlgorithmOID: '2.16.840.1.101.3.4.2.1', // SHA-256
+            nonce: randomInt(2 ** 31),
+            policyOID: '1.3.6.1.4.1.57264.2',
+            certReq: false,
+          }),
+        ),
+      );
+    }
+    return verificationMaterial(
+      signer,
+      'v0.3',
+      [tlogEntryJSON(entry, body, true, { noSignedTime: true })],
+      timestamps,
+    );
   }
 
   /** The signing key and, for keyless, a fresh certificate: what Fulcio gives a workflow run. */
@@ -244,28 +398,41 @@ export class TestPki {
     const logSeconds = Math.floor(logTime.getTime() / 1000);
     if (opts.key) {
       const verifierPem = opts.key.publicKey.export({ format: 'pem', type: 'spki' }) as string;
-      return { signingKey: opts.key.privateKey, chain: [], verifierPem, logSeconds };
+      return {
+        signingKey: opts.key.privateKey,
+        chain: [],
+        verifierPem,
+        loggedVerifierPem: verifierPem,
+        loggedKeyDer: spki(opts.key.publicKey),
+        logSeconds,
+      };
     }
     const ephemeral = P256();
     const ca = opts.untrustedCa ? this.untrustedCa : this.ca;
     this.caClock.setTime(certTime.getTime());
     const issuer = opts.issuer ?? GITHUB_ISSUER;
-    const certDer = bytesOf(
-      await ca.issueCertificate({
-        publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
-        subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
-        extensions: [
-          { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
-          { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
-          { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
-        ],
-      }),
-    );
+    const issue = async () =>
+      bytesOf(
+        await ca.issueCertificate({
+          publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
+          subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
+          extensions: [
+            { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
+            { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
+            { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
+          ],
+        }),
+      );
+    const certDer = await issue();
+    // Same key, same identity, another serial: only a comparison of the DER tells them apart.
+    const loggedDer = opts.tamper?.otherCertificate ? await issue() : certDer;
     return {
       signingKey: ephemeral.privateKey,
       certDer,
       chain: opts.includeRootInChain ? [certDer, bytesOf(ca.rootCertificate)] : [certDer],
       verifierPem: new X509Certificate(certDer).toString(),
+      loggedVerifierPem: new X509Certificate(loggedDer).toString(),
+      loggedVerifierDer: loggedDer,
       logSeconds,
     };
   }
@@ -275,16 +442,39 @@ interface Signer {
   signingKey: KeyObject;
   certDer?: Buffer;
   chain: Buffer[];
-  /** What the log records as the verifier: the certificate or public key, PEM. */
+  /** The certificate or public key, PEM, as the bundle carries it. */
   verifierPem: string;
+  /** What the log records as the verifier (differs from verifierPem only when tampered). */
+  loggedVerifierPem: string;
+  loggedVerifierDer?: Buffer;
+  loggedKeyDer?: Buffer;
   logSeconds: number;
+}
+
+interface LogBody {
+  apiVersion: string;
+  kind: string;
+}
+
+function hashedRekordV001(digest: Buffer, signature: Buffer, verifierPem: string) {
+  return {
+    apiVersion: '0.0.1',
+    kind: 'hashedrekord',
+    spec: {
+      data: { hash: { algorithm: 'sha256', value: digest.toString('hex') } },
+      signature: {
+        content: b64(signature),
+        publicKey: { content: b64(Buffer.from(verifierPem)) },
+      },
+    },
+  };
 }
 
 function verificationMaterial(
   signer: Signer,
   format: Exclude<BundleFormat, 'cosign-legacy'>,
-  entry: LoggedEntry,
-  withProof: boolean,
+  tlogEntries: Record<string, unknown>[],
+  timestamps: Buffer[] = [],
 ): Record<string, unknown> {
   const singleCert = format === 'v0.3' || format === 'v0.3-legacy-media-type';
   const content = !signer.certDer
@@ -294,18 +484,28 @@ function verificationMaterial(
       : { x509CertificateChain: { certificates: signer.chain.map((c) => ({ rawBytes: b64(c) })) } };
   return {
     ...content,
-    tlogEntries: [tlogEntryJSON(entry, withProof)],
-    timestampVerificationData: { rfc3161Timestamps: [] },
+    tlogEntries,
+    timestampVerificationData: {
+      rfc3161Timestamps: timestamps.map((t) => ({ signedTimestamp: b64(t) })),
+    },
   };
 }
 
-function tlogEntryJSON(e: LoggedEntry, withProof: boolean): Record<string, unknown> {
+function tlogEntryJSON(
+  e: LoggedEntry,
+  body: LogBody,
+  withProof: boolean,
+  { noSignedTime = false } = {},
+): Record<string, unknown> {
   return {
     logIndex: String(e.logIndex),
     logId: { keyId: b64(e.logId) },
-    kindVersion: { kind: 'hashedrekord', version: '0.0.1' },
-    integratedTime: String(e.integratedTime),
-    inclusionPromise: { signedEntryTimestamp: b64(e.signedEntryTimestamp) },
+    kindVersion: { kind: body.kind, version: body.apiVersion },
+    // Rekor v2 signs no entry timestamp: the time comes from a TSA.
+    integratedTime: noSignedTime ? '0' : String(e.integratedTime),
+    ...(noSignedTime
+      ? {}
+      : { inclusionPromise: { signedEntryTimestamp: b64(e.signedEntryTimestamp) } }),
     ...(withProof
       ? {
           inclusionProof: {

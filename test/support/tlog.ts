@@ -5,7 +5,8 @@ import { json } from '@sigstore/core';
  * A small Rekor-like transparency log for tests: a real RFC 6962 Merkle tree,
  * signed entry timestamps and signed checkpoints (note format), so inclusion
  * proofs have real sibling hashes to tamper with. @sigstore/mock's log uses a
- * one-leaf tree, which cannot exercise the proof path.
+ * one-leaf tree, which cannot exercise the proof path. With an Ed25519 key it
+ * signs checkpoints the way a Rekor v2 shard does (`log2025-1.rekor.sigstore.dev`).
  */
 export interface LoggedEntry {
   logIndex: number;
@@ -73,8 +74,7 @@ export class TestTransparencyLog {
     this.leaves.push(leafHash(body));
     // A couple of later entries: the proof is against a tree that kept growing.
     for (let i = 0; i < 2; i++) this.leaves.push(leafHash(randomBytes(64)));
-    const set = sign(
-      'sha256',
+    const set = this.sign(
       Buffer.from(
         json.canonicalize({
           body: body.toString('base64'),
@@ -84,7 +84,6 @@ export class TestTransparencyLog {
         }),
         'utf8',
       ),
-      this.privateKey,
     );
     return {
       logIndex,
@@ -96,11 +95,17 @@ export class TestTransparencyLog {
     };
   }
 
+  /** ECDSA over SHA-256, or pure Ed25519 (which takes no digest). */
+  private sign(data: Buffer): Buffer {
+    const ed25519 = this.privateKey.asymmetricKeyType === 'ed25519';
+    return sign(ed25519 ? null : 'sha256', data, this.privateKey);
+  }
+
   private prove(logIndex: number): LoggedEntry['inclusionProof'] {
     const treeSize = this.leaves.length;
     const rootHash = treeHash(this.leaves);
     const note = `${this.host} - ${this.treeId}\n${treeSize}\n${rootHash.toString('base64')}\n`;
-    const sig = sign('sha256', Buffer.from(note, 'utf8'), this.privateKey);
+    const sig = this.sign(Buffer.from(note, 'utf8'));
     const checkpoint = `${note}\n\u2014 ${this.host} ${Buffer.concat([this.logId.subarray(0, 4), sig]).toString('base64')}\n`;
     return { logIndex, treeSize, rootHash, hashes: auditPath(logIndex, this.leaves), checkpoint };
   }
