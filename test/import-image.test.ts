@@ -186,6 +186,8 @@ describe('dev import-image: happy path', () => {
       `https://github.com/${REPO}/.github/workflows/release.yml@refs/tags/v${VERSION}`,
     );
     assert.equal(receipt.mvmctlVersion, VERSION);
+    assert.equal(receipt.signer.signedTime.source, 'signed-entry-timestamp');
+    assert.equal(receipt.signer.signedTime.time, receipt.signer.integratedTime);
     assert.deepEqual(receipt.bypassed, []);
     // Store permissions: directories 0700, files 0600.
     const dir = join(h.prebuilt, `v${VERSION}`);
@@ -202,6 +204,22 @@ describe('dev import-image: happy path', () => {
     const m = await h.metrics();
     assert.equal(m['dev_image_verify_ok_total'], 1);
     assert.equal(h.audit().at(-1)!['outcome'], 'ok');
+  });
+
+  it('a set signed as Sigstore signs today (Rekor v2, RFC 3161 timestamp) installs', async () => {
+    const h = host();
+    const v2 = await writeReleaseSet(pki, join(root, 'rekor-v2'), {
+      version: VERSION,
+      arch: HOST_ARCH,
+      rekorV2: true,
+    });
+    const r = await h.importSet(v2);
+    assert.equal(r.code, 0, r.stderr);
+    const receipt = assertCompleteImage(h, v2);
+    assert.equal(receipt.verification, 'verified');
+    assert.equal(receipt.signer.integratedTime, null);
+    assert.equal(receipt.signer.signedTime.source, 'timestamp-authority');
+    assert.ok(Math.abs(Date.parse(receipt.signer.signedTime.time) - pki.start.getTime()) < 60_000);
   });
 
   it('--dir finds the four files of this host arch; --json gives the result', async () => {

@@ -130,7 +130,7 @@ type Host = ReturnType<typeof host>;
 /** A signed pair in a transfer folder, its bytes ready to serve. */
 async function signedList(
   entries: RevocationEntry[],
-  o: { identity?: string; certTime?: Date } = {},
+  o: { identity?: string; certTime?: Date; rekorV2?: boolean } = {},
 ) {
   const pair = await writeRevocationList(pki, join(root, `list${n++}`), entries, o);
   return { ...pair, jsonBytes: readFileSync(pair.json), bundleBytes: readFileSync(pair.bundle) };
@@ -146,7 +146,7 @@ async function cache(
   h: Host,
   entries: RevocationEntry[],
   ageHours = 0,
-  o: { certTime?: Date } = {},
+  o: { certTime?: Date; rekorV2?: boolean } = {},
 ): Promise<void> {
   const list = await signedList(entries, o);
   const r = await h.run(['revocations', 'import', '--list', list.json, '--bundle', list.bundle], {
@@ -328,6 +328,21 @@ describe('revocations: a fetched list that fails is never cached or trusted', ()
     const h = host();
     await cache(h, [OLD], 30, { certTime: new Date(pki.start.getTime() + 120_000) });
     serve(await signedList([OLD], { certTime: new Date(pki.start.getTime() + 1000) }));
+    await refused(h, /it was signed at .*, before the list already trusted here/);
+  });
+
+  it('a replayed older Rekor v2 signing is refused by its timestamp-authority time', async () => {
+    // Rekor v2 entries carry no signed entry timestamp: the verified RFC 3161 time is the signing time.
+    const h = host();
+    await cache(h, [OLD], 30, { certTime: new Date(pki.start.getTime() + 120_000), rekorV2: true });
+    const bundle = JSON.parse(
+      readFileSync(join(h.revocations, 'revoked-versions.json.bundle'), 'utf8'),
+    );
+    assert.equal(bundle.verificationMaterial.tlogEntries[0].integratedTime, '0');
+    assert.equal(bundle.verificationMaterial.tlogEntries[0].kindVersion.version, '0.0.2');
+    serve(
+      await signedList([OLD], { certTime: new Date(pki.start.getTime() + 1000), rekorV2: true }),
+    );
     await refused(h, /it was signed at .*, before the list already trusted here/);
   });
 

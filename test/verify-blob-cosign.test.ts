@@ -10,6 +10,7 @@ import { X509Certificate } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, it } from 'node:test';
 import { runCli, type CliResult } from './support/cli.js';
 import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
@@ -257,6 +258,71 @@ describe('verify-blob: --certificate-oidc-issuer-regexp', () => {
       /matched against the whole value/,
     );
   });
+});
+
+describe('verify-blob: a real public-good Rekor v2 bundle signed in GitHub Actions', () => {
+  const fix = (f: string): string =>
+    fileURLToPath(new URL(`./fixtures/public-good/${f}`, import.meta.url));
+  const args = (flags: string[]): string[] => [
+    'verify-blob',
+    '--bundle',
+    fix('rekor-v2-test.sigstore.json'),
+    '--certificate-identity',
+    'https://github.com/tkgsn/sigstore-public-good-instance-test/.github/workflows/rekor-v2.yml@refs/heads/main',
+    '--certificate-oidc-issuer',
+    GITHUB_ISSUER,
+    ...flags,
+    fix('rekor-v2-test-subject.json'),
+  ];
+
+  it('shows the RFC 3161 time as the signing time, in cosign’s form', async () => {
+    const r = await runCli(args(['--offline=true', '--new-bundle-format']));
+    assertVerified(r);
+    assert.match(
+      r.stderr,
+      /^Signed at: +2026-07-26T01:42:18\.000Z \(RFC 3161 timestamp authority\)$/m,
+    );
+    assert.match(
+      r.stderr,
+      /^Transparency log: https:\/\/log2025-1\.rekor\.sigstore\.dev index \d+$/m,
+    );
+  });
+
+  it('the workflow claims the certificate records verify, each exactly', async () => {
+    assertVerified(
+      await runCli(
+        args([
+          '--certificate-github-workflow-trigger',
+          'push',
+          '--certificate-github-workflow-sha',
+          '3069fcd0c32873ef580c02e20e955cdb776b1f4a',
+          '--certificate-github-workflow-name',
+          'Rekor v2 public-good test',
+          '--certificate-github-workflow-repository',
+          'tkgsn/sigstore-public-good-instance-test',
+          '--certificate-github-workflow-ref',
+          'refs/heads/main',
+        ]),
+      ),
+    );
+  });
+
+  for (const [flag, value] of [
+    ['--certificate-github-workflow-repository', 'tkgsn/sigstore-public-good-instance'],
+    ['--certificate-github-workflow-ref', 'refs/heads/mai'],
+    ['--certificate-github-workflow-sha', '3069fcd0c32873ef580c02e20e955cdb776b1f4b'],
+    ['--certificate-github-workflow-trigger', 'workflow_dispatch'],
+  ] as const) {
+    it(`${flag} ${value} (not what was recorded) fails closed`, async () => {
+      const r = await runCli(args([flag, value]));
+      assert.equal(r.code, 10, r.stderr);
+      assert.match(r.stderr, /check: identity\n/);
+      assert.match(
+        r.stderr.split('\n')[0]!,
+        /certificate GitHub workflow \w+ "[^"]+" is not the required/,
+      );
+    });
+  }
 });
 
 describe('verify-blob: --certificate-github-workflow-*', () => {

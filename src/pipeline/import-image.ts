@@ -100,6 +100,8 @@ export interface Receipt {
     issuer: string;
     logIndex: string;
     integratedTime: string | null;
+    /** The verified signing time and who vouches for it (the log, or an RFC 3161 timestamp authority). */
+    signedTime: { source: string; time: string } | null;
   } | null;
   readonly manifestSha256: string;
   readonly bundleSha256: string;
@@ -483,6 +485,7 @@ async function install(
               issuer: signature.signer.issuer,
               logIndex: signature.tlog.logIndex,
               integratedTime: signature.tlog.integratedTime,
+              signedTime: signature.signedTime,
             }
           : null,
       manifestSha256: sha256(inputs.manifest),

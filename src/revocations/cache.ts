@@ -67,7 +67,8 @@ export function verifyRevocationPair(
   return {
     list: parseRevocationList(json),
     signer: v.signer.kind === 'certificate' ? v.signer.identity : 'key',
-    signedAt: v.tlog.integratedTime ?? undefined,
+    // Rekor v2 entries carry no signed entry timestamp: the verified TSA time is then the signing time.
+    signedAt: v.signedTime?.time ?? undefined,
   };
 }
 

@@ -35,6 +35,8 @@ export interface ReleaseOptions {
   artifactsInPlace?: { kernelSha256: string; rootfsSha256: string };
   /** Edit the manifest object before it is signed. */
   edit?: (m: Record<string, unknown>) => void;
+  /** Sign as Sigstore does today: a Rekor v2 entry and an RFC 3161 timestamp, no signed entry timestamp. */
+  rekorV2?: boolean;
 }
 
 export async function writeReleaseSet(
@@ -74,6 +76,7 @@ export async function writeReleaseSet(
   const manifestBytes = Buffer.from(JSON.stringify(manifestJson, null, 2) + '\n');
   const bundle = await pki.signBlob(manifestBytes, {
     identity: releaseIdentity(REPO, o.tag ?? `v${version}`),
+    ...(o.rekorV2 ? { rekorV2: true } : {}),
   });
   const files: ReleaseFiles = {
     dir,
@@ -106,7 +109,7 @@ export async function writeRevocationList(
   pki: TestPki,
   dir: string,
   entries: RevocationEntry[],
-  o: { identity?: string; certTime?: Date } = {},
+  o: { identity?: string; certTime?: Date; rekorV2?: boolean } = {},
 ): Promise<{ json: string; bundle: string }> {
   mkdirSync(dir, { recursive: true });
   const list = {
@@ -129,6 +132,7 @@ export async function writeRevocationList(
       await pki.signBlob(bytes, {
         identity: o.identity ?? REVOCATIONS_IDENTITY,
         ...(o.certTime ? { certTime: o.certTime } : {}),
+        ...(o.rekorV2 ? { rekorV2: true } : {}),
       }),
     ),
   );

@@ -255,13 +255,9 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
 
 /** The verified time of the signing and which authority vouches for it. */
 function signedAt(result: VerifyBlobResult): string {
-  const t = (result as { signedTime?: { source: string; time: string } | null }).signedTime;
-  if (t) {
-    return t.source === 'timestamp-authority'
-      ? `${t.time} (RFC 3161 timestamp authority)`
-      : `${t.time} (signed entry timestamp of the log)`;
-  }
-  return result.tlog.integratedTime
-    ? `${result.tlog.integratedTime} (signed entry timestamp of the log)`
-    : '(no signed time)';
+  const t = result.signedTime;
+  if (!t) return '(no signed time)';
+  return t.source === 'timestamp-authority'
+    ? `${t.time} (RFC 3161 timestamp authority)`
+    : `${t.time} (signed entry timestamp of the log)`;
 }
