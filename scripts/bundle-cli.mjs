@@ -3,33 +3,24 @@
 // hundreds of files: module loading is most of mvmctl's start-up time.
 // The library entry (dist/index.js) stays as tsc wrote it.
 import { build } from 'esbuild';
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, rmSync } from 'node:fs';
+import { nodeBundle } from './bundle-options.mjs';
 
-const { version } = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 // Chunks sit beside main.js: modules find assets/ and package.json at a fixed depth (dist/<dir>/).
+// The previous build's chunks and lazily loaded entries go first (esbuild names them name-HASH.js).
 for (const f of readdirSync(new URL('../dist/cli/', import.meta.url))) {
-  if (/^chunk-.*\.js$/.test(f)) rmSync(new URL(`../dist/cli/${f}`, import.meta.url));
+  if (/-[A-Z0-9]{8}\.js$/.test(f)) rmSync(new URL(`../dist/cli/${f}`, import.meta.url));
 }
 await build({
+  ...nodeBundle,
   entryPoints: { main: 'dist/cli/main.js' },
   outdir: 'dist/cli',
   allowOverwrite: true,
-  bundle: true,
   splitting: true,
   chunkNames: '[name]-[hash]',
   format: 'esm',
-  platform: 'node',
-  target: 'node24',
   // Bundled CommonJS dependencies call require() for Node built-ins.
   banner: {
     js: "import { createRequire as __mvmRequire } from 'node:module'; const require = __mvmRequire(import.meta.url);",
   },
-  define: {
-    __MVMCTL_BUNDLED_VERSION__: JSON.stringify(version),
-    // The pinned trusted root travels inside the CLI, byte for byte (its SHA-256 is in assets/TRUSTED_ROOT.md).
-    __MVMCTL_EMBEDDED_TRUSTED_ROOT__: JSON.stringify(
-      readFileSync(new URL('../assets/trusted_root.json', import.meta.url), 'utf8'),
-    ),
-  },
-  logLevel: 'warning',
 });
