@@ -13,6 +13,9 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  closeSync,
+  openSync,
+  readSync,
   copyFileSync,
   cpSync,
   existsSync,
@@ -24,7 +27,7 @@ import {
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { createRequire } from 'node:module';
+import { createRequire, isBuiltin } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -71,7 +74,13 @@ const sri = (file) => `sha512-${createHash('sha512').update(readFileSync(file)).
 
 /** e_machine of an ELF executable: 62 x86-64, 183 AArch64. */
 function elfMachine(file) {
-  const h = readFileSync(file).subarray(0, 20);
+  const h = Buffer.alloc(20);
+  const fd = openSync(file, 'r');
+  try {
+    readSync(fd, h, 0, 20, 0);
+  } finally {
+    closeSync(fd);
+  }
   if (h.readUInt32BE(0) !== 0x7f454c46) throw new Error(`${file} is not an ELF file`);
   return h.readUInt16LE(18);
 }
@@ -153,6 +162,10 @@ async function seaAssets(dir) {
     });
     const name = relative(dir, f.path);
     if (name.includes('/')) throw new Error(`unexpected bundle file ${name}`);
+    // The loader serves bundle files and Node.js built-ins, nothing from beside the executable.
+    for (const [, id] of code.matchAll(/\brequire\("([^"]+)"\)/g)) {
+      if (!isBuiltin(id) && !id.startsWith('./')) throw new Error(`${name} requires ${id}`);
+    }
     writeFileSync(join(dir, name), code);
     names.push(name);
   }
