@@ -1,7 +1,8 @@
 // The main job, end to end on this machine with no network:
 //  1. verify-blob: a real public-good Sigstore signature, verified offline with
 //     the embedded trusted root; a one-byte change and a near-miss signer are
-//     refused, each naming the check.
+//     refused, each naming the check; a Rekor v2 bundle (what cosign 3 writes
+//     today) verifies with cosign's own flags.
 //  2. dev import-image: an air-gapped install of a release set. Real release
 //     sets are signed by the project's GitHub workflow through the public-good
 //     instance; here a local Sigstore deployment (test/support/pki.ts) signs
@@ -58,6 +59,24 @@ try {
   mvmctl(
     'a real public-good signature, verified offline against the embedded root',
     ['verify-blob', '--bundle', bundle, ...signer, artifact],
+    0,
+  );
+  mvmctl(
+    'what Sigstore signs today: a Rekor v2 entry with an RFC 3161 timestamp (cosign 3, GitHub Actions), with cosign-style flags',
+    [
+      'verify-blob',
+      '--offline=true',
+      '--new-bundle-format',
+      '--bundle',
+      join(set, 'rekor-v2-test.sigstore.json'),
+      '--certificate-identity',
+      'https://github.com/tkgsn/sigstore-public-good-instance-test/.github/workflows/rekor-v2.yml@refs/heads/main',
+      '--certificate-oidc-issuer',
+      'https://token.actions.githubusercontent.com',
+      '--certificate-github-workflow-repository',
+      'tkgsn/sigstore-public-good-instance-test',
+      join(set, 'rekor-v2-test-subject.json'),
+    ],
     0,
   );
   const tampered = join(tmp, 'artifact-a.txt');
