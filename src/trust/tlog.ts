@@ -180,7 +180,7 @@ const member = (v: unknown, ...path: string[]): unknown => {
 /** What a log entry records about the signature it logs. */
 interface LoggedSignature {
   readonly digest: Buffer;
-  /** What the digest is of: the signed bytes (hashedrekord) or the DSSE payload (dsse). */
+  /** What the digest is of: the signed bytes (hashedrekord) or the DSSE payload (dsse, intoto). */
   readonly digestOf: 'signed' | 'payload';
   readonly signature: Buffer;
   readonly verifier: SignerMaterial;
@@ -190,8 +190,9 @@ interface LoggedSignature {
  * Ties the logged entry to this bundle's signature, whatever the library also
  * compares: the logged digest is the artifact's (message signature) or
  * SHA-256 of the DSSE PAE (Rekor v2 hashedrekord 0.0.2 over an envelope) or
- * of the payload (dsse entries); the logged signature is the bundle's; and the
- * logged verifier is the bundle's signer (same certificate DER, same key).
+ * of the payload (dsse and intoto entries); the logged signature is the
+ * bundle's; and the logged verifier is the bundle's signer (same certificate
+ * DER, same key).
  * @sigstore/verify@4 compares digest and signature but not the verifier, and
  * accepts a DSSE envelope logged as hashedrekord 0.0.1, which Rekor never writes.
  */
@@ -260,11 +261,25 @@ function checkLoggedBody(
       };
       break;
     }
-    case 'intoto/0.0.2':
-      // Rekor v1's older attestation kind: @sigstore/verify compares its payload
-      // hash and signature; it is not written by cosign 2+ or Rekor v2.
+    case 'intoto/0.0.2': {
+      // Rekor v1's older attestation kind, not written by cosign 2+ or Rekor v2
+      // but still in the log; bound like a dsse entry, or a same-key
+      // certificate for another identity could stand in the log for the signer.
       if (!isDsse) throw fail('tlog-entry', 'a message-signature bundle logged as an intoto entry');
-      return;
+      const sigs = member(body, 'spec', 'content', 'envelope', 'signatures');
+      if (!Array.isArray(sigs) || sigs.length !== 1) {
+        throw fail('tlog-entry', `the ${what} must log exactly one signature`);
+      }
+      // Rekor stores the envelope's base64 signature base64-encoded once more.
+      const sig = base64Field(member(sigs[0], 'sig'), what, 'signature').toString('utf8');
+      logged = {
+        digest: hexDigest(member(body, 'spec', 'content', 'payloadHash'), what),
+        digestOf: 'payload',
+        signature: base64Field(sig, what, 'signature'),
+        verifier: pemVerifier(member(sigs[0], 'publicKey'), what),
+      };
+      break;
+    }
     default:
       throw fail('tlog-entry', `unsupported transparency-log entry kind ${kind}/${version}`);
   }

@@ -260,11 +260,15 @@ export class TestPki {
    * Signs an in-toto statement naming `subjects` (name -> SHA-256 hex) as a DSSE
    * envelope: what `cosign attest-blob` produces. Logged as a `dsse` entry, or
    * with `logKind: 'hashedrekord'` as a hashedrekord over the PAE (0.0.1, or
-   * 0.0.2 with `rekorV2`, which is what Rekor v2 logs).
+   * 0.0.2 with `rekorV2`, which is what Rekor v2 logs), or with
+   * `logKind: 'intoto'` as Rekor v1's older intoto 0.0.2 entry.
    */
   async signAttestation(
     subjects: Record<string, string>,
-    opts: SignOptions & { logKind?: 'dsse' | 'hashedrekord'; statementType?: string } = {},
+    opts: SignOptions & {
+      logKind?: 'dsse' | 'hashedrekord' | 'intoto';
+      statementType?: string;
+    } = {},
   ): Promise<Record<string, unknown>> {
     const t = opts.tamper ?? {};
     const signer = await this.signer(opts);
@@ -305,22 +309,9 @@ export class TestPki {
     const body =
       opts.logKind === 'hashedrekord'
         ? hashedRekordV001(logged.digest, logged.signature, signer.loggedVerifierPem)
-        : {
-            apiVersion: '0.0.1',
-            kind: 'dsse',
-            spec: {
-              payloadHash: {
-                algorithm: 'sha256',
-                value: (t.loggedDigest === 'other' ? sha256(pae) : sha256(payload)).toString('hex'),
-              },
-              signatures: [
-                {
-                  signature: b64(logged.signature),
-                  verifier: b64(Buffer.from(signer.loggedVerifierPem)),
-                },
-              ],
-            },
-          };
+        : opts.logKind === 'intoto'
+          ? intotoV002(payloadType, payload, logged.signature, signer.loggedVerifierPem, t)
+          : dsseV001(pae, payload, logged.signature, signer.loggedVerifierPem, t);
     const entry = this.tlog.append(body, signer.logSeconds);
     return {
       mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
@@ -465,6 +456,59 @@ function hashedRekordV001(digest: Buffer, signature: Buffer, verifierPem: string
       signature: {
         content: b64(signature),
         publicKey: { content: b64(Buffer.from(verifierPem)) },
+      },
+    },
+  };
+}
+
+function dsseV001(pae: Buffer, payload: Buffer, signature: Buffer, verifierPem: string, t: Tamper) {
+  return {
+    apiVersion: '0.0.1',
+    kind: 'dsse',
+    spec: {
+      payloadHash: {
+        algorithm: 'sha256',
+        value: (t.loggedDigest === 'other' ? sha256(pae) : sha256(payload)).toString('hex'),
+      },
+      signatures: [{ signature: b64(signature), verifier: b64(Buffer.from(verifierPem)) }],
+    },
+  };
+}
+
+/**
+ * Rekor v1's intoto 0.0.2 body as Rekor stores it: the payload left out, its
+ * hash kept; each signature base64 of the envelope's base64 signature (so
+ * twice encoded), the verifier base64 of a PEM.
+ */
+function intotoV002(
+  payloadType: string,
+  payload: Buffer,
+  signature: Buffer,
+  verifierPem: string,
+  t: Tamper,
+) {
+  const sig = b64(Buffer.from(b64(signature)));
+  const envelope = {
+    payloadType,
+    signatures: [{ sig, publicKey: b64(Buffer.from(verifierPem)) }],
+  };
+  return {
+    apiVersion: '0.0.2',
+    kind: 'intoto',
+    spec: {
+      content: {
+        envelope,
+        hash: {
+          algorithm: 'sha256',
+          value: sha256(Buffer.from(JSON.stringify(envelope))).toString('hex'),
+        },
+        payloadHash: {
+          algorithm: 'sha256',
+          value: (t.loggedDigest === 'other'
+            ? sha256(Buffer.concat([payload, Buffer.from('x')]))
+            : sha256(payload)
+          ).toString('hex'),
+        },
       },
     },
   };
