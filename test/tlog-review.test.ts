@@ -6,7 +6,7 @@
  * rekor-v2.test.ts), with the test PKI of test/support/pki.ts.
  */
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
+import { createHash, generateKeyPairSync } from 'node:crypto';
 import { before, describe, it } from 'node:test';
 import {
   MvmError,
@@ -84,4 +84,28 @@ describe('intoto 0.0.2 entries (Rekor v1 attestations)', () => {
       'tlog-entry',
       /digest logged in the intoto 0\.0\.2 entry is not the SHA-256 of the DSSE envelope's payload/,
     ));
+
+  it('key-signed: the logged key must be the pinned key', async () => {
+    const keys = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const bundle = await pki.signAttestation(
+      { 'artifact.json': SHA256 },
+      { logKind: 'intoto', key: keys },
+    );
+    const verifyWith = (publicKey: typeof keys.publicKey) =>
+      verifyArtifact(
+        ARTIFACT,
+        parseBundle(Buffer.from(JSON.stringify(bundle))),
+        parseTrustedRoot(Buffer.from(JSON.stringify(pki.trustedRoot())), 'test'),
+        { kind: 'key', publicKeyPem: publicKey.export({ format: 'pem', type: 'spki' }) as string },
+      );
+    assert.deepEqual(verifyWith(keys.publicKey).signer, { kind: 'key' });
+    const other = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    assert.throws(
+      () => verifyWith(other.publicKey),
+      (e: unknown) =>
+        e instanceof MvmError &&
+        e.check === 'tlog-entry' &&
+        /public key logged in the intoto 0\.0\.2 entry is not the verification key/.test(e.message),
+    );
+  });
 });
