@@ -391,6 +391,18 @@ describe('verify-blob: tampering and mismatches fail closed', () => {
     assertFails(await verify(b), 'tlog-entry', /invalid log index/);
   });
 
+  it('a log index beyond 2^53 (two index strings would read as one number)', async () => {
+    const b = clone(await pki.signBlob(MANIFEST, { format: 'v0.1' }));
+    b.verificationMaterial.tlogEntries[0].logIndex = '9007199254740993';
+    assertFails(await verify(b), 'tlog-entry', /invalid log index/);
+  });
+
+  it('an integrated time too large to be a date', async () => {
+    const b = clone(await pki.signBlob(MANIFEST, { format: 'v0.1' }));
+    b.verificationMaterial.tlogEntries[0].integratedTime = '9999999999999999';
+    assertFails(await verify(b), 'timestamp', /invalid integrated time/);
+  });
+
   it('an entry from a log the trusted root does not list', async () => {
     const b = clone(await pki.signBlob(MANIFEST, { format: 'v0.1' }));
     b.verificationMaterial.tlogEntries[0].logId.keyId = Buffer.alloc(32, 7).toString('base64');

@@ -55,7 +55,11 @@ export function checkTlogEntries(
   const seen = new Set<string>();
   const checked: CheckedEntry[] = [];
   for (const entry of entries) {
-    if (!/^(0|[1-9][0-9]{0,18})$/.test(entry.logIndex)) {
+    // The library compares the index as a JS number: above 2^53 two strings would read as one.
+    if (
+      !/^(0|[1-9][0-9]{0,15})$/.test(entry.logIndex) ||
+      Number(entry.logIndex) > Number.MAX_SAFE_INTEGER
+    ) {
       throw fail(
         'tlog-entry',
         `transparency-log entry has an invalid log index ${JSON.stringify(entry.logIndex)}`,
@@ -76,10 +80,14 @@ export function checkTlogEntries(
       );
     }
     checkLoggedBody(bundle, entry, signer);
-    if (!/^(0|[1-9][0-9]{0,15})$/.test(entry.integratedTime)) {
+    const integrated = new Date(Number(entry.integratedTime) * 1000);
+    // An unrepresentable time would compare false against every validity window.
+    if (
+      !/^(0|[1-9][0-9]{0,15})$/.test(entry.integratedTime) ||
+      Number.isNaN(integrated.getTime())
+    ) {
       throw fail('timestamp', 'transparency-log entry has an invalid integrated time');
     }
-    const integrated = new Date(Number(entry.integratedTime) * 1000);
     const hasEnd = log.validFor.end.getTime() < 8.64e15;
     if (entry.integratedTime === '0') {
       // No signed time: only the inclusion proof vouches for this entry, so the
