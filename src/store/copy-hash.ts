@@ -80,19 +80,30 @@ async function kernelCopyHashBehind(
   const reader = await fs.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash('sha256');
-    const buf = Buffer.allocUnsafe(CHUNK);
+    const bufs = [Buffer.allocUnsafe(CHUNK), Buffer.allocUnsafe(CHUNK)];
+    // Whether the copy had finished is noted when a read is issued: once it
+    // had, a short read is the end of the file, not a copy that is behind.
+    const issue = (i: number, at: number) => {
+      const copyDone = exit !== undefined;
+      return { copyDone, read: reader.read(bufs[i % 2]!, 0, CHUNK, at) };
+    };
     let pos = 0;
+    let i = 0;
+    let pending = issue(i, pos);
     for (;;) {
-      const copyDone = exit !== undefined; // checked before reading: once done, a short read is the end
-      const { bytesRead } = await reader.read(buf, 0, CHUNK, pos);
+      const { bytesRead } = await pending.read;
       if (bytesRead > 0) {
-        hash.update(buf.subarray(0, bytesRead));
+        const chunk = bufs[i % 2]!.subarray(0, bytesRead);
         pos += bytesRead;
+        // The next read runs in the thread pool while this thread hashes.
+        pending = issue(++i, pos);
+        hash.update(chunk);
         onProgress?.(pos);
         continue;
       }
-      if (copyDone) break;
+      if (pending.copyDone) break;
       await new Promise((r) => setTimeout(r, 1)); // the copy is not ahead yet: let it run
+      pending = issue(i, pos);
     }
     if (exit?.error || exit?.code !== 0) {
       throw new Error(
