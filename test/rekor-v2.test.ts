@@ -7,7 +7,7 @@
  * inclusion proof still holds and only that binding's check can catch it.
  */
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,16 +20,8 @@ import {
   type VerifiedSignature,
 } from '../src/index.js';
 import { runCli, type CliResult } from './support/cli.js';
-import { GITHUB_ISSUER, releaseIdentity, TestPki, type SignOptions } from './support/pki.js';
-
-const IDENTITY = releaseIdentity('tinylabscom/mvm', 'v0.14.0');
-const ARTIFACT = Buffer.from('{"schema_version":1,"version":"0.14.0","arch":"x86_64"}\n');
-const SHA256 = createHash('sha256').update(ARTIFACT).digest('hex');
-const POLICY = {
-  kind: 'certificate',
-  issuer: GITHUB_ISSUER,
-  identity: { exact: IDENTITY },
-} as const;
+import { ARTIFACT, IDENTITY, POLICY, SHA256 } from './support/sample.js';
+import { GITHUB_ISSUER, TestPki, type SignOptions } from './support/pki.js';
 
 let dir: string;
 let pki: TestPki;

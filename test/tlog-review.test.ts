@@ -6,7 +6,7 @@
  * rekor-v2.test.ts), with the test PKI of test/support/pki.ts.
  */
 import assert from 'node:assert/strict';
-import { createHash, generateKeyPairSync } from 'node:crypto';
+import { generateKeyPairSync } from 'node:crypto';
 import { before, describe, it } from 'node:test';
 import {
   MvmError,
@@ -15,16 +15,8 @@ import {
   verifyArtifact,
   type VerifiedSignature,
 } from '../src/index.js';
-import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
-
-const IDENTITY = releaseIdentity('tinylabscom/mvm', 'v0.14.0');
-const ARTIFACT = Buffer.from('{"schema_version":1,"version":"0.14.0","arch":"x86_64"}\n');
-const SHA256 = createHash('sha256').update(ARTIFACT).digest('hex');
-const POLICY = {
-  kind: 'certificate',
-  issuer: GITHUB_ISSUER,
-  identity: { exact: IDENTITY },
-} as const;
+import { ARTIFACT, POLICY, SHA256 } from './support/sample.js';
+import { TestPki } from './support/pki.js';
 
 type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
