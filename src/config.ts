@@ -21,6 +21,14 @@ export interface Config {
   readonly releaseBaseUrl: string;
   /** Upper bound for one HTTP request, connect included (MVM_HTTP_TIMEOUT_SECONDS, default 20). */
   readonly httpTimeoutMs: number;
+  /** MVM_REQUIRE_FRESH_REVOCATIONS=1: what --require-fresh-revocations asks, as fleet configuration. */
+  readonly requireFreshRevocations: boolean;
+  /** MVM_AUDIT_SOCKET: a unix datagram socket (syslog / the journal, e.g. /dev/log) that also receives every audit record. */
+  readonly auditSocket: string | undefined;
+  /** Largest kernel accepted before any hashing (MVM_MAX_KERNEL_BYTES, default 512 MiB). */
+  readonly maxKernelBytes: number;
+  /** Largest rootfs (or initrd) accepted before any hashing (MVM_MAX_ROOTFS_BYTES, default 64 GiB). */
+  readonly maxRootfsBytes: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -45,7 +53,23 @@ export function configFrom(env: Env, home: string): Config {
     skipHashVerify: flag(env['MVM_SKIP_HASH_VERIFY']),
     skipCosignVerify: flag(env['MVM_SKIP_COSIGN_VERIFY']),
     offline: flag(env['MVM_OFFLINE']),
+    requireFreshRevocations: flag(env['MVM_REQUIRE_FRESH_REVOCATIONS']),
+    auditSocket: env['MVM_AUDIT_SOCKET'] || undefined,
+    maxKernelBytes: byteLimit(env, 'MVM_MAX_KERNEL_BYTES', 512 * 1024 ** 2),
+    maxRootfsBytes: byteLimit(env, 'MVM_MAX_ROOTFS_BYTES', 64 * 1024 ** 3),
   };
+}
+
+function byteLimit(env: Env, name: string, fallback: number): number {
+  const value = env[name];
+  if (value === undefined || value === '') return fallback;
+  const n = Number(value);
+  if (!/^[1-9][0-9]*$/.test(value) || !Number.isSafeInteger(n)) {
+    throw new MvmError('usage', `${name} ${JSON.stringify(value)} is not a number of bytes`, {
+      fix: `Set ${name} to a positive whole number of bytes, or unset it for the default.`,
+    });
+  }
+  return n;
 }
 
 function baseUrl(value: string | undefined, repo: string): string {
