@@ -1,7 +1,11 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
-import { describe, it } from 'node:test';
-import { runCli } from './support/cli.js';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { runCli, type CliResult } from './support/cli.js';
+
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
 const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'));
 
@@ -156,5 +160,118 @@ describe('mvmctl CLI', () => {
     assert.equal(debug.code, 3);
     assert.doesNotMatch(plain.stderr, /debug:/);
     assert.match(debug.stderr, /debug: .*\n\s+at /);
+  });
+});
+
+describe('audit tail --json prints exactly one JSON document', () => {
+  let dir: string;
+  let n = 0;
+  before(() => {
+    dir = mkdtempSync(join(tmpdir(), 'mvm-cli-audit-'));
+  });
+  after(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** A data directory with `count` audit records: failed imports of a set that is not there. */
+  async function hostWithRecords(count: number) {
+    const home = join(dir, `host${n++}`);
+    const env = { MVM_DATA_DIR: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache') };
+    const missing = join(home, 'missing');
+    for (let i = 0; i < count; i++) {
+      const r = await runCli(
+        [
+          'dev',
+          'import-image',
+          '--manifest',
+          missing,
+          '--bundle',
+          missing,
+          '--vmlinux',
+          missing,
+          '--rootfs',
+          missing,
+        ],
+        env,
+      );
+      assert.equal(r.code, 3, r.stderr);
+    }
+    const log = join(home, 'data', 'telemetry', 'audit.jsonl');
+    assert.equal(readFileSync(log, 'utf8').trim().split('\n').length, count);
+    return { env, log };
+  }
+
+  /** stdout is one line holding one JSON value (a second document would not parse). */
+  function oneDocument(r: CliResult): Json {
+    assert.equal(r.stdout.indexOf('\n'), r.stdout.length - 1, `one line: ${r.stdout}`);
+    return JSON.parse(r.stdout) as Json;
+  }
+
+  it('an intact chain: one document, exit 0', async () => {
+    const { env } = await hostWithRecords(3);
+    const r = await runCli(['audit', 'tail', '-n', '2', '--json'], env);
+    assert.equal(r.code, 0, r.stderr);
+    const doc = oneDocument(r);
+    assert.deepEqual(doc['chain'], { intact: true });
+    assert.equal(doc['records'], 3);
+    assert.equal(doc['tail'].length, 2);
+    assert.equal(doc['tail'][1].seq, 3);
+    assert.equal(doc['error'], undefined);
+  });
+
+  it('an edited record: one document naming the break, exit 10', async () => {
+    const { env, log } = await hostWithRecords(3);
+    const lines = readFileSync(log, 'utf8').split('\n');
+    lines[1] = lines[1]!.replace('"outcome":"failed"', '"outcome":"ok"');
+    writeFileSync(log, lines.join('\n'));
+    const r = await runCli(['audit', 'tail', '--json'], env);
+    assert.equal(r.code, 10, r.stderr);
+    const doc = oneDocument(r);
+    assert.equal(doc['chain'].intact, false);
+    assert.equal(doc['chain'].brokenAt, 3);
+    assert.match(doc['chain'].reason, /does not follow the one before it/);
+    assert.equal(doc['error'].code, 'tampered');
+    assert.equal(doc['error'].exitCode, 10);
+    assert.equal(doc['tail'][1].outcome, 'ok');
+  });
+
+  it('a garbage line: one document naming the break, exit 10', async () => {
+    const { env, log } = await hostWithRecords(2);
+    const lines = readFileSync(log, 'utf8').split('\n');
+    lines.splice(1, 0, 'garbage \u001b[2J');
+    writeFileSync(log, lines.join('\n'));
+    const r = await runCli(['audit', 'tail', '--json'], env);
+    assert.equal(r.code, 10, r.stderr);
+    const doc = oneDocument(r);
+    assert.equal(doc['chain'].intact, false);
+    assert.equal(doc['chain'].brokenAt, 2);
+    assert.match(doc['chain'].reason, /not a? ?JSON/);
+    assert.equal(doc['error'].code, 'tampered');
+    assert.deepEqual(doc['tail'][1], { unreadable: 'garbage \u001b[2J' });
+    // Human form: the records, the verdict and the error, on stderr, the garbage escaped.
+    const h = await runCli(['audit', 'tail'], env);
+    assert.equal(h.code, 10);
+    assert.match(h.stdout, /^\(unreadable\) garbage \\x1b\[2J$/m);
+    assert.match(
+      h.stderr,
+      /^chain: BROKEN at line 2 of 3\nError: The audit log .* does not chain at line 2: the line is not a? ?JSON/,
+    );
+  });
+});
+
+describe('an unexpected failure is a typed error, never a stack trace', () => {
+  it('metrics and status with an audit log that is a directory: store error, exit 17', async () => {
+    const home = mkdtempSync(join(tmpdir(), 'mvm-cli-metrics-'));
+    try {
+      mkdirSync(join(home, 'data', 'telemetry', 'audit.jsonl'), { recursive: true, mode: 0o700 });
+      const env = { MVM_DATA_DIR: join(home, 'data'), XDG_CACHE_HOME: join(home, 'cache') };
+      for (const args of [['metrics'], ['metrics', '--json']]) {
+        const r = await runCli(args, env);
+        assert.equal(r.code, 17, r.stderr);
+        const text = r.stdout + r.stderr;
+        assert.doesNotMatch(text, /unexpected error|\n\s+at /);
+        assert.match(text, /Cannot read the audit log .*audit\.jsonl/);
+      }
+    } finally {
+      rmSync(home, { recursive: true, force: true });
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { isMvmError, MvmError } from '../errors.js';
+import { printable } from '../core/printable.js';
 
 export interface Output {
   out(text: string): void;
@@ -10,10 +11,54 @@ export const stdio: Output = {
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
 };
 
+/** Long enough for any path (PATH_MAX) a message quotes; bounded all the same. */
+const MESSAGE_LENGTH = 4096;
+
+// JSON.stringify escapes C0 controls in strings but leaves DEL, C1 controls, bidi controls and
+// the line/paragraph separators raw: a terminal showing the JSON would still act on them.
+const JSON_UNSAFE = /[\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/gu;
+
+/**
+ * One line of JSON that is safe on a terminal: the same value (it parses back
+ * to exactly what was given), with every character a terminal could act on
+ * written as a \u escape. JSON output of every command goes through here.
+ */
+export function jsonLine(value: unknown): string {
+  return JSON.stringify(value).replace(
+    JSON_UNSAFE,
+    (c) => `\\u${c.codePointAt(0)!.toString(16).padStart(4, '0')}`,
+  );
+}
+
+/** What an unexpected throw says, whatever was thrown; never throws itself. */
+function describeThrown(e: unknown): string {
+  try {
+    const message: unknown = e instanceof Error ? e.message : (e as { message?: unknown })?.message;
+    if (typeof message === 'string') return message;
+    return typeof e === 'object' && e !== null && !(e instanceof Error)
+      ? Object.prototype.toString.call(e)
+      : String(e);
+  } catch {
+    return 'an exception that cannot be described';
+  }
+}
+
+function stackOf(u: unknown): string {
+  try {
+    const stack: unknown = (u as Error)?.stack;
+    return typeof stack === 'string' ? stack : describeThrown(u);
+  } catch {
+    return describeThrown(u);
+  }
+}
+
 /**
  * Renders an error and returns the exit code. Human form: the message on the
  * first line (where the seed's wording lives), then cause and fix; no stack
- * trace unless --debug. JSON form: one object on stdout.
+ * trace unless --debug. JSON form: one object on stdout. Messages quote text
+ * from carried-in files (file names, bundle and manifest fields), so every
+ * field is shown through printable(): a crafted value cannot clear the
+ * screen, set the window title or forge a line.
  */
 export function renderError(
   e: unknown,
@@ -22,21 +67,22 @@ export function renderError(
 ): number {
   const err = isMvmError(e)
     ? e
-    : new MvmError('internal', `unexpected error: ${(e as Error)?.message ?? String(e)}`, {
-        underlying: e,
-      });
+    : new MvmError('internal', `unexpected error: ${describeThrown(e)}`, { underlying: e });
   if (opts.json) {
-    io.out(JSON.stringify({ error: err.toJSON() }));
+    io.out(jsonLine({ error: err.toJSON() }));
   } else {
-    const lines = [`Error: ${err.message}`];
-    if (err.check) lines.push(`  check: ${err.check}`);
-    if (err.cause) lines.push(`  cause: ${err.cause}`);
-    lines.push(`  fix:   ${err.fix}`);
+    const lines = [`Error: ${printable(err.message, MESSAGE_LENGTH)}`];
+    if (err.check) lines.push(`  check: ${printable(err.check)}`);
+    if (err.cause) lines.push(`  cause: ${printable(err.cause, MESSAGE_LENGTH)}`);
+    lines.push(`  fix:   ${printable(err.fix)}`);
     io.err(lines.join('\n'));
   }
   if (opts.debug) {
-    const u = err.underlying ?? err;
-    io.err(`debug: ${(u as Error)?.stack ?? String(u)}`);
+    // The trace's own lines stay lines; whatever the message quoted is escaped within them.
+    const trace = stackOf(err.underlying ?? err)
+      .split('\n')
+      .map((l) => printable(l, MESSAGE_LENGTH));
+    io.err(`debug: ${trace.join('\n')}`);
   }
   return err.exitCode;
 }

@@ -1,11 +1,12 @@
-import { promises as fs } from 'node:fs';
+import { constants, promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { auditLogPath, configFrom } from '../../config.js';
 import { MvmError } from '../../errors.js';
-import { checkChain } from '../../telemetry/audit.js';
+import { printable } from '../../core/printable.js';
+import { checkChain, type ChainCheck } from '../../telemetry/audit.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
-import type { Output } from '../render.js';
+import { jsonLine, type Output } from '../render.js';
 
 export const AUDIT_HELP = `Usage: mvmctl audit tail [-n N] [--json]
 
@@ -13,6 +14,17 @@ Print the last N records (default 20) of this host's audit log
 (~/.mvm/telemetry/audit.jsonl): every verification outcome, success included.
 Records are hash-chained; the whole log is checked, and an edited, removed or
 reordered record makes the command exit 10 naming the first broken line.
+--json prints one document, also when the chain is broken:
+  {"path", "records": N, "chain": {"intact": true|false, "brokenAt", "reason"},
+   "tail": [...], "error": {...} (only when broken)}
+
+What the chain proves: the last sequence number and hash are also kept in an
+anchor outside the log, so a record edited, reordered or removed, and a log
+shortened or deleted, show, unless both are rewritten. It does not prove the
+log genuine: a local writer with your privileges can rewrite the log and its
+anchor together. Shipping each record off the host as it is written (set
+MVM_AUDIT_SOCKET to a syslog / journal socket, e.g. /dev/log) is what defends
+against that.
 `;
 
 export async function auditCommand(args: string[], io: Output): Promise<number> {
@@ -44,55 +56,104 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
     });
   }
   const path = auditLogPath(configFrom(process.env, homedir()));
-  const text = await fs.readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') return '';
-    throw new MvmError('store', `Cannot read the audit log ${path}`, { cause: e.message });
-  });
+  const text = await fs
+    .readFile(path, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW })
+    .catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return '';
+      throw new MvmError('store', `Cannot read the audit log ${path}`, {
+        cause: e.message,
+        underlying: e,
+      });
+    });
   const lines = text.split('\n').filter((l) => l !== '');
   const tail = count === 0 ? [] : lines.slice(-count);
-  const chain = checkChain(text);
+  const chain = chainState(checkChain(text));
+  // Broken or not, the outcome is one document (--json) or one error (human): never both.
+  const broken = chain.intact
+    ? undefined
+    : new MvmError(
+        'tampered',
+        `The audit log ${path} does not chain${chain.brokenAt === undefined ? '' : ` at line ${chain.brokenAt}`}: ${chain.reason ?? 'the chain check failed'}`,
+        {
+          cause: 'a record was edited, removed or reordered after it was written',
+        },
+      );
   if (values.json) {
     io.out(
-      JSON.stringify({
+      jsonLine({
         path,
         records: chain.records,
-        chain: chain.brokenAt
-          ? { intact: false, brokenAt: chain.brokenAt, reason: chain.reason }
-          : { intact: true },
+        chain: chain.json,
         tail: tail.map((l) => {
           try {
-            return JSON.parse(l);
+            return JSON.parse(l) as unknown;
           } catch {
             return { unreadable: l };
           }
         }),
+        ...(broken ? { error: broken.toJSON() } : {}),
       }),
     );
-  } else {
-    for (const l of tail) {
-      try {
-        const r = JSON.parse(l) as Record<string, unknown>;
-        io.out(
-          `${r['ts']}  ${String(r['event']).padEnd(19)} ${String(r['outcome']).padEnd(6)} ${r['code'] ? `${r['code']} ` : ''}${r['version'] ? `v${r['version']} ` : ''}${r['message'] ?? ''}`.trimEnd(),
-        );
-      } catch {
-        io.out(`(unreadable) ${l.slice(0, 200)}`);
-      }
-    }
-    io.err(
-      chain.brokenAt
-        ? `chain: BROKEN at line ${chain.brokenAt} of ${chain.records}`
-        : `chain: intact (${chain.records} records) ${path}`,
-    );
+    return broken ? broken.exitCode : 0;
   }
-  if (chain.brokenAt) {
-    throw new MvmError(
-      'tampered',
-      `The audit log ${path} does not chain at line ${chain.brokenAt}: ${chain.reason}`,
-      {
-        cause: 'a record was edited, removed or reordered after it was written',
-      },
-    );
-  }
+  for (const l of tail) io.out(humanLine(l));
+  io.err(
+    broken
+      ? `chain: BROKEN${chain.brokenAt === undefined ? '' : ` at line ${chain.brokenAt}`} of ${chain.records}`
+      : `chain: intact (${chain.records} records) ${printable(path)}`,
+  );
+  if (broken) throw broken;
   return 0;
+}
+
+/** One record as a line of text; every field came from a file anyone with the user's rights can write. */
+function humanLine(line: string): string {
+  let r: Record<string, unknown>;
+  try {
+    const parsed = JSON.parse(line) as unknown;
+    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error();
+    r = parsed as Record<string, unknown>;
+  } catch {
+    return `(unreadable) ${printable(line, 200)}`;
+  }
+  const field = (k: string, width = 0): string =>
+    printable(r[k] === undefined ? '' : String(r[k] as string), 200).padEnd(width);
+  const code = r['code'] ? `${field('code')} ` : '';
+  const version = r['version'] ? `v${field('version')} ` : '';
+  return `${field('ts')}  ${field('event', 19)} ${field('outcome', 6)} ${code}${version}${printable(String((r['message'] as string | undefined) ?? ''))}`.trimEnd();
+}
+
+interface ChainState {
+  readonly intact: boolean;
+  readonly records: number;
+  readonly brokenAt?: number;
+  readonly reason?: string;
+  /** What --json prints as `chain`. */
+  readonly json: Record<string, unknown>;
+}
+
+/**
+ * The chain check's verdict, read tolerantly: fields the check adds later
+ * (an explicit `intact`, anchor details, warnings) are carried into the JSON
+ * of a broken chain; an intact one reads `{ "intact": true }`.
+ */
+function chainState(check: ChainCheck): ChainState {
+  const { records, brokenAt, reason, ...extra } = check as ChainCheck & Record<string, unknown>;
+  const explicit = (extra as { intact?: unknown }).intact;
+  const intact =
+    typeof explicit === 'boolean' ? explicit && brokenAt === undefined : brokenAt === undefined;
+  return {
+    intact,
+    records,
+    ...(brokenAt === undefined ? {} : { brokenAt }),
+    ...(reason === undefined ? {} : { reason }),
+    json: intact
+      ? { intact: true }
+      : {
+          ...extra,
+          intact: false,
+          ...(brokenAt === undefined ? {} : { brokenAt }),
+          ...(reason === undefined ? {} : { reason }),
+        },
+  };
 }

@@ -1,7 +1,7 @@
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { auditLogPath, configFrom, type Config } from '../../config.js';
-import { MvmError } from '../../errors.js';
+import { isMvmError, MvmError } from '../../errors.js';
 import { DURATION_BUCKETS, metricsFrom, readAudit, type Metrics } from '../../telemetry/audit.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
 import type { Output } from '../render.js';
@@ -29,7 +29,16 @@ const HELP_TEXT: Record<string, string> = {
 };
 
 export async function currentMetrics(config: Config): Promise<Metrics & { unreadable: number }> {
-  const { records, unreadable } = await readAudit(auditLogPath(config));
+  const path = auditLogPath(config);
+  const { records, unreadable } = await readAudit(path).catch((e: unknown) => {
+    // An unreadable log (a directory, a symlink, no permission) is a store problem, not a crash.
+    if (isMvmError(e)) throw e;
+    throw new MvmError('store', `Cannot read the audit log ${path}`, {
+      cause: (e as Error)?.message ?? String(e),
+      fix: 'The audit log must be a regular file owned by you; check the data directory (telemetry/audit.jsonl).',
+      underlying: e,
+    });
+  });
   return { ...metricsFrom(records), unreadable };
 }
 
