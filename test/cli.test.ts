@@ -163,6 +163,34 @@ describe('mvmctl CLI', () => {
   });
 });
 
+describe('help: what the audit chain proves', () => {
+  const envLines = [
+    'MVM_REQUIRE_FRESH_REVOCATIONS',
+    'MVM_AUDIT_SOCKET',
+    'MVM_MAX_KERNEL_BYTES',
+    'MVM_MAX_ROOTFS_BYTES',
+  ];
+  it('mvmctl --help lists the environment and says what the audit chain does not prove', async () => {
+    const r = await runCli(['--help']);
+    assert.equal(r.code, 0);
+    const env = r.stdout.slice(r.stdout.indexOf('Environment:'));
+    for (const name of envLines) assert.match(env, new RegExp(`^  ${name}\\b`, 'm'), name);
+    assert.match(r.stdout, /do not prove the log genuine/);
+    assert.match(r.stdout, /rewrite the log and its anchor/);
+    assert.match(r.stdout, /MVM_AUDIT_SOCKET\) is what defends/);
+  });
+
+  it('mvmctl audit --help says the same and shows the --json shape', async () => {
+    const r = await runCli(['audit', '--help']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /^Usage: mvmctl audit tail/);
+    assert.match(r.stdout, /does not prove the\s+log genuine/);
+    assert.match(r.stdout, /rewrite the log and its\s+anchor together/);
+    assert.match(r.stdout, /MVM_AUDIT_SOCKET/);
+    assert.match(r.stdout, /--json prints one document, also when the chain is broken/);
+  });
+});
+
 describe('audit tail --json prints exactly one JSON document', () => {
   let dir: string;
   let n = 0;

@@ -27,6 +27,20 @@ Environment:
   MVM_DATA_DIR       data directory (default ~/.mvm)
   MVM_CACHE_DIR      cache directory (default $XDG_CACHE_HOME/mvm or ~/.cache/mvm)
   MVM_RELEASE_REPO   repository whose workflows sign releases (default tinylabscom/mvm)
+  MVM_REQUIRE_FRESH_REVOCATIONS=1
+                     refuse to install without a revocation list fresher than 7 days, as
+                     --require-fresh-revocations does (fleet configuration)
+  MVM_AUDIT_SOCKET   unix datagram socket (syslog / the journal, e.g. /dev/log) that also
+                     receives every audit record as it is written
+  MVM_MAX_KERNEL_BYTES  largest kernel accepted, checked before any hashing (default 512 MiB)
+  MVM_MAX_ROOTFS_BYTES  largest rootfs accepted, checked before any hashing (default 64 GiB)
+
+Audit log: every verification outcome is appended to ~/.mvm/telemetry/audit.jsonl,
+hash-chained, with its last sequence number and hash kept in an anchor outside the log.
+The chain and anchor show a record edited, reordered or removed, and a log shortened or
+deleted, by anything that does not rewrite both. They do not prove the log genuine: a
+local writer with your privileges can rewrite the log and its anchor together. Shipping
+each record off the host (MVM_AUDIT_SOCKET) is what defends against that.
 
 Exit status: 0 ok, 2 usage, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
 14 digest, 15 manifest, 16 network, 17 store.
