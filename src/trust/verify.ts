@@ -198,7 +198,7 @@ const OID_ISSUER_V2 = '1.3.6.1.4.1.57264.1.8';
  * drops the top bit of every byte, so a byte-different name can read as the
  * expected one. Require one URI or email SAN and issuer values in printable
  * ASCII, and both issuer extensions (when present) to agree, before any
- * string comparison is trusted.
+ * string comparison is trusted; and a certificate issued for code signing.
  */
 function checkSignerNames(der: Uint8Array): void {
   let leaf: CoreX509Certificate;
@@ -226,6 +226,48 @@ function checkSignerNames(der: Uint8Array): void {
   }
   if (v1 !== undefined && v2 !== undefined && !v1.equals(v2)) {
     throw fail('issuer', 'the certificate carries two different OIDC issuers');
+  }
+  checkCodeSigningUsage(leaf);
+}
+
+const OID_EXT_KEY_USAGE = '2.5.29.37';
+const OID_CODE_SIGNING = '1.3.6.1.5.5.7.3.3';
+
+/**
+ * The leaf must be a code-signing certificate: exactly one extended key usage
+ * extension, listing id-kp-codeSigning, as Fulcio issues and cosign and
+ * sigstore-go require. @sigstore/verify does not look at EKU, so a
+ * certificate issued by a trusted CA for another purpose (a TLS server's)
+ * would otherwise sign artifacts.
+ */
+function checkCodeSigningUsage(leaf: CoreX509Certificate): void {
+  const ekus = leaf.extensions.filter((ext) => ext.subs[0]?.toOID() === OID_EXT_KEY_USAGE);
+  let usages: string[] = [];
+  if (ekus.length === 1) {
+    try {
+      // extnValue is an OCTET STRING wrapping SEQUENCE OF KeyPurposeId (OIDs).
+      usages = (leaf.extension(OID_EXT_KEY_USAGE)?.valueObj.subs[0]?.subs ?? []).map((o) =>
+        o.toOID(),
+      );
+    } catch {
+      usages = [];
+    }
+  }
+  if (!usages.includes(OID_CODE_SIGNING)) {
+    throw new MvmError(
+      'signature',
+      `the signing certificate is not for code signing: it lacks the extended key usage id-kp-codeSigning (${OID_CODE_SIGNING})`,
+      {
+        check: 'certificate-chain',
+        cause:
+          ekus.length > 1
+            ? 'it carries more than one extended key usage extension'
+            : ekus.length === 0
+              ? 'it has no extended key usage extension'
+              : `its extended key usages are ${usages.join(', ') || 'unreadable'}`,
+        fix: 'Sign with a code-signing certificate, as Fulcio issues (cosign sign-blob); a certificate issued for another purpose does not sign artifacts.',
+      },
+    );
   }
 }
 

@@ -17,12 +17,15 @@
 import {
   createHash,
   generateKeyPairSync,
+  randomBytes,
   randomInt,
   sign,
+  webcrypto,
   X509Certificate,
   type KeyObject,
 } from 'node:crypto';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { join } from 'node:path';
 import { initializeCA, initializeCTLog, initializeTSA } from '@sigstore/mock';
 import { TestTransparencyLog, type LoggedEntry } from './tlog.js';
@@ -53,6 +56,28 @@ export interface SignOptions {
   tsaTime?: Date | null;
   /** Break one binding of the logged entry (it is logged broken, so inclusion still verifies). */
   tamper?: Tamper;
+  /**
+   * Issue the signing certificate with this shape (by the same trusted CA key,
+   * with an SCT from the same CT log) instead of @sigstore/mock's fixed one.
+   */
+  certificate?: CertificateShape;
+  /** The origin line the log's checkpoint names (signed by the log's own key all the same). */
+  checkpointOrigin?: string;
+}
+
+export const OID_CODE_SIGNING = '1.3.6.1.5.5.7.3.3';
+export const OID_SERVER_AUTH = '1.3.6.1.5.5.7.3.1';
+
+/** What a custom signing certificate carries; each field defaults to what Fulcio issues. */
+export interface CertificateShape {
+  /** Extended key usage OIDs; null: no EKU extension at all. Default: codeSigning only. */
+  extendedKeyUsage?: readonly string[] | null;
+  /** Subject alternative names, in order. Default: one URI, the identity. */
+  subjectAltNames?: readonly { type: 'url' | 'email'; value: string }[];
+  /** Raw value of the legacy issuer extension 1.3.6.1.4.1.57264.1.1. Default: the issuer. */
+  issuerV1?: Buffer;
+  /** Raw bytes of the UTF8String in the issuer extension 1.3.6.1.4.1.57264.1.8. Default: the issuer. */
+  issuerV2?: Buffer;
 }
 
 export interface Tamper {
@@ -66,11 +91,15 @@ export interface Tamper {
   twoEnvelopeSignatures?: boolean;
   /** Log hashedrekord 0.0.1 (still over the PAE for DSSE) with Rekor v2 evidence around it. */
   hashedrekordVersion?: '0.0.1';
+  /** Sign other bytes than the artifact, and log that signature with the artifact's digest. */
+  signatureOverOtherBytes?: boolean;
 }
 
 export interface TrustedRootOptions {
   /** End of the Rekor v2 shard key's validity (a rotated shard). */
   v2LogEnd?: Date;
+  /** End of the Rekor v1 log key's validity. */
+  logEnd?: Date;
 }
 
 const P256 = () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
@@ -83,10 +112,48 @@ const bytesOf = (v: ArrayBufferView): Buffer => Buffer.from(v.buffer, v.byteOffs
 
 type CA = Awaited<ReturnType<typeof initializeCA>>;
 type TSA = Awaited<ReturnType<typeof initializeTSA>>;
+type CTLog = Awaited<ReturnType<typeof initializeCTLog>>;
+type KeyPair = { privateKey: KeyObject; publicKey: KeyObject };
+
+/**
+ * @peculiar/x509, the library @sigstore/mock issues its certificates with,
+ * resolved through @sigstore/mock so it is the very copy that package uses
+ * (its reflect-metadata polyfill loaded first, as @sigstore/mock does).
+ */
+const mockRequire = createRequire(createRequire(import.meta.url).resolve('@sigstore/mock'));
+mockRequire('reflect-metadata');
+const x509 = mockRequire('@peculiar/x509') as typeof import('@peculiar/x509');
+/** The issuer name @sigstore/mock's CA signs as (its root's subject). */
+const MOCK_CA_NAME = 'CN=sigstore,O=sigstore.mock';
+const OID_ISSUER_V1 = '1.3.6.1.4.1.57264.1.1';
+const OID_ISSUER_V2 = '1.3.6.1.4.1.57264.1.8';
+const OID_SOURCE_REPO = '1.3.6.1.4.1.57264.1.12';
+const OID_SCT_LIST = '1.3.6.1.4.1.11129.2.4.2';
+const EC_P256 = { name: 'ECDSA', namedCurve: 'P-256' } as const;
+
+/** DER: a tag and a definite length (short or long form) around `content`. */
+function der(tag: number, content: Buffer): Buffer {
+  const n = content.length;
+  const len =
+    n < 0x80
+      ? Buffer.from([n])
+      : (() => {
+          const bytes: number[] = [];
+          for (let v = n; v > 0; v >>= 8) bytes.unshift(v & 0xff);
+          return Buffer.from([0x80 | bytes.length, ...bytes]);
+        })();
+  return Buffer.concat([Buffer.from([tag]), len, content]);
+}
+const utf8String = (b: Buffer): Buffer => der(0x0c, b);
+const arrayBuffer = (b: Buffer): ArrayBuffer =>
+  b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength) as ArrayBuffer;
 
 export class TestPki {
   private constructor(
     private readonly ca: CA,
+    /** The trusted CA's key pair, for certificates @sigstore/mock's fixed template cannot make. */
+    private readonly caKeys: KeyPair,
+    private readonly ctlog: CTLog,
     private readonly untrustedCa: CA,
     /** Mutable clock shared with the CAs: @sigstore/mock reads this Date object at issue time. */
     private readonly caClock: Date,
@@ -106,7 +173,8 @@ export class TestPki {
     const caClock = new Date(start);
     const ctKeys = P256();
     const ctlog = await initializeCTLog(ctKeys, caClock);
-    const ca = await initializeCA(P256(), ctlog, caClock);
+    const caKeys = P256();
+    const ca = await initializeCA(caKeys, ctlog, caClock);
     const untrustedCa = await initializeCA(P256(), ctlog, caClock);
     const tlogKeys = P256();
     const tlog = new TestTransparencyLog(
@@ -124,6 +192,8 @@ export class TestPki {
     const tsa = await initializeTSA(P256(), tsaClock);
     return new TestPki(
       ca,
+      caKeys,
+      ctlog,
       untrustedCa,
       caClock,
       tlog,
@@ -157,7 +227,12 @@ export class TestPki {
     return {
       mediaType: 'application/vnd.dev.sigstore.trustedroot+json;version=0.1',
       tlogs: [
-        logInstance(`https://${this.tlog.host}`, this.tlog.publicKeyDer),
+        logInstance(
+          `https://${this.tlog.host}`,
+          this.tlog.publicKeyDer,
+          'PKIX_ECDSA_P256_SHA_256',
+          opts.logEnd,
+        ),
         logInstance(
           `https://${this.tlogV2.host}`,
           this.tlogV2.publicKeyDer,
@@ -202,7 +277,10 @@ export class TestPki {
     const format = opts.format ?? 'v0.3';
     const t = opts.tamper ?? {};
     const signer = await this.signer(opts);
-    const signature = sign('sha256', artifact, signer.signingKey);
+    const signed = t.signatureOverOtherBytes
+      ? Buffer.concat([Buffer.from(artifact), Buffer.from('x')])
+      : artifact;
+    const signature = sign('sha256', signed, signer.signingKey);
     const digest = sha256(artifact);
     const logged = {
       digest: t.loggedDigest
@@ -223,7 +301,7 @@ export class TestPki {
       };
     }
     const body = hashedRekordV001(logged.digest, logged.signature, signer.loggedVerifierPem);
-    const entry = this.tlog.append(body, signer.logSeconds);
+    const entry = this.tlog.append(body, signer.logSeconds, opts.checkpointOrigin);
 
     if (format === 'cosign-legacy') {
       return {
@@ -268,11 +346,13 @@ export class TestPki {
     opts: SignOptions & {
       logKind?: 'dsse' | 'hashedrekord' | 'intoto';
       statementType?: string;
+      /** The envelope's payload type (signed and logged as such); default in-toto's. */
+      payloadType?: string;
     } = {},
   ): Promise<Record<string, unknown>> {
     const t = opts.tamper ?? {};
     const signer = await this.signer(opts);
-    const payloadType = 'application/vnd.in-toto+json';
+    const payloadType = opts.payloadType ?? 'application/vnd.in-toto+json';
     const payload = Buffer.from(
       JSON.stringify({
         _type: opts.statementType ?? 'https://in-toto.io/Statement/v1',
@@ -312,7 +392,7 @@ export class TestPki {
         : opts.logKind === 'intoto'
           ? intotoV002(payloadType, payload, logged.signature, signer.loggedVerifierPem, t)
           : dsseV001(pae, payload, logged.signature, signer.loggedVerifierPem, t);
-    const entry = this.tlog.append(body, signer.logSeconds);
+    const entry = this.tlog.append(body, signer.logSeconds, opts.checkpointOrigin);
     return {
       mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
       verificationMaterial: verificationMaterial(signer, 'v0.3', [
@@ -402,18 +482,22 @@ export class TestPki {
     const ca = opts.untrustedCa ? this.untrustedCa : this.ca;
     this.caClock.setTime(certTime.getTime());
     const issuer = opts.issuer ?? GITHUB_ISSUER;
+    const identity = opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0');
+    const shape = opts.certificate;
     const issue = async () =>
-      bytesOf(
-        await ca.issueCertificate({
-          publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
-          subjectAltName: opts.identity ?? releaseIdentity('tinylabscom/mvm', 'v0.14.0'),
-          extensions: [
-            { oid: '1.3.6.1.4.1.57264.1.1', value: issuer, legacy: true },
-            { oid: '1.3.6.1.4.1.57264.1.8', value: issuer },
-            { oid: '1.3.6.1.4.1.57264.1.12', value: 'https://github.com/tinylabscom/mvm' },
-          ],
-        }),
-      );
+      shape
+        ? this.issueShaped(ephemeral.publicKey, identity, issuer, shape)
+        : bytesOf(
+            await ca.issueCertificate({
+              publicKey: ephemeral.publicKey.export({ format: 'der', type: 'spki' }),
+              subjectAltName: identity,
+              extensions: [
+                { oid: OID_ISSUER_V1, value: issuer, legacy: true },
+                { oid: OID_ISSUER_V2, value: issuer },
+                { oid: OID_SOURCE_REPO, value: 'https://github.com/tinylabscom/mvm' },
+              ],
+            }),
+          );
     const certDer = await issue();
     // Same key, same identity, another serial: only a comparison of the DER tells them apart.
     const loggedDer = opts.tamper?.otherCertificate ? await issue() : certDer;
@@ -426,6 +510,80 @@ export class TestPki {
       loggedVerifierDer: loggedDer,
       logSeconds,
     };
+  }
+
+  /**
+   * A certificate like @sigstore/mock's CA issues (same issuer name and key,
+   * same validity, an SCT from the same CT log over the precertificate), but
+   * with the extensions `shape` asks for: what the mock's fixed template
+   * (codeSigning, one URI) cannot make. Issued by the trusted CA only.
+   */
+  private async issueShaped(
+    subjectKey: KeyObject,
+    identity: string,
+    issuer: string,
+    shape: CertificateShape,
+  ): Promise<Buffer> {
+    const subtle = webcrypto.subtle;
+    const publicKey = await subtle.importKey('spki', spki(subjectKey), EC_P256, true, ['verify']);
+    const caPublic = await subtle.importKey('spki', spki(this.caKeys.publicKey), EC_P256, true, [
+      'verify',
+    ]);
+    const caPrivate = await subtle.importKey(
+      'pkcs8',
+      this.caKeys.privateKey.export({ format: 'der', type: 'pkcs8' }),
+      EC_P256,
+      false,
+      ['sign'],
+    );
+    const eku = shape.extendedKeyUsage === undefined ? [OID_CODE_SIGNING] : shape.extendedKeyUsage;
+    const names = shape.subjectAltNames ?? [{ type: 'url' as const, value: identity }];
+    const extensions = [
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      ...(eku === null ? [] : [new x509.ExtendedKeyUsageExtension([...eku])]),
+      new x509.SubjectAlternativeNameExtension(
+        names.map((n) => ({ type: n.type, value: n.value })),
+        true,
+      ),
+      await x509.SubjectKeyIdentifierExtension.create(publicKey, false, webcrypto),
+      await x509.AuthorityKeyIdentifierExtension.create(caPublic, false, webcrypto),
+      new x509.Extension(OID_ISSUER_V1, false, arrayBuffer(shape.issuerV1 ?? Buffer.from(issuer))),
+      new x509.Extension(
+        OID_ISSUER_V2,
+        false,
+        arrayBuffer(utf8String(shape.issuerV2 ?? Buffer.from(issuer))),
+      ),
+      new x509.Extension(
+        OID_SOURCE_REPO,
+        false,
+        arrayBuffer(utf8String(Buffer.from('https://github.com/tinylabscom/mvm'))),
+      ),
+    ];
+    const tbs = {
+      serialNumber: randomBytes(8)
+        .toString('hex')
+        .replace(/^[89a-f]/, '1'),
+      notBefore: new Date(this.caClock),
+      notAfter: new Date(this.caClock.getTime() + 10 * 60_000),
+      issuer: MOCK_CA_NAME,
+      subject: '',
+      publicKey,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-384' },
+      signingKey: caPrivate,
+    };
+    // As Fulcio does: log the precertificate, then embed the SCT it returns.
+    const pre = await x509.X509CertificateGenerator.create({ ...tbs, extensions }, webcrypto);
+    const issuerId = sha256(spki(this.caKeys.publicKey));
+    const sct = Buffer.from(await this.ctlog.log(pre.rawData, arrayBuffer(issuerId)));
+    const sctList = der(0x04, Buffer.concat([Buffer.from([0x00, sct.length]), sct]));
+    const cert = await x509.X509CertificateGenerator.create(
+      {
+        ...tbs,
+        extensions: [...extensions, new x509.Extension(OID_SCT_LIST, false, arrayBuffer(sctList))],
+      },
+      webcrypto,
+    );
+    return Buffer.from(cert.rawData);
   }
 }
 

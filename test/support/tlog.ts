@@ -68,7 +68,8 @@ export class TestTransparencyLog {
     for (let i = 0; i < 5; i++) this.leaves.push(leafHash(randomBytes(64)));
   }
 
-  append(entryBody: object, integratedTime: number): LoggedEntry {
+  /** `checkpointOrigin`: the origin line the checkpoint names instead of this log's (still signed by this log). */
+  append(entryBody: object, integratedTime: number, checkpointOrigin?: string): LoggedEntry {
     const body = Buffer.from(json.canonicalize(entryBody), 'utf8');
     const logIndex = this.leaves.length;
     this.leaves.push(leafHash(body));
@@ -91,7 +92,7 @@ export class TestTransparencyLog {
       logId: this.logId,
       body,
       signedEntryTimestamp: set,
-      inclusionProof: this.prove(logIndex),
+      inclusionProof: this.prove(logIndex, checkpointOrigin),
     };
   }
 
@@ -101,10 +102,10 @@ export class TestTransparencyLog {
     return sign(ed25519 ? null : 'sha256', data, this.privateKey);
   }
 
-  private prove(logIndex: number): LoggedEntry['inclusionProof'] {
+  private prove(logIndex: number, origin?: string): LoggedEntry['inclusionProof'] {
     const treeSize = this.leaves.length;
     const rootHash = treeHash(this.leaves);
-    const note = `${this.host} - ${this.treeId}\n${treeSize}\n${rootHash.toString('base64')}\n`;
+    const note = `${origin ?? `${this.host} - ${this.treeId}`}\n${treeSize}\n${rootHash.toString('base64')}\n`;
     const sig = this.sign(Buffer.from(note, 'utf8'));
     const checkpoint = `${note}\n\u2014 ${this.host} ${Buffer.concat([this.logId.subarray(0, 4), sig]).toString('base64')}\n`;
     return { logIndex, treeSize, rootHash, hashes: auditPath(logIndex, this.leaves), checkpoint };
