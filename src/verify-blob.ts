@@ -15,6 +15,7 @@ import {
   leafCertificate,
 } from './trust/certificate-claims.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from './trust/trusted-root.js';
+import { readTrustFile } from './trust/trust-file.js';
 import { verifyArtifact, type VerifiedSignature } from './trust/verify.js';
 
 export interface VerifyBlobOptions {
@@ -100,7 +101,8 @@ export async function policyFrom(options: VerifyBlobOptions): Promise<TrustPolic
         },
       );
     }
-    const pem = (await readRegularFile(keyPath, 'key', MAX_KEY_BYTES)).toString('utf8');
+    // Held to the store's owner/mode rule: whoever can write the key decides what verifies.
+    const pem = (await readTrustFile(keyPath, 'key', MAX_KEY_BYTES, 'input')).toString('utf8');
     return { kind: 'key', publicKeyPem: pem };
   }
   if (id !== undefined && re !== undefined) {

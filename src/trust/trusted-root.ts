@@ -5,7 +5,8 @@ import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { toTrustMaterial, type TrustMaterial } from '@sigstore/verify';
 import { MvmError } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
-import { MAX_TRUSTED_ROOT_BYTES, readRegularFile } from '../io/files.js';
+import { MAX_TRUSTED_ROOT_BYTES } from '../io/files.js';
+import { readTrustFile } from './trust-file.js';
 
 /** Media types a Sigstore trusted root is published under (protobuf-specs TrustedRoot). */
 export const TRUSTED_ROOT_MEDIA_TYPES: readonly string[] = [
@@ -97,13 +98,18 @@ export async function loadTrustedRoot(path?: string): Promise<LoadedTrustedRoot>
     return parseTrustedRoot(embeddedTrustedRootBytes(), 'embedded');
   }
   try {
+    // Held to the store's owner/mode rule: whoever can write the root decides every signature.
     return parseTrustedRoot(
-      await readRegularFile(path, 'trusted root', MAX_TRUSTED_ROOT_BYTES),
+      await readTrustFile(path, 'trusted root', MAX_TRUSTED_ROOT_BYTES, 'trusted-root'),
       path,
     );
   } catch (e) {
     if (e instanceof MvmError && e.code === 'input') {
-      throw new MvmError('trusted-root', e.message, { cause: e.cause, fix: e.fix });
+      throw new MvmError('trusted-root', e.message, {
+        ...(e.cause !== undefined ? { cause: e.cause } : {}),
+        fix: e.fix,
+        underlying: e.underlying ?? e,
+      });
     }
     throw e;
   }
