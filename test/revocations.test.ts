@@ -6,13 +6,31 @@
  */
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, utimesSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  symlinkSync,
+  unlinkSync,
+  utimesSync,
+} from 'node:fs';
+import {
+  createServer,
+  type IncomingHttpHeaders,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { connect, type AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
-import { HOST_ARCH, testHost, VERSION } from './support/host.js';
+import { HOST_ARCH, OTHER_ARCH, testHost, VERSION } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import {
   REPO,
@@ -32,7 +50,7 @@ let n = 0;
 const served: {
   json?: Buffer;
   bundle?: Buffer;
-  mode: 'ok' | '404' | '500' | 'hang' | 'short-body';
+  mode: 'ok' | '404' | '500' | 'hang' | 'short-body' | 'oversized' | 'redirect';
   requests: string[];
 } = {
   mode: 'ok',
@@ -40,34 +58,91 @@ const served: {
 };
 let server: Server;
 let baseUrl: string;
+/** Another origin (another port), where 'redirect' mode sends every request. */
+let otherOrigin: Server;
+let otherOriginUrl: string;
+const otherOriginRequests: { url: string; headers: IncomingHttpHeaders }[] = [];
+/** The same release server over TLS (a certificate for 127.0.0.1 made by openssl), for HTTPS_PROXY. */
+let tlsServer: Server;
+let tlsBaseUrl: string;
+let tlsCa: string;
 let proxy: Server;
 let proxyUrl: string;
 let proxied = 0;
+
+function release(req: IncomingMessage, res: ServerResponse): void {
+  served.requests.push(req.url ?? '');
+  const body = req.url?.endsWith('/revocations/revoked-versions.json')
+    ? served.json
+    : req.url?.endsWith('/revocations/revoked-versions.json.bundle')
+      ? served.bundle
+      : undefined;
+  if (served.mode === 'hang') return; // never answer
+  if (served.mode === '500') return void res.writeHead(500).end('oops');
+  if (served.mode === 'redirect')
+    return void res.writeHead(302, { location: `${otherOriginUrl}${req.url}` }).end();
+  if (served.mode === 'oversized') {
+    // One byte more than a revocation list may be (MAX_LIST_BYTES, 4 MiB), no length announced.
+    res.writeHead(200, { 'content-type': 'application/octet-stream' });
+    return void res.end(Buffer.alloc(4 * 1024 * 1024 + 1, 0x20));
+  }
+  if (served.mode === '404' || !body) return void res.writeHead(404).end('not found');
+  if (served.mode === 'short-body') {
+    res.writeHead(200, { 'content-length': String(body.length) });
+    res.write(body.subarray(0, body.length / 2));
+    return void res.destroy(); // the connection drops mid-body
+  }
+  res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
+}
 
 before(async () => {
   root = mkdtempSync(join(tmpdir(), 'mvm-revocations-'));
   pki = await TestPki.create();
   trustedRoot = pki.writeTrustedRoot(root);
   good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-  server = createServer((req, res) => {
-    served.requests.push(req.url ?? '');
-    const body = req.url?.endsWith('/revocations/revoked-versions.json')
-      ? served.json
-      : req.url?.endsWith('/revocations/revoked-versions.json.bundle')
-        ? served.bundle
-        : undefined;
-    if (served.mode === 'hang') return; // never answer
-    if (served.mode === '500') return void res.writeHead(500).end('oops');
-    if (served.mode === '404' || !body) return void res.writeHead(404).end('not found');
-    if (served.mode === 'short-body') {
-      res.writeHead(200, { 'content-length': String(body.length) });
-      res.write(body.subarray(0, body.length / 2));
-      return void res.destroy(); // the connection drops mid-body
-    }
-    res.writeHead(200, { 'content-type': 'application/octet-stream' }).end(body);
-  });
+  server = createServer(release);
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
   baseUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}/releases/download`;
+  otherOrigin = createServer((req, res) => {
+    otherOriginRequests.push({ url: req.url ?? '', headers: req.headers });
+    const body = req.url?.endsWith('.json')
+      ? served.json
+      : req.url?.endsWith('.bundle')
+        ? served.bundle
+        : undefined;
+    if (!body) return void res.writeHead(404).end('not found');
+    res.writeHead(200).end(body);
+  });
+  await new Promise<void>((r) => otherOrigin.listen(0, '127.0.0.1', r));
+  otherOriginUrl = `http://127.0.0.1:${(otherOrigin.address() as AddressInfo).port}`;
+  const key = join(root, 'tls.key');
+  tlsCa = join(root, 'tls.crt');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+      '-keyout',
+      key,
+      '-out',
+      tlsCa,
+    ],
+    { stdio: 'ignore' },
+  );
+  tlsServer = createHttpsServer({ key: readFileSync(key), cert: readFileSync(tlsCa) }, release);
+  await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
+  tlsBaseUrl = `https://127.0.0.1:${(tlsServer.address() as AddressInfo).port}/releases/download`;
   // A minimal CONNECT proxy, to check HTTP(S)_PROXY is honoured.
   proxy = createServer();
   proxy.on('connect', (req, socket, head) => {
@@ -85,8 +160,10 @@ before(async () => {
   proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
 });
 after(() => {
-  server.closeAllConnections();
-  server.close();
+  for (const s of [server, otherOrigin, tlsServer]) {
+    s.closeAllConnections();
+    s.close();
+  }
   proxy.closeAllConnections();
   proxy.close();
   rmSync(root, { recursive: true, force: true });
@@ -94,6 +171,7 @@ after(() => {
 beforeEach(() => {
   served.mode = 'ok';
   served.requests = [];
+  otherOriginRequests.length = 0;
   delete served.json;
   delete served.bundle;
 });
@@ -112,6 +190,7 @@ function host(extra: Record<string, string> = {}) {
     http_proxy: '',
     https_proxy: '',
     NO_PROXY: '',
+    no_proxy: '',
     ...extra,
   };
   return {
@@ -363,6 +442,50 @@ describe('revocations: a fetched list that fails is never cached or trusted', ()
     assert.equal((await h.status()).entries, 2);
   });
 
+  for (const [what, moved] of [
+    ['variant', { ...RECALL, variant: 'builder' }],
+    ['arch', { ...RECALL, arch: OTHER_ARCH }],
+  ] as const) {
+    it(`a list that moves a recall to another ${what} is a rollback`, async () => {
+      // The recall key is (version, variant, arch): changing one part drops the recall.
+      const h = host();
+      await cache(h, [OLD, RECALL]);
+      serve(await signedList([OLD, moved]));
+      await refused(
+        h,
+        new RegExp(
+          `refused: it drops recalls the cached list holds \\(${VERSION.replace(/\./g, '\\.')} dev ${HOST_ARCH}\\)`,
+        ),
+      );
+      assert.equal((await h.importSet(good, ['--offline'])).code, 13);
+    });
+  }
+
+  it('a list refused only because of the recalls remembered on this host', async () => {
+    // The cache itself is gone: only recalls-seen.jsonl still knows the recall.
+    const h = host();
+    await cache(h, [OLD, RECALL]);
+    rmSync(join(h.dir, 'cache'), { recursive: true, force: true });
+    assert.equal((await h.status()).present, false);
+    const older = await signedList([OLD]);
+    serve(older);
+    const want = new RegExp(
+      `refused: it drops recalls verified on this host before \\(${VERSION.replace(/\./g, '\\.')} dev ${HOST_ARCH}\\)`,
+    );
+    await refused(h, want);
+    const r = await h.run([
+      'revocations',
+      'import',
+      '--list',
+      older.json,
+      '--bundle',
+      older.bundle,
+    ]);
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(r.stderr, want);
+    assert.equal((await h.status()).present, false, 'nothing was cached');
+  });
+
   it('an unknown schema_version fails closed', async () => {
     const h = host();
     const dir = join(root, `schema${n++}`);
@@ -470,5 +593,286 @@ describe('revocations: commands', () => {
     assert.equal(s.verified, true, 'the cached pair verifies: never a new list with an old bundle');
     assert.ok(s.entries === 2 || s.entries === 3);
     for (let i = 0; i < 20; i++) assert.equal((await h.status()).verified, true);
+  });
+});
+
+describe('revocations: a cached list modified in the future', () => {
+  /** Sets the cached JSON's modification time `ms` from now. */
+  const shiftMtime = (h: Host, ms: number) => {
+    const t = new Date(Date.now() + ms);
+    utimesSync(join(h.revocations, 'revoked-versions.json'), t, t);
+  };
+
+  it('is not fresh: a refresh is attempted, and the fetched recall is enforced', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    shiftMtime(h, 2 * 86_400_000); // copied with cp -p from a host whose clock was ahead
+    serve(await signedList([OLD, RECALL]));
+    const r = await h.importSet(good);
+    assert.equal(r.code, 13, r.stderr);
+    assert.equal(served.requests.length, 2);
+  });
+
+  it('--require-fresh-revocations refuses it (exit 16)', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD]);
+    shiftMtime(h, 2 * 86_400_000);
+    const r = await h.importSet(good, ['--require-fresh-revocations']);
+    assert.equal(r.code, 16, r.stderr);
+    assert.match(r.stderr, /--require-fresh-revocations is set/);
+    assert.equal(h.audit().at(-1)!['outcome'], 'failed');
+  });
+
+  it('status reports it stale and says why', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD]);
+    shiftMtime(h, 2 * 86_400_000);
+    const s = await h.status();
+    assert.equal(s.freshness, 'stale');
+    assert.equal(s.stale, true);
+    assert.match(
+      s.staleReason,
+      /its modification time is in the future \(48(\.\d)? h ahead of this host's clock\): copied with cp -p\/rsync -a\/tar or a clock that was ahead; run mvmctl revocations import or touch it/,
+    );
+    const human = await h.run(['revocations', 'status']);
+    assert.equal(human.code, 0, human.stderr);
+    assert.match(human.stdout, /STALE, still enforced: its modification time is in the future/);
+    const all = await h.run(['status']);
+    assert.match(all.stdout, /\(stale: its modification time is in the future/);
+  });
+
+  it('within the clock-skew allowance (5 minutes) it is fresh', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    shiftMtime(h, 2 * 60_000);
+    serve(await signedList([OLD, RECALL]));
+    assert.equal((await h.importSet(good)).code, 0);
+    assert.deepEqual(served.requests, []);
+    const s = await h.status();
+    assert.equal(s.freshness, 'fresh');
+    assert.equal(s.staleReason, undefined);
+  });
+});
+
+describe('revocations: the cache directory and its files', () => {
+  /** The generation directory the cache link points at, and the cache root holding it. */
+  const generation = (h: Host) => realpathSync(h.revocations);
+  const cacheRoot = (h: Host) => join(h.dir, 'cache', 'mvm');
+
+  async function refusedAsShared(h: Host, path: string, why: RegExp) {
+    const s = await h.status();
+    assert.equal(s.state, 'invalid');
+    assert.match(s.error, new RegExp(`The revocation cache ${path} can be changed by other users`));
+    const r = await h.importSet(good);
+    assert.equal(r.code, 17, r.stderr);
+    assert.match(r.stderr, why);
+  }
+
+  for (const mode of [0o775, 0o770]) {
+    it(`a cache directory writable by its group (mode ${mode.toString(8)}) is refused`, async () => {
+      const h = host({ MVM_OFFLINE: '1' });
+      await cache(h, [OLD]);
+      chmodSync(generation(h), mode);
+      await refusedAsShared(
+        h,
+        generation(h),
+        new RegExp(`writable by group or others \\(mode ${mode.toString(8)}\\)`),
+      );
+    });
+  }
+
+  it('a cache root writable by its group (mode 770) is refused', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD]);
+    chmodSync(cacheRoot(h), 0o770);
+    await refusedAsShared(h, cacheRoot(h), /writable by group or others \(mode 770\)/);
+  });
+
+  it('a cache directory owned by another user is refused', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('chown to another user needs root');
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD]);
+    chownSync(generation(h), 65534, 65534);
+    await refusedAsShared(h, generation(h), /owned by uid 65534, not by this user \(uid 0\)/);
+  });
+
+  for (const file of ['revoked-versions.json', 'revoked-versions.json.bundle']) {
+    it(`a symlink planted as the cached ${file} is refused, never followed`, async () => {
+      const h = host({ MVM_OFFLINE: '1' });
+      await cache(h, [OLD, RECALL]);
+      // A genuine pair elsewhere that lifts the recall: followed, it would verify.
+      const other = await signedList([OLD]);
+      const planted = join(generation(h), file);
+      unlinkSync(planted);
+      symlinkSync(file.endsWith('.bundle') ? other.bundle : other.json, planted);
+      const r = await h.importSet(good);
+      assert.equal(r.code, 10, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(
+          `Cosign verification failed for the cached revocation list: .*${file.replace(/\./g, '\\.')} is a symbolic link`,
+        ),
+      );
+      const s = await h.status();
+      assert.equal(s.state, 'invalid');
+      assert.match(s.error, /is a symbolic link/);
+    });
+  }
+});
+
+describe('revocations: the recall memory file', () => {
+  const memoryFile = (h: Host) => join(h.env.MVM_DATA_DIR, 'revocations', 'recalls-seen.jsonl');
+
+  async function refusedAsStore(h: Host, kind: RegExp) {
+    for (const r of [await h.importSet(good), await h.run(['revocations', 'status'])]) {
+      assert.equal(r.code, 17, r.stderr);
+      assert.match(r.stderr, /recalls-seen\.jsonl/);
+      assert.match(r.stderr, kind);
+      assert.match(r.stderr, /Replace .*recalls-seen\.jsonl with a regular file/);
+      assert.doesNotMatch(r.stderr, /internal|\n\s+at /);
+    }
+  }
+
+  it('a symlink there is refused as a store error (exit 17), not followed', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD, RECALL]);
+    const real = join(h.dir, 'elsewhere.jsonl');
+    execFileSync('cp', [memoryFile(h), real]);
+    unlinkSync(memoryFile(h));
+    symlinkSync(real, memoryFile(h));
+    await refusedAsStore(h, /is a symbolic link/);
+  });
+
+  it('a directory there is refused as a store error', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD, RECALL]);
+    unlinkSync(memoryFile(h));
+    mkdirSync(memoryFile(h));
+    await refusedAsStore(h, /is a directory/);
+  });
+
+  it('a named pipe there is refused as a store error, without hanging', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD, RECALL]);
+    unlinkSync(memoryFile(h));
+    execFileSync('mkfifo', [memoryFile(h)]);
+    await refusedAsStore(h, /is a named pipe/);
+  });
+});
+
+describe('revocations: the recall memory directory follows the store rule', () => {
+  const memoryDir = (h: Host) => join(h.env.MVM_DATA_DIR, 'revocations');
+
+  async function importRefused(h: Host, message: RegExp) {
+    const list = await signedList([OLD, RECALL]);
+    const r = await h.run(['revocations', 'import', '--list', list.json, '--bundle', list.bundle]);
+    assert.equal(r.code, 17, r.stderr);
+    assert.match(r.stderr, message);
+    assert.match(r.stderr, /cause: another user could change what is installed/);
+    assert.match(r.stderr, /fix: +chmod go-w .* and chown 0 /);
+  }
+
+  it('a group-writable recall memory directory is refused (exit 17)', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD]);
+    chmodSync(memoryDir(h), 0o770);
+    await importRefused(h, /revocations is writable by group or others \(mode 770\)/);
+  });
+
+  it('a recall memory directory owned by another user is refused (exit 17)', async (t) => {
+    if (process.getuid?.() !== 0) return t.skip('chown to another user needs root');
+    const h = host({ MVM_OFFLINE: '1' });
+    await cache(h, [OLD]);
+    chownSync(memoryDir(h), 65534, 65534);
+    // The store accepts no root-owned directory either: the message offers no "or root".
+    await importRefused(h, /revocations is owned by uid 65534, not by this user \(uid 0\)\n/);
+  });
+});
+
+describe('revocations: HTTP', () => {
+  it('HTTPS_PROXY is honoured for an https release location', async () => {
+    const h = host({
+      MVM_RELEASE_BASE_URL: tlsBaseUrl,
+      HTTPS_PROXY: proxyUrl,
+      https_proxy: proxyUrl,
+      NODE_EXTRA_CA_CERTS: tlsCa,
+    });
+    serve(await signedList([OLD, RECALL]));
+    const before = proxied;
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.ok(proxied > before, 'the requests were tunnelled through the proxy (CONNECT)');
+    assert.equal(served.requests.length, 2);
+    assert.equal((await h.status()).entries, 2);
+  });
+
+  it('NO_PROXY bypasses the proxy for a listed host', async () => {
+    const h = host({
+      HTTP_PROXY: proxyUrl,
+      http_proxy: proxyUrl,
+      HTTPS_PROXY: proxyUrl,
+      https_proxy: proxyUrl,
+      NO_PROXY: 'example.invalid,127.0.0.1',
+      no_proxy: 'example.invalid,127.0.0.1',
+    });
+    serve(await signedList([OLD, RECALL]));
+    const before = proxied;
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(proxied, before, 'no request went through the proxy');
+    assert.equal(served.requests.length, 2);
+    assert.equal((await h.status()).entries, 2);
+  });
+
+  it('a redirect to another origin is followed, and carries no credentials there', async () => {
+    const h = host();
+    serve(await signedList([OLD, RECALL]));
+    served.mode = 'redirect';
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(served.requests.length, 2);
+    assert.deepEqual(
+      otherOriginRequests.map((q) => q.url),
+      served.requests,
+      'both files were fetched from where the redirect pointed',
+    );
+    for (const q of otherOriginRequests) {
+      assert.equal(q.headers['authorization'], undefined);
+      assert.equal(q.headers['proxy-authorization'], undefined);
+      assert.equal(q.headers['cookie'], undefined);
+    }
+    assert.equal((await h.status()).entries, 2);
+  });
+
+  it('an oversized response is refused with exit 16, and nothing is cached', async () => {
+    const h = host();
+    await cache(h, [OLD], 30);
+    const before = await h.status();
+    served.mode = 'oversized';
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 16, r.stderr);
+    assert.match(r.stderr, /GET .*revoked-versions\.json: response larger than 4194304 bytes/);
+    const after = await h.status();
+    assert.equal(after.entries, 1);
+    assert.equal(after.modifiedAt, before.modifiedAt);
+    assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
+  });
+});
+
+describe('revocations: untrusted text in status output', () => {
+  it('a recall reason with terminal escape sequences is shown escaped', async () => {
+    const h = host({ MVM_OFFLINE: '1' });
+    assert.equal((await h.importSet(good)).code, 0);
+    const reason = 'CVE-2026-8888 \x1b[2J\x1b]0;all ok\x07\u202e done';
+    await cache(h, [{ ...RECALL, reason }]);
+    const escaped = 'CVE-2026-8888 \\x1b[2J\\x1b]0;all ok\\x07\\u202e done';
+    for (const args of [['revocations', 'status'], ['status']]) {
+      const r = await h.run(args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(r.stdout.includes(escaped), r.stdout);
+      for (const raw of ['\x1b', '\x07', '\u202e']) assert.ok(!r.stdout.includes(raw), r.stdout);
+    }
+    // JSON keeps the exact text (JSON.stringify escapes control characters itself).
+    assert.deepEqual((await h.status()).images, [{ version: VERSION, recalled: reason }]);
   });
 });

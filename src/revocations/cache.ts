@@ -15,11 +15,13 @@ import { promises as fs } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
+import { ownershipProblem } from '../io/ownership.js';
 import { processAlive as alive } from '../io/process.js';
 import { revocationsPolicy } from '../core/release.js';
 import {
   cacheAge,
   parseRevocationList,
+  stalenessReason,
   type CacheAge,
   type RevocationList,
 } from '../core/revocation.js';
@@ -41,8 +43,11 @@ export type CachedRevocations =
       readonly list: RevocationList;
       readonly signer: string;
       readonly signedAt: string | undefined;
+      /** Time since the JSON's modification time; 0 when that time is in the future. */
       readonly ageMs: number;
       readonly age: CacheAge;
+      /** Why the list is stale (too old, or modified in the future); undefined unless it is. */
+      readonly staleReason: string | undefined;
       readonly modifiedAt: string;
     };
 
@@ -84,6 +89,7 @@ async function currentGeneration(dir: string): Promise<string | undefined> {
       if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
         throw new MvmError('store', `Cannot read the revocation cache ${dir}`, {
           cause: (e as Error).message,
+          underlying: e,
         });
       }
       // Converting the seed's plain directory to a generation link leaves `dir`
@@ -120,17 +126,18 @@ export async function readCachedRevocations(
     }
     throw new MvmError('store', `Cannot read the revocation cache ${dir}`, {
       cause: (e as Error).message,
+      underlying: e,
     });
   }
-  const failed = (cause: string, check?: MvmError['check']) =>
+  const failed = (inner: MvmError) =>
     new MvmError(
       'signature',
-      `Cosign verification failed for the cached revocation list: ${cause}`,
+      `Cosign verification failed for the cached revocation list: ${inner.message}`,
       {
-        cause:
-          'a revocation list that does not verify is never trusted, and a recall cannot be ruled out',
+        cause: `${inner.cause ? `${inner.cause}; ` : ''}a revocation list that does not verify is never trusted, and a recall cannot be ruled out`,
         fix: reimportFix(dir),
-        ...(check ? { check } : {}),
+        ...(inner.check ? { check: inner.check } : {}),
+        underlying: inner,
       },
     );
   let verified: VerifiedList;
@@ -152,36 +159,58 @@ export async function readCachedRevocations(
     if (
       e instanceof MvmError &&
       e.code === 'input' &&
-      /does not exist/.test(e.message) &&
+      errnoOf(e.underlying) === 'ENOENT' &&
       replaced()
     ) {
       return readCachedRevocations(dir, repo, trustedRoot, now, attempt + 1);
     }
-    if (e instanceof MvmError && (e.code === 'input' || e.code === 'signature'))
-      throw failed(e.message, e.check);
-    if (e instanceof MvmError)
-      throw new MvmError(e.code, e.message, { cause: e.cause, fix: reimportFix(dir) });
+    if (e instanceof MvmError && (e.code === 'input' || e.code === 'signature')) throw failed(e);
+    if (e instanceof MvmError) {
+      throw new MvmError(e.code, e.message, {
+        ...(e.cause !== undefined ? { cause: e.cause } : {}),
+        fix: reimportFix(dir),
+        ...(e.check ? { check: e.check } : {}),
+        underlying: e,
+      });
+    }
     throw e;
   }
-  const ageMs = Math.max(0, now.getTime() - st.mtimeMs);
+  // Unclamped: a modification time in the future is judged (stale), not read as "0 h old".
+  const sinceModified = now.getTime() - st.mtimeMs;
   return {
     state: 'verified',
     dir,
     ...verified,
-    ageMs,
-    age: cacheAge(ageMs),
+    ageMs: Math.max(0, sinceModified),
+    age: cacheAge(sinceModified),
+    staleReason: stalenessReason(sinceModified),
     modifiedAt: st.mtime.toISOString(),
   };
 }
 
+const errnoOf = (e: unknown): string | undefined => (e as NodeJS.ErrnoException | undefined)?.code;
+
+/**
+ * Whoever can write a cache directory can delete or swap the list: the same
+ * owner/mode rule as the store (ownershipProblem), except that a root-owned
+ * cache (provisioned system-wide by an administrator) is accepted.
+ */
 async function refuseSharedDir(path: string): Promise<void> {
-  const st = await fs.lstat(path).catch(() => undefined);
-  if (!st) return;
-  const uid = process.getuid?.();
-  if ((uid !== undefined && st.uid !== uid && st.uid !== 0) || (st.mode & 0o022) !== 0) {
+  let st;
+  try {
+    st = await fs.lstat(path);
+  } catch (e) {
+    if (errnoOf(e) === 'ENOENT') return;
+    throw new MvmError('store', `Cannot inspect the revocation cache ${path}`, {
+      cause: (e as Error).message,
+      underlying: e,
+    });
+  }
+  const problem = ownershipProblem(st, { uid: process.getuid?.(), rootMayOwn: true });
+  if (problem) {
     throw new MvmError('store', `The revocation cache ${path} can be changed by other users`, {
-      cause: `owner uid ${st.uid}, mode ${(st.mode & 0o777).toString(8)}: anyone who can write there can delete or swap the list`,
-      fix: `chmod go-w ${path}, and make sure it belongs to this user.`,
+      cause: `it is ${problem}: anyone who can write there can delete or swap the list`,
+      fix: `Make ${path} belong to this user and not writable by group or others (chown, chmod go-w), or point MVM_CACHE_DIR at a cache of your own; then re-import the pair (mvmctl revocations import).`,
     });
   }
 }
@@ -242,6 +271,7 @@ async function swapIn(
     await fs.rm(gen, { recursive: true, force: true });
     throw new MvmError('store', `Cannot install the revocation list into ${dir}`, {
       cause: (e as Error).message,
+      underlying: e,
     });
   }
   await collectGenerations(parent, id);
@@ -274,6 +304,8 @@ export interface RevocationCacheSummary {
   readonly ageHours?: number;
   readonly freshness?: CacheAge;
   readonly stale?: boolean;
+  /** Why the list is stale, when it is. */
+  readonly staleReason?: string;
   readonly modifiedAt?: string;
   readonly error?: string;
 }
@@ -310,6 +342,7 @@ export async function summarizeRevocationCache(
       ageHours: Math.round(cached.ageMs / 360_000) / 10,
       freshness: cached.age,
       stale: cached.age === 'stale',
+      ...(cached.staleReason ? { staleReason: cached.staleReason } : {}),
       modifiedAt: cached.modifiedAt,
     },
   };

@@ -108,9 +108,10 @@ export async function refreshRevocations(
     return {
       action: 'rejected',
       error: new MvmError(e.code, `The fetched revocation list was refused: ${e.message}`, {
-        cause: 'a list that does not verify is never cached or trusted',
+        cause: `${e.cause ? `${e.cause}; ` : ''}a list that does not verify is never cached or trusted`,
         fix: 'The cached list stays in force. Check the mirror (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
         ...(e.check ? { check: e.check } : {}),
+        underlying: e,
       }),
     };
   }
@@ -146,9 +147,11 @@ export async function checkNoRollback(
     config.releaseRepo,
     trustedRoot,
     now,
-  ).catch(
-    () => undefined, // a cached pair that does not verify is no baseline; the verified incoming list replaces it
-  );
+  ).catch((e: unknown) => {
+    // A cached pair that does not verify is no baseline; the verified incoming list replaces it.
+    if (e instanceof MvmError) return undefined;
+    throw e;
+  });
   const error = rollbackError(cached, incoming.list);
   if (error) throw error;
   const memory = await readRecallMemory(config);

@@ -1,6 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { MvmError } from '../errors.js';
+import { ownershipProblem } from '../io/ownership.js';
 
 const storeError = (message: string, cause: string, fix: string, underlying?: unknown): MvmError =>
   new MvmError('store', message, { cause, fix, underlying });
@@ -63,19 +64,14 @@ async function ensureOne(dir: string): Promise<void> {
       `Move ${dir} aside.`,
     );
   }
+  // The one owner/mode rule (shared with the revocation cache); no root-owned store.
   const uid = process.getuid?.();
-  if (uid !== undefined && st.uid !== uid) {
+  const problem = ownershipProblem(st, { uid, rootMayOwn: false });
+  if (problem) {
     throw storeError(
-      `${dir} is owned by uid ${st.uid}, not by this user (uid ${uid})`,
+      `${dir} is ${problem}`,
       'another user could change what is installed',
-      `chown ${uid} ${dir}, or use a data directory of your own (MVM_DATA_DIR).`,
-    );
-  }
-  if ((st.mode & 0o022) !== 0) {
-    throw storeError(
-      `${dir} is writable by group or others (mode ${(st.mode & 0o777).toString(8)})`,
-      'another user could change what is installed',
-      `chmod go-w ${dir}`,
+      `chmod go-w ${dir} and chown ${uid} ${dir} (it must belong to this user and be writable by no one else), or use a data directory of your own (MVM_DATA_DIR).`,
     );
   }
 }

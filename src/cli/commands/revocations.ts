@@ -8,7 +8,8 @@ import {
   type Config,
 } from '../../config.js';
 import { MvmError } from '../../errors.js';
-import { findRecall } from '../../core/revocation.js';
+import { printable } from '../../core/printable.js';
+import { recallInForce } from '../../core/revocation.js';
 import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { readRegularFile } from '../../io/files.js';
@@ -116,10 +117,10 @@ async function importList(
           'signature',
           `Cosign verification failed for the revocation list: ${e.message}`,
           {
-            cause:
-              'the list and bundle do not match, or the list was not signed by the revocations workflow',
+            cause: `${e.cause ? `${e.cause}; ` : ''}the list and bundle do not match, or the list was not signed by the revocations workflow`,
             fix: 'Copy both files together from the revocations release; nothing was installed.',
             ...(e.check ? { check: e.check } : {}),
+            underlying: e,
           },
         );
       }
@@ -140,7 +141,7 @@ async function importList(
     io.out(
       json
         ? JSON.stringify(result)
-        : `Installed the revocation list (${result.entries} entries, signed by ${result.signer}) in ${result.path}`,
+        : `Installed the revocation list (${result.entries} entries, signed by ${printable(result.signer)}) in ${printable(result.path)}`,
     );
     return 0;
   } catch (e) {
@@ -178,9 +179,9 @@ async function refresh(
   const url = revocationsUrl(config, REVOCATIONS_JSON);
   const message =
     outcome.action === 'refreshed'
-      ? `Refreshed the revocation list from ${url}: ${outcome.entries} entries, signed by ${outcome.signer}`
+      ? `Refreshed the revocation list from ${printable(url)}: ${outcome.entries} entries, signed by ${printable(outcome.signer)}`
       : outcome.action === 'not-found'
-        ? `No revocation list is published at ${url} (404): no recalls today; the cached list, if any, still applies`
+        ? `No revocation list is published at ${printable(url)} (404): no recalls today; the cached list, if any, still applies`
         : `Nothing to do (${outcome.action})`;
   io.out(
     json
@@ -210,32 +211,33 @@ async function status(
   );
   const store = new ImageStore(prebuiltDir(config), config.dataDir);
   const images = [];
-  const memory = await readRecallMemory(config);
-  const inForce = [
-    ...(cached?.state === 'verified' ? cached.list.revocations : []),
-    ...memory.recalls,
-  ];
+  const inForce = {
+    listed: cached?.state === 'verified' ? cached.list.revocations : undefined,
+    remembered: (await readRecallMemory(config)).recalls,
+  };
   for (const { version, receipt } of await installedImages(store)) {
-    const recall = receipt ? findRecall({ revocations: inForce }, receipt) : undefined;
-    images.push({ version, recalled: recall ? recall.reason : false });
+    const recall = receipt ? recallInForce(receipt, inForce) : undefined;
+    images.push({ version, recalled: recall ? recall.reason : (false as const) });
   }
   const out = { ...summary, images };
   if (json) {
     io.out(JSON.stringify(out));
     return 0;
   }
-  const lines = [`Revocation list: ${out.path}`];
+  // The signer, the error and recall reasons quote the list and its bundle: escaped for the terminal.
+  const p = printable;
+  const lines = [`Revocation list: ${p(out.path)}`];
   if (out.verified) {
     lines.push(
-      `  verified, signed by ${out.signer}`,
-      `  ${out.entries} entries, ${out.ageHours} h old (${out.freshness}${out.stale ? ': STALE, still enforced' : ''})`,
+      `  verified, signed by ${p(out.signer ?? '')}`,
+      `  ${out.entries} entries, ${out.ageHours} h old (${out.freshness}${out.stale ? `: STALE, still enforced${out.staleReason ? `: ${p(out.staleReason)}` : ''}` : ''})`,
     );
   } else {
-    lines.push(out.present ? `  PRESENT BUT NOT VERIFIED: ${out.error}` : '  none cached');
+    lines.push(out.present ? `  PRESENT BUT NOT VERIFIED: ${p(out.error ?? '')}` : '  none cached');
   }
   for (const i of images)
     lines.push(
-      `  image v${i.version}: ${i.recalled ? `RECALLED (${i.recalled})` : 'not recalled'}`,
+      `  image v${p(i.version)}: ${i.recalled ? `RECALLED (${p(i.recalled)})` : 'not recalled'}`,
     );
   io.out(lines.join('\n'));
   return 0;

@@ -2,7 +2,8 @@ import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { configFrom, prebuiltDir, revocationsDir } from '../../config.js';
 import { MvmError } from '../../errors.js';
-import { findRecall } from '../../core/revocation.js';
+import { printable } from '../../core/printable.js';
+import { recallInForce } from '../../core/revocation.js';
 import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { summarizeRevocationCache } from '../../revocations/cache.js';
@@ -50,20 +51,19 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
 
   const store = new ImageStore(prebuiltDir(config), config.dataDir);
   const images = [];
-  const memory = await readRecallMemory(config);
+  const inForce = {
+    listed: list?.state === 'verified' ? list.list.revocations : undefined,
+    remembered: (await readRecallMemory(config)).recalls,
+  };
   for (const img of await installedImages(store)) {
     const { receipt } = img;
-    const inForce = [
-      ...(list?.state === 'verified' ? list.list.revocations : []),
-      ...memory.recalls,
-    ];
-    const recall = receipt ? findRecall({ revocations: inForce }, receipt) : undefined;
+    const recall = receipt ? recallInForce(receipt, inForce) : undefined;
     images.push({
       version: img.version,
       path: img.path,
       current: img.version === MVMCTL_VERSION,
       verification: receipt ? receipt.verification : 'UNKNOWN (no readable receipt)',
-      recalled: recall ? recall.reason : false,
+      recalled: recall ? recall.reason : (false as const),
       receipt: receipt ?? null,
     });
   }
@@ -82,29 +82,31 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     io.out(JSON.stringify(status));
     return 0;
   }
-  const lines = [`mvmctl ${MVMCTL_VERSION}   data ${config.dataDir}`, '', 'Installed images:'];
+  // Recall reasons, signer identities, versions and paths come from files: escaped before they reach a terminal.
+  const p = printable;
+  const lines = [`mvmctl ${MVMCTL_VERSION}   data ${p(config.dataDir)}`, '', 'Installed images:'];
   if (images.length === 0) lines.push('  (none)');
   for (const i of images) {
     lines.push(
-      `  v${i.version}${i.current ? ' (this mvmctl)' : ''}  ${i.verification}${i.recalled ? `  RECALLED: ${i.recalled}` : ''}` +
+      `  v${p(i.version)}${i.current ? ' (this mvmctl)' : ''}  ${p(i.verification)}${i.recalled ? `  RECALLED: ${p(i.recalled)}` : ''}` +
         (i.receipt
-          ? `  installed ${i.receipt.installedAt}${i.receipt.signer ? `  signed by ${i.receipt.signer.identity}` : ''}`
+          ? `  installed ${p(i.receipt.installedAt)}${i.receipt.signer ? `  signed by ${p(i.receipt.signer.identity)}` : ''}`
           : ''),
     );
   }
   lines.push('', 'Revocation list:');
   if (revocations.state === 'verified') {
     lines.push(
-      `  verified, ${revocations.entries} entries, ${revocations.ageHours} h old (${revocations.freshness})  ${revocations.path}`,
+      `  verified, ${revocations.entries} entries, ${revocations.ageHours} h old (${revocations.freshness}${revocations.staleReason ? `: ${p(revocations.staleReason)}` : ''})  ${p(revocations.path)}`,
     );
   } else if (revocations.state === 'absent') {
-    lines.push(`  none cached in ${revocations.path}`);
+    lines.push(`  none cached in ${p(revocations.path)}`);
   } else {
-    lines.push(`  INVALID: ${revocations.error}`);
+    lines.push(`  INVALID: ${p(revocations.error ?? '')}`);
   }
   lines.push(
     '',
-    `Trusted root: ${trustedRoot.source} (sha256 ${trustedRoot.sha256.slice(0, 16)}…)`,
+    `Trusted root: ${p(trustedRoot.source)} (sha256 ${trustedRoot.sha256.slice(0, 16)}…)`,
     '',
     'Counters:',
   );
