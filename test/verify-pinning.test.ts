@@ -292,11 +292,17 @@ describe('pinning: what the signature is over', () => {
   });
 
   it('a message digest algorithm other than SHA-256 (the digest bytes unchanged)', async () => {
-    for (const algorithm of ['SHA2_384', 'SHA2_512', 'SHA3_256']) {
+    for (const algorithm of ['SHA2_384', 'SHA2_512', 'SHA3_256', 'HASH_ALGORITHM_UNSPECIFIED']) {
       const b = clone(await blob({ format: 'v0.3' }));
       b.messageSignature.messageDigest.algorithm = algorithm;
       assertFails(await verify(b), 'artifact-digest', /message digest is not SHA-256/);
     }
+  });
+
+  it('a message digest that names no algorithm', async () => {
+    const b = clone(await blob({ format: 'v0.3' }));
+    delete b.messageSignature.messageDigest.algorithm;
+    assertFails(await verify(b), 'artifact-digest', /message digest is not SHA-256/);
   });
 });
 

@@ -276,8 +276,8 @@ function checkArtifactDigest(bundle: Bundle, artifact: Uint8Array): string {
   const sha256 = createHash('sha256').update(artifact).digest('hex');
   if (bundle.content.$case === 'messageSignature') {
     const md = bundle.content.messageSignature.messageDigest;
-    const algorithm = md?.algorithm === 0 || md?.algorithm === 1 ? 'sha256' : undefined;
-    if (!md || algorithm === undefined) {
+    // SHA2_256 (1) named, as cosign writes it; unspecified (0) is refused as sigstore-go does.
+    if (!md || md.algorithm !== 1) {
       throw fail('artifact-digest', 'the bundle message digest is not SHA-256');
     }
     if (!sigstoreCrypto.bufferEqual(Buffer.from(md.digest), Buffer.from(sha256, 'hex'))) {
