@@ -52,6 +52,8 @@ const served: {
   bundle?: Buffer;
   mode: 'ok' | '404' | '500' | 'hang' | 'short-body' | 'oversized' | 'redirect';
   requests: string[];
+  /** Called with each request's number (1-based) before it is answered: a test's signal. */
+  onRequest?: (count: number) => void;
 } = {
   mode: 'ok',
   requests: [],
@@ -72,6 +74,7 @@ let proxied = 0;
 
 function release(req: IncomingMessage, res: ServerResponse): void {
   served.requests.push(req.url ?? '');
+  served.onRequest?.(served.requests.length);
   const body = req.url?.endsWith('/revocations/revoked-versions.json')
     ? served.json
     : req.url?.endsWith('/revocations/revoked-versions.json.bundle')
@@ -172,6 +175,7 @@ beforeEach(() => {
   served.mode = 'ok';
   served.requests = [];
   otherOriginRequests.length = 0;
+  delete served.onRequest;
   delete served.json;
   delete served.bundle;
 });
@@ -319,15 +323,17 @@ describe('revocations: refresh during dev import-image', () => {
   });
 
   it('a server that never answers costs a bounded time', async () => {
+    // The bound is MVM_HTTP_TIMEOUT_SECONDS (2 s here): the error names it, so no clock is read.
     const h = host();
     await cache(h, [OLD], 30);
     served.mode = 'hang';
-    const t0 = Date.now();
     const r = await h.importSet(good);
-    const seconds = (Date.now() - t0) / 1000;
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /no answer within 2 s/);
-    assert.ok(seconds < 15, `took ${seconds} s`); // a generous bound, not a timing test: the limit is 2 s
+    assert.match(
+      r.stderr,
+      /Could not refresh the revocation list \(GET .* failed: no answer within 2 s\)/,
+    );
+    assert.equal(served.requests.length, 1);
     assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
   });
 
@@ -584,10 +590,13 @@ describe('revocations: commands', () => {
       await signedList([OLD, RECALL, { version: '0.2.0' }]),
     ];
     serve(lists[0]!);
+    // Halfway through (when the 6th of the 12 requests arrives), the server starts serving the next list.
+    served.onRequest = (count) => {
+      if (count === 6) serve(lists[1]!);
+    };
     const runs = Array.from({ length: 6 }, () => h.run(['revocations', 'refresh']));
-    // Halfway through, the server starts serving the next list.
-    setTimeout(() => serve(lists[1]!), 150);
     const results = await Promise.all(runs);
+    assert.equal(served.requests.length, 12, 'every refresh fetched the list and its bundle');
     for (const r of results) assert.ok(r.code === 0 || r.code === 10, r.stderr); // 10: a late writer's list may lag
     const s = await h.status();
     assert.equal(s.verified, true, 'the cached pair verifies: never a new list with an old bundle');
