@@ -18,6 +18,12 @@ export interface Fetcher {
 }
 
 const CONNECT_TIMEOUT_MS = 3_000;
+/** undici's error codes for its connect, headers and body timeouts. */
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
 
 /**
  * undici 6 flags EnvHttpProxyAgent as experimental with a process warning on
@@ -75,7 +81,8 @@ export function httpFetcher(opts: { timeoutMs: number; maxBytes: number }): Fetc
       } catch (e) {
         if (e instanceof MvmError) throw e;
         const err = e as Error & { code?: string };
-        const timedOut = signal.aborted || /timeout/i.test(`${err.code ?? ''} ${err.name}`);
+        const timedOut =
+          signal.aborted || TIMEOUT_CODES.has(err.code ?? '') || err.name === 'TimeoutError';
         throw new MvmError(
           'network',
           `GET ${url} failed: ${timedOut ? `no answer within ${opts.timeoutMs / 1000} s` : (err.code ?? err.message)}`,
