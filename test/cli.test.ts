@@ -261,6 +261,32 @@ describe('audit tail --json prints exactly one JSON document', () => {
     assert.equal(doc['tail'][1].outcome, 'ok');
   });
 
+  it('a log shortened from its end, or deleted: one document, exit 10 (the anchor disagrees)', async () => {
+    const { env, log } = await hostWithRecords(3);
+    const lines = readFileSync(log, 'utf8').trim().split('\n');
+    writeFileSync(log, lines.slice(0, 2).join('\n') + '\n');
+    let r = await runCli(['audit', 'tail', '--json'], env);
+    assert.equal(r.code, 10, r.stderr);
+    let doc = oneDocument(r);
+    assert.equal(doc['chain'].intact, false);
+    assert.equal(doc['records'], 2);
+    assert.match(doc['chain'].reason, /anchor says 3/);
+    assert.equal(doc['error'].code, 'tampered');
+    rmSync(log);
+    r = await runCli(['audit', 'tail', '--json'], env);
+    assert.equal(r.code, 10, r.stderr);
+    doc = oneDocument(r);
+    assert.equal(doc['chain'].intact, false);
+    assert.equal(doc['records'], 0);
+    assert.match(doc['chain'].reason, /missing or empty/);
+    const h = await runCli(['audit', 'tail'], env);
+    assert.equal(h.code, 10);
+    assert.match(
+      h.stderr,
+      /^Error: The audit log .* does not chain at line 1: the log is missing/m,
+    );
+  });
+
   it('a garbage line: one document naming the break, exit 10', async () => {
     const { env, log } = await hostWithRecords(2);
     const lines = readFileSync(log, 'utf8').split('\n');

@@ -4,7 +4,7 @@ import { parseArgs } from 'node:util';
 import { auditLogPath, configFrom } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { printable } from '../../core/printable.js';
-import { checkChain, type ChainCheck } from '../../telemetry/audit.js';
+import { checkChain, readAuditAnchor, type ChainCheck } from '../../telemetry/audit.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
@@ -55,7 +55,8 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
       fix: "Run 'mvmctl audit --help'.",
     });
   }
-  const path = auditLogPath(configFrom(process.env, homedir()));
+  const config = configFrom(process.env, homedir());
+  const path = auditLogPath(config);
   const text = await fs
     .readFile(path, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW })
     .catch((e: NodeJS.ErrnoException) => {
@@ -67,7 +68,8 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
     });
   const lines = text.split('\n').filter((l) => l !== '');
   const tail = count === 0 ? [] : lines.slice(-count);
-  const chain = chainState(checkChain(text));
+  // The anchor outside the log tells a log shortened or deleted from an intact one.
+  const chain = chainState(checkChain(text, await readAuditAnchor(config)));
   // Broken or not, the outcome is one document (--json) or one error (human): never both.
   const broken = chain.intact
     ? undefined
@@ -75,7 +77,8 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
         'tampered',
         `The audit log ${path} does not chain${chain.brokenAt === undefined ? '' : ` at line ${chain.brokenAt}`}: ${chain.reason ?? 'the chain check failed'}`,
         {
-          cause: 'a record was edited, removed or reordered after it was written',
+          cause:
+            'a record was edited, inserted, removed or reordered, or the log shortened or deleted, after it was written',
         },
       );
   if (values.json) {
