@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { createHash } from 'node:crypto';
 import {
+  appendFileSync,
   mkdtempSync,
   readFileSync,
   renameSync,
@@ -15,6 +16,7 @@ import { after, describe, it } from 'node:test';
 import { openRegularFile } from '../src/io/files.js';
 import { copyAndHash } from '../src/store/copy-hash.js';
 import { MvmError } from '../src/errors.js';
+import { failingCp, gatedCp } from './support/host.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mvm-copy-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -84,3 +86,67 @@ for (const strategy of ['auto', 'user-space'] as const) {
     });
   });
 }
+
+/** Runs `fn` with PATH set as given (the kernel path spawns cp from PATH). */
+async function withPath<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  const saved = process.env['PATH'];
+  process.env['PATH'] = path;
+  try {
+    return await fn();
+  } finally {
+    process.env['PATH'] = saved;
+  }
+}
+
+describe('copyAndHash: a source that changes, a cp that fails', () => {
+  it('refuses a source that grows while the kernel copy runs (input error, "changed size")', async () => {
+    const src = join(dir, `src${n}`);
+    const dest = join(dir, `dest${n++}`);
+    writeFileSync(src, Buffer.alloc(1024 * 1024, 1));
+    const f = await openRegularFile(src, 'rootfs', Number.MAX_SAFE_INTEGER);
+    const gate = gatedCp(join(dir, `gate${n++}`));
+    const copy = withPath(gate.env.PATH, async () => copyAndHash(f, dest, undefined, 'auto'));
+    const settled = copy.then(
+      () => undefined,
+      () => undefined,
+    );
+    await gate.started(1, settled); // the copy has started and is held at the gate
+    appendFileSync(src, Buffer.alloc(4096, 2)); // someone appends meanwhile
+    gate.release();
+    await assert.rejects(
+      copy.finally(() => f.handle.close()),
+      (e: unknown) =>
+        e instanceof MvmError &&
+        e.code === 'input' &&
+        /changed size while it was being copied \(1048576 bytes when opened, 1052672 copied\)/.test(
+          e.message,
+        ),
+    );
+  });
+
+  it('refuses a source that grows after it was opened (user-space copy)', async () => {
+    const src = join(dir, `src${n}`);
+    const dest = join(dir, `dest${n++}`);
+    writeFileSync(src, Buffer.alloc(1024 * 1024, 1));
+    const f = await openRegularFile(src, 'rootfs', Number.MAX_SAFE_INTEGER);
+    appendFileSync(src, Buffer.alloc(4096, 2));
+    await assert.rejects(
+      copyAndHash(f, dest, undefined, 'user-space').finally(() => f.handle.close()),
+      (e: unknown) => e instanceof MvmError && e.code === 'input' && /changed size/.test(e.message),
+    );
+  });
+
+  it('a cp that fails printing nothing is reported with how it exited', async () => {
+    const src = join(dir, `src${n}`);
+    const dest = join(dir, `dest${n++}`);
+    writeFileSync(src, 'some bytes');
+    const f = await openRegularFile(src, 'rootfs', 1024);
+    const env = failingCp(join(dir, `fail${n++}`), 4);
+    await assert.rejects(
+      withPath(env.PATH, () => copyAndHash(f, dest, undefined, 'auto')).finally(() =>
+        f.handle.close(),
+      ),
+      /^Error: copying into the store failed: cp exited with status 4, printing nothing$/,
+    );
+  });
+});

@@ -7,12 +7,20 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI } from './support/cli.js';
-import { HOST_ARCH, importArgs, testHost, VERSION } from './support/host.js';
+import { gatedCp, HOST_ARCH, importArgs, testHost, VERSION } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, type ReleaseFiles } from './support/release.js';
 
@@ -59,29 +67,74 @@ function installedImage(prebuilt: string, candidates: ReleaseFiles[]): ReleaseFi
   return match;
 }
 
+/** A moment of an import, observed on disk in the staging object it is building. */
+type Moment = (object: string) => boolean;
+const size = (p: string): number => {
+  try {
+    return statSync(p).size;
+  } catch {
+    return -1;
+  }
+};
+const ROOTFS = 'rootfs.ext4';
+const MOMENTS: [string, Moment][] = [
+  ['the staging object exists', () => true],
+  ['the rootfs copy has begun', (o) => size(join(o, ROOTFS)) > 0],
+  ['half the rootfs is copied', (o) => size(join(o, ROOTFS)) >= large.rootfsBytes.length / 2],
+  [
+    'the rootfs is copied (hashing may still run)',
+    (o) => size(join(o, ROOTFS)) === large.rootfsBytes.length,
+  ],
+  ['the receipt is written (the publish is next)', (o) => existsSync(join(o, 'receipt.json'))],
+];
+
+/**
+ * Starts an import of `set` and kills it (and its cp) with SIGKILL as soon as
+ * `moment` is seen in the staging object it creates, or lets it finish if it
+ * gets past the moment unseen. Resolves with the exit code (null when killed).
+ */
+async function killAt(
+  h: ReturnType<typeof host>,
+  set: ReleaseFiles,
+  moment: Moment,
+): Promise<{ code: number | null; killed: boolean; stderr: string }> {
+  const objects = join(h.prebuilt, '.objects');
+  const before = new Set(existsSync(objects) ? readdirSync(objects) : []);
+  const child = spawn(process.execPath, [CLI, ...importArgs(set)], {
+    env: { ...process.env, ...h.env },
+    stdio: ['ignore', 'ignore', 'pipe'],
+    detached: true, // its own process group: the kill takes its cp too
+  });
+  let stderr = '';
+  child.stderr.on('data', (d) => (stderr += d));
+  let exit: number | null | undefined;
+  const exited = new Promise<number | null>((r) => child.once('exit', (code) => r((exit = code))));
+  let killed = false;
+  while (exit === undefined) {
+    const fresh = (existsSync(objects) ? readdirSync(objects) : []).filter((o) => !before.has(o));
+    if (fresh.some((o) => moment(join(objects, o)))) {
+      process.kill(-child.pid!, 'SIGKILL');
+      killed = true;
+      break;
+    }
+    await new Promise((r) => setImmediate(r));
+  }
+  return { code: await exited, killed, stderr };
+}
+
 describe('crash safety', () => {
-  it('kill -9 at several points leaves the old or the new complete image; the next import succeeds and cleans up', async () => {
+  it('kill -9 at each moment of an import leaves the old or the new complete image; the next import succeeds and cleans up', async () => {
     const h = host();
     assert.equal((await h.importSet(small)).code, 0);
     const seen = new Set<string>();
     let sawLeftover = false;
-    for (const delayMs of [120, 200, 280, 360, 440, 520, 650, 800]) {
-      const child = spawn(process.execPath, [CLI, ...importArgs(large)], {
-        env: { ...process.env, ...h.env },
-        stdio: ['ignore', 'ignore', 'pipe'],
-      });
-      let stderr = '';
-      child.stderr.on('data', (d) => (stderr += d));
-      // Listen before killing: a child that finished early has already emitted 'exit'.
-      const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
-      await new Promise((r) => setTimeout(r, delayMs));
-      child.kill('SIGKILL');
-      const code = await exited;
-      assert.ok(code === null || code === 0, `the import itself must not fail: ${stderr}`);
-      if (readdirSync(join(h.prebuilt, '.objects')).length > 1) sawLeftover = true;
+    for (const [name, moment] of MOMENTS) {
+      const { code, killed, stderr } = await killAt(h, large, moment);
+      assert.ok(code === null || code === 0, `${name}: the import itself must not fail: ${stderr}`);
+      if (killed && readdirSync(join(h.prebuilt, '.objects')).length > 1) sawLeftover = true;
       const img = installedImage(h.prebuilt, [small, large]);
       seen.add(img === 'absent' ? 'absent' : img === small ? 'old' : 'new');
-      assert.notEqual(img, 'absent', 'a published version never disappears on a crash');
+      assert.notEqual(img, 'absent', `${name}: a published version never disappears on a crash`);
       // Make the next round start from the old image again when this one completed.
       if (img === large) assert.equal((await h.importSet(small)).code, 0);
     }
@@ -100,6 +153,29 @@ describe('crash safety', () => {
       readdirSync(h.prebuilt).filter((f) => f.startsWith('.link-')),
       [],
       'no temporary link left',
+    );
+  });
+
+  it('a kill while the copy is held mid-way always leaves the old image and a leftover that the next run removes', async () => {
+    const h = host();
+    assert.equal((await h.importSet(small)).code, 0);
+    const gate = gatedCp(h.dir);
+    const child = spawn(process.execPath, [CLI, ...importArgs(large)], {
+      env: { ...process.env, ...h.env, ...gate.env },
+      stdio: ['ignore', 'ignore', 'pipe'],
+      detached: true,
+    });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    await gate.started(2, exited);
+    process.kill(-child.pid!, 'SIGKILL');
+    assert.equal(await exited, null);
+    assert.equal(readdirSync(join(h.prebuilt, '.objects')).length, 2, 'the staging object is left');
+    assert.equal(installedImage(h.prebuilt, [small, large]), small);
+    assert.equal((await h.importSet(small)).code, 0);
+    assert.equal(
+      readdirSync(join(h.prebuilt, '.objects')).length,
+      1,
+      'and removed by the next run',
     );
   });
 });

@@ -72,10 +72,10 @@ async function kernelCopyHashBehind(
   });
   let stderr = '';
   child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
-  let exit: { code: number | null; error?: Error } | undefined;
+  let exit: { code: number | null; signal?: NodeJS.Signals | null; error?: Error } | undefined;
   const exited = new Promise<void>((resolve) => {
     child.once('error', (error) => ((exit = { code: null, error }), resolve()));
-    child.once('exit', (code) => ((exit ??= { code }), resolve()));
+    child.once('exit', (code, signal) => ((exit ??= { code, signal }), resolve()));
   });
   const reader = await fs.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
@@ -106,9 +106,7 @@ async function kernelCopyHashBehind(
       pending = issue(i, pos);
     }
     if (exit?.error || exit?.code !== 0) {
-      throw new Error(
-        `copying into the store failed: ${exit?.error?.message ?? stderr.trim() ?? `cp exited ${exit?.code}`}`,
-      );
+      throw new Error(`copying into the store failed: ${copyFailure(exit, stderr)}`);
     }
     return { sha256: hash.digest('hex'), bytes: pos };
   } finally {
@@ -116,6 +114,19 @@ async function kernelCopyHashBehind(
     await exited;
     await reader.close();
   }
+}
+
+/** How cp failed, in words: its own message when it printed one, and always how it exited. */
+function copyFailure(
+  exit: { code: number | null; signal?: NodeJS.Signals | null; error?: Error } | undefined,
+  stderr: string,
+): string {
+  if (exit?.error) return `cannot run cp: ${exit.error.message}`;
+  const how = exit?.signal
+    ? `cp was killed by ${exit.signal}`
+    : `cp exited with status ${exit?.code}`;
+  const said = stderr.trim();
+  return said ? `${said} (${how})` : `${how}, printing nothing`;
 }
 
 async function userSpaceCopyAndHash(

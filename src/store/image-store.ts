@@ -9,14 +9,16 @@
  * atomic, and nothing is ever written into a published object. No lock is
  * needed; the last publisher wins with an image as verified as the first's.
  * Objects nothing links to, left by a process that is gone, are removed by the
- * next run.
+ * next run. Whatever mvmctl did not make (a real directory or file where a
+ * version link belongs, a link pointing anywhere but one of our objects) is
+ * refused and left exactly as it is: the store never moves or deletes it.
  */
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
-import { processAlive as alive } from '../io/process.js';
 import { isSemver } from '../core/manifest.js';
+import { collectUnlinked } from './garbage.js';
 import { ensurePrivateDir } from './secure-dir.js';
 
 const OBJECTS = '.objects';
@@ -36,6 +38,14 @@ const storeError = (
   fix = 'Check free space and the permissions of the data directory.',
 ): MvmError =>
   new MvmError('store', message, { cause: (e as Error)?.message ?? String(e), fix, underlying: e });
+
+/** Something at a version link that mvmctl did not put there: refused, never removed. */
+const notOurs = (link: string, what: string, cause: string, e?: unknown): MvmError =>
+  new MvmError('store', `${link} ${what}`, {
+    cause,
+    fix: `Move ${link} aside (mvmctl never moves or deletes what it did not install), then import the image again.`,
+    underlying: e,
+  });
 
 export class ImageStore {
   constructor(
@@ -94,21 +104,19 @@ export class ImageStore {
     const tmp = join(this.root, `.link-${process.pid}-${randomBytes(8).toString('hex')}`);
     try {
       await fs.symlink(join(OBJECTS, id), tmp);
-      try {
-        await fs.rename(tmp, link);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code !== 'EISDIR' && code !== 'ENOTEMPTY' && code !== 'EEXIST') throw e;
-        // A real directory from elsewhere is in the way: move it aside (the
-        // version is briefly absent, never partial), then publish.
-        await fs.rename(
-          link,
-          join(this.objects, `${process.pid}-${randomBytes(8).toString('hex')}`),
-        );
-        await fs.rename(tmp, link);
-      }
+      await fs.rename(tmp, link);
     } catch (e) {
       await fs.rm(tmp, { force: true });
+      const code = (e as NodeJS.ErrnoException).code;
+      // rename(2) replaces a link or a file, never a directory: one is in the way.
+      if (code === 'EISDIR' || code === 'ENOTEMPTY' || code === 'EEXIST') {
+        throw notOurs(
+          link,
+          'is a directory, not an image installed by mvmctl',
+          'a real directory is where the version link belongs',
+          e,
+        );
+      }
       throw storeError(`Cannot publish v${version} in ${this.root}`, e);
     }
     await this.collectGarbage();
@@ -125,20 +133,23 @@ export class ImageStore {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === 'ENOENT') return undefined;
       if (code === 'EINVAL') {
-        throw storeError(
-          `${link} is not an image installed by mvmctl`,
+        const st = await fs.lstat(link).catch(() => undefined);
+        const kind = st?.isDirectory() ? 'a directory' : 'not a link';
+        throw notOurs(
+          link,
+          `is ${kind}, not an image installed by mvmctl`,
+          'mvmctl installs each version as a link to one of its own objects',
           e,
-          `Remove ${link} and import the image again.`,
         );
       }
       throw storeError(`Cannot read ${link}`, e);
     }
     const m = /^\.objects\/(.+)$/.exec(target);
     if (!m || !OBJECT_ID.test(m[1]!)) {
-      throw storeError(
-        `${link} points outside the store (${target})`,
-        new Error('unexpected link target'),
-        `Remove ${link} and import the image again.`,
+      throw notOurs(
+        link,
+        `points outside the store (${target})`,
+        `a version link of mvmctl points at ${OBJECTS}/<id> in ${this.root}, nowhere else`,
       );
     }
     const dir = join(this.objects, m[1]!);
@@ -172,42 +183,20 @@ export class ImageStore {
     return out;
   }
 
-  /**
-   * Removes objects no version links to, and temporary links, when their
-   * creator is gone. Creators are checked before links are read: a process
-   * found dead can no longer publish, so an object it made that is unlinked
-   * at the later read stays unlinked.
-   */
+  /** Removes objects no version links to, and temporary links, when their creator is gone. */
   private async collectGarbage(): Promise<void> {
-    let objects: string[];
-    try {
-      objects = await fs.readdir(this.objects);
-    } catch {
-      return;
-    }
-    const orphans = objects.filter((id) => {
-      const m = OBJECT_ID.exec(id);
-      return m !== null && !alive(Number(m[1]));
-    });
-    let names: string[];
-    try {
-      names = await fs.readdir(this.root);
-    } catch {
-      return;
-    }
-    const linked = new Set<string>();
-    for (const name of names) {
-      const tmp = LINK_TMP.exec(name);
-      if (tmp) {
-        if (!alive(Number(tmp[1]))) await fs.rm(join(this.root, name), { force: true });
-        continue;
+    const linked = async (): Promise<ReadonlySet<string>> => {
+      const out = new Set<string>();
+      for (const name of await fs.readdir(this.root)) {
+        if (!VERSION_LINK.test(name)) continue;
+        const target = await fs.readlink(join(this.root, name)).catch(() => '');
+        const m = /^\.objects\/(.+)$/.exec(target);
+        if (m) out.add(m[1]!);
       }
-      if (!VERSION_LINK.test(name)) continue;
-      const target = await fs.readlink(join(this.root, name)).catch(() => '');
-      linked.add(target.replace(/^\.objects\//, ''));
-    }
-    for (const id of orphans) {
-      if (!linked.has(id)) await fs.rm(join(this.objects, id), { recursive: true, force: true });
-    }
+      return out;
+    };
+    await collectUnlinked({ dir: this.objects, pattern: OBJECT_ID, linked });
+    // Nothing ever links to a temporary link.
+    await collectUnlinked({ dir: this.root, pattern: LINK_TMP, linked: async () => new Set() });
   }
 }

@@ -1,8 +1,9 @@
 /** A simulated host for CLI tests: its own data and cache directories, and the test trusted root. */
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { execFile, execFileSync } from 'node:child_process';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { runCli, type CliResult } from './cli.js';
+import { CLI, runCli, type CliResult } from './cli.js';
 import type { ReleaseFiles } from './release.js';
 
 export const HOST_ARCH = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
@@ -65,3 +66,68 @@ export function testHost(dir: string, trustedRoot: string) {
   };
 }
 export type TestHost = ReturnType<typeof testHost>;
+
+/** Runs the built CLI in `cwd` with exactly `env` (plus PATH): for tests of what an empty HOME resolves to. */
+export function runCliIn(
+  cwd: string,
+  args: string[],
+  env: Record<string, string>,
+): Promise<CliResult> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [CLI, ...args],
+      { cwd, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', ...env }, timeout: 60_000 },
+      (err, stdout, stderr) => {
+        const code = err ? (typeof err.code === 'number' ? err.code : -1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+const realCp = (): string => execFileSync('sh', ['-c', 'command -v cp']).toString().trim();
+
+/**
+ * A `cp` first on PATH that announces each start, then waits for `release()`
+ * before running the real cp: the store copy, paused on a signal, so a test
+ * can act while an import is mid-copy without guessing at timings.
+ */
+export function gatedCp(dir: string) {
+  const bin = join(dir, 'gated-bin');
+  mkdirSync(bin, { recursive: true });
+  const gate = join(bin, 'gate');
+  writeFileSync(
+    join(bin, 'cp'),
+    `#!/bin/sh\n: > '${bin}/started.'$$\nwhile [ ! -e '${gate}' ]; do sleep 0.01; done\nexec '${realCp()}' "$@"\n`,
+    { mode: 0o755 },
+  );
+  const started = () => readdirSync(bin).filter((f) => f.startsWith('started.')).length;
+  return {
+    env: { PATH: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}` },
+    /** Resolves once `count` copies have started (and are held at the gate); fails if `run` ends first. */
+    async started(count: number, run: Promise<unknown>): Promise<void> {
+      let ended: { outcome: unknown } | undefined;
+      void run.then(
+        (outcome) => (ended = { outcome }),
+        (outcome: unknown) => (ended = { outcome }),
+      );
+      while (started() < count) {
+        if (ended) assert.fail(`it ended before copying: ${JSON.stringify(ended.outcome)}`);
+        await new Promise((r) => setTimeout(r, 5));
+      }
+    },
+    release(): void {
+      writeFileSync(gate, '');
+    },
+    released: () => existsSync(gate),
+  };
+}
+
+/** A `cp` first on PATH that fails as a broken or full store would, printing nothing. */
+export function failingCp(dir: string, status = 1): { PATH: string } {
+  const bin = join(dir, 'failing-bin');
+  mkdirSync(bin, { recursive: true });
+  writeFileSync(join(bin, 'cp'), `#!/bin/sh\nexit ${status}\n`, { mode: 0o755 });
+  return { PATH: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}` };
+}
