@@ -34,18 +34,62 @@ export interface Config {
 export type Env = Readonly<Record<string, string | undefined>>;
 
 const flag = (v: string | undefined): boolean => v === '1' || v === 'true';
-const dir = (v: string): string => (isAbsolute(v) ? v : resolve(v));
+
+/**
+ * A directory from the environment, made absolute and normal: a trailing
+ * slash or a `..` would otherwise make the private-directory check walk past
+ * the data directory. Set but empty is refused, never read as "unset" or as
+ * the current directory.
+ */
+function dirFrom(env: Env, name: string): string | undefined {
+  const value = env[name];
+  if (value === undefined) return undefined;
+  if (value === '') {
+    throw new MvmError('usage', `${name} is set but empty`, {
+      cause: 'an empty path would put the store in the current directory',
+      fix: `Unset ${name}, or set it to the directory to use.`,
+    });
+  }
+  return resolve(value);
+}
+
+/** The home directory the defaults live under; an empty or relative one is refused, never the current directory. */
+function homeFor(env: Env, home: string, needs: string, unset: string): string {
+  if (env['HOME'] === '' || home === '') {
+    throw new MvmError('usage', `HOME is empty and ${unset} is not set`, {
+      cause: `the ${needs} defaults to a directory under HOME; an empty HOME would put it in the current directory`,
+      fix: `Set HOME to your home directory, or set ${unset} to an absolute path.`,
+    });
+  }
+  if (!isAbsolute(home)) {
+    throw new MvmError(
+      'usage',
+      `HOME ${JSON.stringify(home)} is not an absolute path and ${unset} is not set`,
+      {
+        cause: `the ${needs} defaults to a directory under HOME`,
+        fix: `Set HOME to an absolute path, or set ${unset} to one.`,
+      },
+    );
+  }
+  return resolve(home);
+}
 
 export function configFrom(env: Env, home: string): Config {
   const xdg = env['XDG_CACHE_HOME'];
   const repo = releaseRepo(env['MVM_RELEASE_REPO']);
   return {
-    dataDir: env['MVM_DATA_DIR'] ? dir(env['MVM_DATA_DIR']) : join(home, '.mvm'),
-    cacheDir: env['MVM_CACHE_DIR']
-      ? dir(env['MVM_CACHE_DIR'])
-      : xdg && isAbsolute(xdg)
-        ? join(xdg, 'mvm')
-        : join(home, '.cache', 'mvm'),
+    dataDir:
+      dirFrom(env, 'MVM_DATA_DIR') ??
+      join(homeFor(env, home, 'data directory', 'MVM_DATA_DIR'), '.mvm'),
+    cacheDir:
+      dirFrom(env, 'MVM_CACHE_DIR') ??
+      (xdg && isAbsolute(xdg)
+        ? join(resolve(xdg), 'mvm')
+        : join(
+            homeFor(env, home, 'cache directory', 'MVM_CACHE_DIR (or XDG_CACHE_HOME)'),
+            '.cache',
+            'mvm',
+          )),
     releaseRepo: repo,
     releaseBaseUrl: baseUrl(env['MVM_RELEASE_BASE_URL'], repo),
     httpTimeoutMs: timeout(env['MVM_HTTP_TIMEOUT_SECONDS']),

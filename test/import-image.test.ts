@@ -10,6 +10,7 @@ import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   chmodSync,
+  existsSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -18,6 +19,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  truncateSync,
   utimesSync,
   writeFileSync,
 } from 'node:fs';
@@ -25,7 +27,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CliResult } from './support/cli.js';
-import { HOST_ARCH, OTHER_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
+import {
+  failingCp,
+  gatedCp,
+  HOST_ARCH,
+  OTHER_ARCH,
+  runCliIn,
+  testHost,
+  VERSION,
+  type TestHost,
+} from './support/host.js';
 import { TestPki } from './support/pki.js';
 import {
   REPO,
@@ -128,11 +139,13 @@ async function assertRefused(
     code: string;
     flags?: string[];
     env?: Record<string, string>;
+    /** Runs the import (default: h.importSet with flags and env), e.g. to act while it runs. */
+    run?: () => Promise<CliResult>;
   },
 ): Promise<CliResult> {
   const before = fileDigests(set);
   const storeBefore = snapshot(h.prebuilt);
-  const r = await h.importSet(set, o.flags, o.env);
+  const r = await (o.run ?? (() => h.importSet(set, o.flags, o.env)))();
   assert.equal(r.code, o.exit, `exit ${r.code}: ${r.stderr}`);
   const first = r.stderr.split('\n').find((l) => l.startsWith('Error: ')) ?? '';
   assert.match(first, o.wording);
@@ -153,9 +166,13 @@ async function assertRefused(
   assert.equal(last['code'], o.code);
   if (o.counter) {
     const m = await h.metrics();
-    assert.equal(m[o.counter], audit.filter((a) => a['code'] === o.code).length);
+    const imports = audit.filter((a) => a['event'] === 'dev.import-image');
+    assert.equal(m[o.counter], imports.filter((a) => a['code'] === o.code).length);
     assert.ok(m[o.counter]! >= 1);
-    assert.equal(m['dev_image_verify_ok_total'], audit.filter((a) => a['outcome'] === 'ok').length);
+    assert.equal(
+      m['dev_image_verify_ok_total'],
+      imports.filter((a) => a['outcome'] === 'ok').length,
+    );
   }
   return r;
 }
@@ -923,4 +940,308 @@ describe('status and metrics', () => {
     assert.equal(j.dev_image_verify_ok_total, 1);
     assert.equal(j.dev_image_verify_duration_seconds.count, 1);
   });
+});
+
+describe('dev import-image: recalls that must not be bypassed (issue 8)', () => {
+  it('--require-fresh-revocations with no list at all refuses (exit 16), naming revocations import', async () => {
+    const h = host();
+    const r = await assertRefused(h, good, {
+      exit: 16,
+      code: 'network',
+      counter: 'dev_image_verify_network_total',
+      flags: ['--require-fresh-revocations'],
+      wording:
+        /^Error: No revocation list is cached in .*revocations and fresh revocations are required/,
+    });
+    assert.match(r.stderr, /fix: .*mvmctl revocations import --list/);
+    assert.doesNotMatch(r.stderr, /proceeding without a recall check/);
+  });
+
+  it('MVM_REQUIRE_FRESH_REVOCATIONS=1 is the same as the flag: no list, or a stale one, refuses', async () => {
+    const h = host();
+    const env = { MVM_REQUIRE_FRESH_REVOCATIONS: '1' };
+    await assertRefused(h, good, {
+      exit: 16,
+      code: 'network',
+      counter: 'dev_image_verify_network_total',
+      env,
+      wording: /fresh revocations are required \(MVM_REQUIRE_FRESH_REVOCATIONS=1\)/,
+    });
+    const pair = await writeRevocationList(pki, h.revocations, []);
+    const old = new Date(Date.now() - 8 * 86_400_000);
+    utimesSync(pair.json, old, old);
+    await assertRefused(h, good, {
+      exit: 16,
+      code: 'network',
+      counter: 'dev_image_verify_network_total',
+      env,
+      wording: /more than 7 days\) and fresh revocations are required/,
+    });
+    // A fresh list satisfies it.
+    utimesSync(pair.json, new Date(), new Date());
+    assert.equal((await h.importSet(good, [], env)).code, 0);
+  });
+
+  it('dev import-image --help documents MVM_REQUIRE_FRESH_REVOCATIONS and the size limits', async () => {
+    const r = await host().run(['dev', 'import-image', '--help']);
+    assert.equal(r.code, 0);
+    assert.match(r.stdout, /MVM_REQUIRE_FRESH_REVOCATIONS=1 +.*--require-fresh-revocations/);
+    assert.match(r.stdout, /MVM_MAX_KERNEL_BYTES/);
+    assert.match(r.stdout, /MVM_MAX_ROOTFS_BYTES/);
+  });
+
+  it('a builder manifest is refused (exit 15) before anything is written: only the dev variant installs', async () => {
+    const h = host();
+    const set = await writeReleaseSet(pki, join(root, 'builder'), {
+      version: VERSION,
+      arch: HOST_ARCH,
+      edit: (m) => {
+        m['variant'] = 'builder';
+        for (const a of m['artifacts'] as { name: string }[])
+          a.name = a.name.replace(/^dev-/, 'builder-');
+      },
+    });
+    const r = await assertRefused(h, set, {
+      exit: 15,
+      code: 'manifest',
+      counter: 'dev_image_verify_manifest_invalid_total',
+      wording:
+        /^Error: The manifest is for the builder variant; dev import-image installs only the dev variant$/,
+    });
+    assert.doesNotMatch(r.stderr, /✓ kernel/, 'nothing was copied');
+    assert.deepEqual(snapshot(h.prebuilt), [], 'not even the store was created');
+  });
+
+  for (const how of ['revocations import', 'the remembered recalls'] as const) {
+    it(`a recall that arrives while the copy runs (${how}) stops the publish (exit 13)`, async () => {
+      const h = host();
+      const gate = gatedCp(h.dir);
+      const reason = 'CVE-2026-7777: recalled during the import';
+      const r = await assertRefused(h, good, {
+        exit: 13,
+        code: 'revoked',
+        counter: 'dev_image_verify_revoked_total',
+        wording: /^Error: Imported manifest is on the project's revocation list: .*CVE-2026-7777/,
+        run: async () => {
+          const pending = h.importSet(good, [], gate.env);
+          await gate.started(2, pending); // kernel and rootfs copies are running, held at the gate
+          if (how === 'revocations import') {
+            const carried = await writeRevocationList(pki, join(h.dir, 'usb'), [
+              { version: VERSION, arch: HOST_ARCH, reason },
+            ]);
+            const imported = await h.run([
+              'revocations',
+              'import',
+              '--list',
+              carried.json,
+              '--bundle',
+              carried.bundle,
+            ]);
+            assert.equal(imported.code, 0, imported.stderr);
+          } else {
+            const memory = join(h.dir, 'data', 'revocations');
+            mkdirSync(memory, { recursive: true, mode: 0o700 });
+            const recall = { version: VERSION, variant: 'dev', arch: HOST_ARCH, reason };
+            writeFileSync(
+              join(memory, 'recalls-seen.jsonl'),
+              `${JSON.stringify({ recall: { ...recall, revokedAt: '2026-11-01T00:00:00Z' } })}\n`,
+              { mode: 0o600 },
+            );
+          }
+          gate.release();
+          return pending;
+        },
+      });
+      assert.match(r.stderr, /✓ rootfs +sha256/, 'the recall was found after the copy, not before');
+      assert.ok(!existsSync(join(h.prebuilt, `v${VERSION}`)));
+    });
+  }
+});
+
+describe('dev import-image: inputs and configuration (issue 8)', () => {
+  it('a sparse 1 TiB rootfs is refused before any hashing (exit 3), naming size, limit and variable', async () => {
+    const h = host();
+    const set = await writeReleaseSet(pki, join(root, 'huge-rootfs'), {
+      version: VERSION,
+      arch: HOST_ARCH,
+    });
+    truncateSync(set.rootfs, 2 ** 40); // a few KB on the medium, 1 TiB to read
+    const r = await assertRefused(h, set, {
+      exit: 3,
+      code: 'input',
+      wording:
+        /^Error: rootfs .*dev-rootfs-\w+\.ext4 is too large: 1099511627776 bytes \(1 TiB\), the limit is 68719476736 bytes \(64 GiB\)$/,
+    });
+    assert.match(r.stderr, /MVM_MAX_ROOTFS_BYTES/);
+    assert.equal(h.audit().at(-1)!['manifestSha256'], undefined, 'nothing was hashed');
+    assert.doesNotMatch(r.stderr, /✓ signature/);
+  });
+
+  it('a kernel over MVM_MAX_KERNEL_BYTES is refused (exit 3), naming the variable', async () => {
+    const h = host();
+    const r = await assertRefused(h, good, {
+      exit: 3,
+      code: 'input',
+      env: { MVM_MAX_KERNEL_BYTES: '1000' },
+      wording: /^Error: kernel .* is too large: \d+ bytes \(\d+ KiB\), the limit is 1000 bytes/,
+    });
+    assert.match(r.stderr, /fix: .*MVM_MAX_KERNEL_BYTES/);
+  });
+
+  for (const [name, dataDir] of [
+    ['a trailing slash', (d: string) => `${join(d, 'data')}/`],
+    ['a ".." component', (d: string) => `${d}/elsewhere/../data`],
+  ] as const) {
+    it(`MVM_DATA_DIR with ${name} works and the audit record is written`, async () => {
+      const h = host();
+      const r = await h.importSet(good, [], { MVM_DATA_DIR: dataDir(h.dir) });
+      assert.equal(r.code, 0, r.stderr);
+      assertCompleteImage(h, good);
+      const audit = h.audit();
+      assert.equal(audit.length, 1);
+      assert.equal(audit[0]!['outcome'], 'ok');
+      assert.ok(!existsSync(join(h.dir, 'elsewhere')));
+    });
+  }
+
+  it('an explicitly empty MVM_DATA_DIR is a usage error (exit 2), nothing written', async () => {
+    const h = host();
+    const home = join(h.dir, 'home');
+    mkdirSync(home, { recursive: true });
+    const r = await h.importSet(good, [], { MVM_DATA_DIR: '', HOME: home });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /^Error: MVM_DATA_DIR is set but empty/m);
+    assert.match(r.stderr, /fix: +Unset MVM_DATA_DIR, or set it to/);
+    assert.deepEqual(readdirSync(home), []);
+  });
+
+  it('an empty HOME with no MVM_DATA_DIR is a usage error, never the current directory', async () => {
+    const h = host();
+    const cwd = join(h.dir, 'cwd');
+    mkdirSync(cwd, { recursive: true });
+    const env = { HOME: '', MVM_TRUSTED_ROOT: trustedRoot, MVM_OFFLINE: '1' };
+    for (const args of [
+      [
+        'dev',
+        'import-image',
+        '--manifest',
+        good.manifest,
+        '--bundle',
+        good.bundle,
+        '--vmlinux',
+        good.vmlinux,
+        '--rootfs',
+        good.rootfs,
+      ],
+      ['status', '--json'],
+    ]) {
+      const r = await runCliIn(cwd, args, env);
+      assert.equal(r.code, 2, `${args[0]}: ${r.stderr}${r.stdout}`);
+      assert.match(r.stderr + r.stdout, /HOME is empty and MVM_DATA_DIR is not set/);
+    }
+    // With the data directory given, the cache still needs a home: the same refusal.
+    const r = await runCliIn(cwd, ['status'], { ...env, MVM_DATA_DIR: join(h.dir, 'data') });
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /HOME is empty and MVM_CACHE_DIR \(or XDG_CACHE_HOME\) is not set/);
+    assert.deepEqual(readdirSync(cwd), [], 'nothing was written in the current directory');
+  });
+
+  it('a cp that fails silently is a store error naming how it exited (exit 17), nothing installed', async () => {
+    const h = host();
+    const r = await assertRefused(h, good, {
+      exit: 17,
+      code: 'store',
+      env: failingCp(h.dir, 3),
+      wording: /^Error: Cannot copy the image into /,
+    });
+    assert.match(r.stderr, /cause: .*cp exited with status 3/);
+  });
+});
+
+describe('dev import-image: the version link (issue 8)', () => {
+  it('a real directory where the version link belongs is refused (exit 17) and left as it is', async () => {
+    const h = host();
+    const dir = join(h.prebuilt, `v${VERSION}`);
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    chmodSync(h.prebuilt, 0o700);
+    chmodSync(join(h.dir, 'data'), 0o700);
+    chmodSync(join(h.dir, 'data', 'dev'), 0o700);
+    writeFileSync(join(dir, 'notes.txt'), 'the operator keeps this');
+    const r = await assertRefused(h, good, {
+      exit: 17,
+      code: 'store',
+      wording: /^Error: .*v0\.\d+\.\d+ is a directory, not an image installed by mvmctl/,
+    });
+    assert.match(r.stderr, /fix: +Move .* aside/);
+    assert.equal(readFileSync(join(dir, 'notes.txt'), 'utf8'), 'the operator keeps this');
+  });
+
+  it('a directory that appears at the version link during the copy is refused, never moved or deleted', async () => {
+    const h = host();
+    const gate = gatedCp(h.dir);
+    const dir = join(h.prebuilt, `v${VERSION}`);
+    const pending = h.importSet(good, [], gate.env);
+    await gate.started(2, pending);
+    mkdirSync(dir, { mode: 0o700 });
+    writeFileSync(join(dir, 'notes.txt'), 'the operator keeps this');
+    gate.release();
+    const r = await pending;
+    assert.equal(r.code, 17, r.stderr);
+    assert.match(r.stderr, /✓ rootfs +sha256/);
+    assert.match(
+      r.stderr,
+      /^Error: .*v0\.\d+\.\d+ is a directory, not an image installed by mvmctl/m,
+    );
+    assert.equal(h.audit().at(-1)!['code'], 'store');
+    // Neither this import nor the next (which collects garbage) moves or deletes it.
+    await assertRefused(h, good, { exit: 17, code: 'store', wording: /is a directory/ });
+    assert.equal(readFileSync(join(dir, 'notes.txt'), 'utf8'), 'the operator keeps this');
+    assert.deepEqual(readdirSync(join(h.prebuilt, '.objects')), [], 'no staging object left');
+  });
+
+  it('a version link pointing outside the store is refused by import (exit 17) and not reported by status', async () => {
+    const h = host();
+    assert.equal((await h.importSet(good)).code, 0);
+    // Someone copies the genuine image out, and points the version link at the copy.
+    const elsewhere = join(h.dir, 'elsewhere');
+    execFileSync('cp', ['-rL', join(h.prebuilt, `v${VERSION}`), elsewhere]);
+    for (const target of [elsewhere, '.objects/../../../elsewhere']) {
+      rmSync(join(h.prebuilt, `v${VERSION}`));
+      symlinkSync(target, join(h.prebuilt, `v${VERSION}`));
+      const r = await assertRefused(h, good, {
+        exit: 17,
+        code: 'store',
+        wording: /^Error: .*v0\.\d+\.\d+ points outside the store/,
+      });
+      assert.match(r.stderr, /fix: +Move .* aside/);
+      const status = await h.run(['status', '--json']);
+      assert.equal(status.code, 0, status.stderr);
+      assert.deepEqual(JSON.parse(status.stdout).images, [], 'not shown as an installed image');
+      assert.equal(readlinkSync(join(h.prebuilt, `v${VERSION}`)), target, 'left as it is');
+    }
+  });
+});
+
+describe('dev import-image: the signed tag is exactly v{version} (issue 8)', () => {
+  for (const suffix of ['-rc.1', '+x']) {
+    it(`a manifest for ${VERSION} signed at tag v${VERSION}${suffix} is refused (exit 10)`, async () => {
+      const h = host();
+      const set = await writeReleaseSet(pki, join(root, `tag${suffix}`), {
+        version: VERSION,
+        arch: HOST_ARCH,
+        tag: `v${VERSION}${suffix}`,
+      });
+      const tag = `v${VERSION}${suffix}`.replace(/[.+]/g, '\\$&');
+      const r = await assertRefused(h, set, {
+        exit: 10,
+        code: 'signature',
+        counter: 'dev_image_verify_sig_invalid_total',
+        wording: new RegExp(
+          `^Error: Cosign verification failed for the imported manifest: it was signed at tag ${tag} but says version`,
+        ),
+      });
+      assert.match(r.stderr, /check: identity/);
+      assert.equal(h.audit().at(-1)!['check'], 'identity');
+    });
+  }
 });

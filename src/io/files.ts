@@ -8,8 +8,25 @@ export const MAX_KEY_BYTES = 64 * 1024;
 /** verify-blob reads the artifact into memory to verify the signature over it. */
 export const MAX_BLOB_BYTES = 256 * 1024 * 1024;
 
-const fmtBytes = (n: number): string =>
-  n >= 1024 * 1024 ? `${Math.round(n / 1024 / 1024)} MiB` : `${Math.round(n / 1024)} KiB`;
+const UNITS = ['KiB', 'MiB', 'GiB', 'TiB', 'PiB'];
+
+/** A size for people: "64 GiB", "1 TiB", "84 KiB". */
+const fmtBytes = (n: number): string => {
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < UNITS.length - 1) {
+    value /= 1024;
+    unit++;
+  }
+  return `${Math.round(value * 10) / 10} ${UNITS[unit]}`;
+};
+
+export interface OpenOptions {
+  /** Refuse a symlink at the last component (for files in our own directories, where a symlink can only be planted). */
+  readonly noFollow?: boolean;
+  /** The environment variable that sets maxBytes, named in the error so the operator can raise it. */
+  readonly limitVariable?: string;
+}
 
 export interface OpenedFile {
   readonly handle: fs.FileHandle;
@@ -29,7 +46,7 @@ export async function openRegularFile(
   path: string,
   what: string,
   maxBytes: number,
-  opts: { noFollow?: boolean } = {},
+  opts: OpenOptions = {},
 ): Promise<OpenedFile> {
   let handle: fs.FileHandle;
   try {
@@ -51,8 +68,9 @@ export async function openRegularFile(
         fix: `Pass the path of the ${what} file itself.`,
       });
     }
+    // Checked before a byte is read: a sparse 1 TiB file costs nothing on the medium and hours to hash.
     if (st.size > maxBytes) {
-      throw tooLarge(path, what, maxBytes, st.size);
+      throw tooLarge(path, what, maxBytes, st.size, opts.limitVariable);
     }
     if (st.size === 0) {
       throw new MvmError('input', `${what} ${path} is empty`, {
@@ -72,7 +90,7 @@ export async function readRegularFile(
   path: string,
   what: string,
   maxBytes: number,
-  opts: { noFollow?: boolean } = {},
+  opts: OpenOptions = {},
 ): Promise<Buffer> {
   const { handle, size } = await openRegularFile(path, what, maxBytes, opts);
   try {
@@ -85,7 +103,7 @@ export async function readRegularFile(
       off += bytesRead;
       if (off === buf.length) break;
     }
-    if (off > maxBytes) throw tooLarge(path, what, maxBytes);
+    if (off > maxBytes) throw tooLarge(path, what, maxBytes, undefined, opts.limitVariable);
     return buf.subarray(0, off);
   } catch (e) {
     if (e instanceof MvmError) throw e;
@@ -95,13 +113,24 @@ export async function readRegularFile(
   }
 }
 
-function tooLarge(path: string, what: string, maxBytes: number, size?: number): MvmError {
+function tooLarge(
+  path: string,
+  what: string,
+  maxBytes: number,
+  size: number | undefined,
+  limitVariable: string | undefined,
+): MvmError {
+  const limit = `${maxBytes} bytes (${fmtBytes(maxBytes)})`;
   return new MvmError(
     'input',
-    `${what} ${path} is too large${size === undefined ? '' : ` (${fmtBytes(size)})`}`,
+    size === undefined
+      ? `${what} ${path} is too large: it grew past the limit of ${limit} while being read`
+      : `${what} ${path} is too large: ${size} bytes (${fmtBytes(size)}), the limit is ${limit}`,
     {
-      cause: `a ${what} is at most ${fmtBytes(maxBytes)}`,
-      fix: `Check that ${path} really is the ${what}.`,
+      cause: `a ${what} larger than ${fmtBytes(maxBytes)} is refused before it is read`,
+      fix: limitVariable
+        ? `Check that ${path} really is the ${what}; if it is, raise the limit with ${limitVariable} (bytes).`
+        : `Check that ${path} really is the ${what}.`,
     },
   );
 }

@@ -15,7 +15,7 @@ import {
   type Manifest,
 } from '../core/manifest.js';
 import { releasePolicy, releaseTagVersion } from '../core/release.js';
-import { findRecall } from '../core/revocation.js';
+import { findRecall, type Revocation } from '../core/revocation.js';
 import {
   MAX_BUNDLE_BYTES,
   openRegularFile,
@@ -166,7 +166,7 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
   }
   const facts: { -readonly [K in keyof AuditRecord]?: AuditRecord[K] } = { bypassed };
   try {
-    const inputs = await openReleaseSet(set);
+    const inputs = await openReleaseSet(set, ctx.config);
     try {
       facts.manifestSha256 = sha256(inputs.manifest);
       const signature = verifySignature(inputs, ctx); //                 1. signature
@@ -177,11 +177,18 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
         variant: manifest.variant,
       });
       checkReleaseTag(signature, manifest, ctx); //                       1. (the tag is the version)
+      checkVariant(manifest); //                                          2. (the dev slot takes the dev variant)
       checkVersionPin(manifest, ctx); //                                  3. version pin
       checkArch(manifest, ctx); //                                        4. arch
-      facts.expired = checkMaxAge(manifest, ctx); //                      5. max-age (warn)
+      const expired = (facts.expired = checkMaxAge(manifest, ctx)); //    5. max-age (warn)
       const revocation = await checkRevocation(manifest, ctx); //        6. revocation
-      const result = await install(inputs, manifest, signature, revocation, facts.expired, ctx); // 7 + 8
+      const result = await withStagedObject(ctx, async (store, staged) => {
+        const copied = await copyAndCheckDigests(inputs, manifest, staged, ctx); // 7. digests
+        const receipt = makeReceipt(inputs, manifest, signature, revocation, copied, expired, ctx);
+        await writeStagedImage(store, staged, inputs, receipt); //       8. install: the files,
+        await refuseIfRecalledNow(manifest, ctx); //                        the recalls once more,
+        return publishOnce(store, staged, receipt, ctx); //                 then one atomic publish
+      });
       await record(
         ctx,
         {
@@ -234,12 +241,17 @@ interface OpenedSet {
 }
 
 /** Reads the small files and opens the large ones; any unusable input is an input error (exit 3). */
-async function openReleaseSet(set: ReleaseSet): Promise<OpenedSet> {
+async function openReleaseSet(set: ReleaseSet, config: Config): Promise<OpenedSet> {
   const manifest = await readRegularFile(set.manifest, 'manifest', MAX_MANIFEST_BYTES);
   const bundle = await readRegularFile(set.bundle, 'bundle', MAX_BUNDLE_BYTES);
-  const vmlinux = await openRegularFile(set.vmlinux, 'kernel', Number.MAX_SAFE_INTEGER);
+  // Bounded before any hashing: a sparse file can claim a terabyte and cost nothing to carry in.
+  const vmlinux = await openRegularFile(set.vmlinux, 'kernel', config.maxKernelBytes, {
+    limitVariable: 'MVM_MAX_KERNEL_BYTES',
+  });
   try {
-    const rootfs = await openRegularFile(set.rootfs, 'rootfs', Number.MAX_SAFE_INTEGER);
+    const rootfs = await openRegularFile(set.rootfs, 'rootfs', config.maxRootfsBytes, {
+      limitVariable: 'MVM_MAX_ROOTFS_BYTES',
+    });
     return { manifest, bundle, vmlinux, rootfs, set };
   } catch (e) {
     await vmlinux.handle.close();
@@ -276,9 +288,10 @@ function verifySignature(inputs: OpenedSet, ctx: ImportContext): VerifiedSignatu
   } catch (e) {
     if (e instanceof MvmError && e.code === 'signature') {
       throw new MvmError('signature', `${SIGNATURE_FAILED}: ${e.message}`, {
-        cause: 'Manifest + bundle don’t match, or manifest was tampered with after signing',
+        cause: `Manifest + bundle don’t match, or manifest was tampered with after signing${e.cause ? ` (${e.cause})` : ''}`,
         fix: 'Re-export both files together from the same release tag.',
         ...(e.check ? { check: e.check } : {}),
+        underlying: e,
       });
     }
     throw e;
@@ -301,6 +314,20 @@ function checkReleaseTag(
         check: 'identity',
         cause: 'a manifest is only trusted under the release tag it was signed at',
         fix: 'Re-export both files together from the same release tag.',
+      },
+    );
+  }
+}
+
+/** `dev import-image` fills the dev slot: another variant there would escape the dev variant's recalls. */
+function checkVariant(m: Manifest): void {
+  if (m.variant !== 'dev') {
+    throw new MvmError(
+      'manifest',
+      `The manifest is for the ${m.variant} variant; dev import-image installs only the dev variant`,
+      {
+        cause: `dev/prebuilt/v${m.version} holds the dev image, and the dev variant's recalls apply to it`,
+        fix: 'Use the release’s dev-image-{arch}.manifest.json with its bundle and the dev kernel and rootfs.',
       },
     );
   }
@@ -341,44 +368,82 @@ function checkMaxAge(m: Manifest, ctx: ImportContext): boolean {
 
 const hours = (ms: number): number => Math.round((ms / 3600_000) * 10) / 10;
 
+/** Step 6: the list (refreshed when old), the recalls remembered on this host, freshness, then matching. */
 async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedRevocations> {
   // The cache as the refresh step read and verified it, unless it changed or did not verify.
-  const cached =
-    (await refreshIfStale(ctx)) ??
-    (await readCachedRevocations(
-      revocationsDir(ctx.config),
-      ctx.config.releaseRepo,
-      ctx.trustedRoot,
-      ctx.now(),
-    ));
-  // Recalls this host has verified before stay enforced, whatever happened to the cache since.
+  const cached = (await refreshIfStale(ctx)) ?? (await readCache(ctx));
+  const recalls = await recallsInForce(cached, ctx, { warnForgotten: true });
+  checkFreshness(cached, ctx);
+  refuseIfRecalled(m, recalls);
+  reportRevocation(cached, recalls, ctx);
+  return cached;
+}
+
+const readCache = (ctx: ImportContext): Promise<CachedRevocations> =>
+  readCachedRevocations(
+    revocationsDir(ctx.config),
+    ctx.config.releaseRepo,
+    ctx.trustedRoot,
+    ctx.now(),
+  );
+
+/**
+ * The cached list's recalls plus those verified on this host before (which
+ * stay enforced whatever happened to the cache since); a verified list is
+ * remembered in turn.
+ */
+async function recallsInForce(
+  cached: CachedRevocations,
+  ctx: ImportContext,
+  opts: { warnForgotten: boolean },
+): Promise<{ list: readonly Revocation[] | undefined; forgotten: readonly Revocation[] }> {
   const memory = await readRecallMemory(ctx.config);
   const list = cached.state === 'verified' ? cached.list.revocations : undefined;
   if (cached.state === 'verified')
     await rememberList(ctx.config, memory, cached.list.revocations, cached.signedAt);
   const forgotten = forgottenRecalls(memory, list);
-  if (forgotten.length > 0) {
+  if (opts.warnForgotten && forgotten.length > 0) {
     ctx.warn(
       `REVOCATION LIST ROLLED BACK OR REMOVED: ${forgotten.length} recall(s) verified on this host before are missing from ${cached.dir}; they are still enforced. Carry in the current pair.`,
     );
   }
-  const ageHours = cached.state === 'verified' ? hours(cached.ageMs) : 0;
-  if (cached.state === 'verified' && cached.age === 'stale') {
-    if (ctx.requireFreshRevocations) {
+  return { list, forgotten };
+}
+
+/** Seed policy: a stale list is still enforced, loudly; no list, or a stale one, is fatal when fresh revocations are required. */
+function checkFreshness(cached: CachedRevocations, ctx: ImportContext): void {
+  const byFlag = ctx.requireFreshRevocations;
+  const required = byFlag || ctx.config.requireFreshRevocations;
+  const fix = `Import a current pair with mvmctl revocations import --list revoked-versions.json --bundle revoked-versions.json.bundle (or copy it into ${cached.dir}), then retry.`;
+  if (cached.state === 'absent') {
+    if (required) {
       throw new MvmError(
         'network',
-        `The cached revocation list is ${ageHours} hours old (more than 7 days) and --require-fresh-revocations is set`,
-        {
-          cause: 'no fresh revocation list is available on this host',
-          fix: `Carry in a fresh revoked-versions.json + .bundle pair into ${cached.dir}, then retry.`,
-        },
+        `No revocation list is cached in ${cached.dir} and fresh revocations are required (${byFlag ? '--require-fresh-revocations' : 'MVM_REQUIRE_FRESH_REVOCATIONS=1'})`,
+        { cause: 'with no list, a recall of this release cannot be ruled out', fix },
       );
     }
-    ctx.warn(
-      `STALE REVOCATION LIST: the cached list is ${ageHours} hours old (more than 7 days). It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
+    return;
+  }
+  if (cached.age !== 'stale') return;
+  const ageHours = hours(cached.ageMs);
+  if (required) {
+    throw new MvmError(
+      'network',
+      `The cached revocation list is ${ageHours} hours old (more than 7 days) and ${byFlag ? '--require-fresh-revocations is set' : 'fresh revocations are required (MVM_REQUIRE_FRESH_REVOCATIONS=1)'}`,
+      { cause: 'no fresh revocation list is available on this host', fix },
     );
   }
-  const recall = findRecall({ revocations: [...(list ?? []), ...forgotten] }, m);
+  ctx.warn(
+    `STALE REVOCATION LIST: the cached list is ${ageHours} hours old (more than 7 days). It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
+  );
+}
+
+function refuseIfRecalled(
+  m: Manifest,
+  recalls: { list: readonly Revocation[] | undefined; forgotten: readonly Revocation[] },
+): void {
+  const recall = findRecall({ revocations: [...(recalls.list ?? []), ...recalls.forgotten] }, m);
   if (recall) {
     throw new MvmError(
       'revoked',
@@ -386,20 +451,36 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
       { cause: `The release was recalled (${recall.revokedAt})` },
     );
   }
+}
+
+function reportRevocation(
+  cached: CachedRevocations,
+  recalls: { forgotten: readonly Revocation[] },
+  ctx: ImportContext,
+): void {
   if (cached.state === 'absent') {
     ctx.warn(
-      `No revocation list is cached in ${cached.dir}; proceeding without a recall check${forgotten.length ? ' beyond the recalls remembered on this host' : ''}. Carry in a fresh revoked-versions.json + .bundle pair to enable it.`,
+      `No revocation list is cached in ${cached.dir}; proceeding without a recall check${recalls.forgotten.length ? ' beyond the recalls remembered on this host' : ''}. Carry in a fresh revoked-versions.json + .bundle pair to enable it.`,
     );
     ctx.report({ step: 'revocation', state: 'absent' });
-    return cached;
+    return;
   }
   ctx.report({
     step: 'revocation',
     state: cached.age,
-    ageHours,
+    ageHours: hours(cached.ageMs),
     entries: cached.list.revocations.length,
   });
-  return cached;
+}
+
+/**
+ * Step 8, just before the publish: a recall installed while the copy ran (a
+ * new cached list, or a recall remembered since) stops it. Read from disk
+ * again, never from what step 6 saw.
+ */
+async function refuseIfRecalledNow(m: Manifest, ctx: ImportContext): Promise<void> {
+  const cached = await readCache(ctx);
+  refuseIfRecalled(m, await recallsInForce(cached, ctx, { warnForgotten: false }));
 }
 
 /** Seed policy: a cache older than 24 hours is refreshed when the network is there; a failure never blocks. */
@@ -434,103 +515,138 @@ async function refreshIfStale(ctx: ImportContext): Promise<CachedRevocations | u
   return outcome.unchanged;
 }
 
-async function install(
-  inputs: OpenedSet,
-  m: Manifest,
-  signature: VerifiedSignature | undefined,
-  revocation: CachedRevocations,
-  expired: boolean,
+/** Runs `build` in a fresh staging object of the store; the object is removed unless it was published. */
+async function withStagedObject<T>(
   ctx: ImportContext,
-): Promise<ImportResult> {
-  const bypassed = escapeHatches(ctx);
+  build: (store: ImageStore, staged: string) => Promise<T>,
+): Promise<T> {
   const store = new ImageStore(prebuiltDir(ctx.config), ctx.config.dataDir);
   await store.open();
   const staged = await store.stage();
   try {
-    const rootfsFile = INSTALLED_FILES.rootfs(m.rootfsFormat);
-    ctx.onProgress?.('kernel', 0, inputs.vmlinux.size);
-    ctx.onProgress?.('rootfs', 0, inputs.rootfs.size);
-    // 7. Digests: hash the bytes being installed, kernel and rootfs at once.
-    const [kernel, rootfs] = await Promise.all([
-      copyAndHash(inputs.vmlinux, join(staged, INSTALLED_FILES.kernel), (b) =>
-        ctx.onProgress?.('kernel', b, inputs.vmlinux.size),
-      ),
-      copyAndHash(inputs.rootfs, join(staged, rootfsFile), (b) =>
-        ctx.onProgress?.('rootfs', b, inputs.rootfs.size),
-      ),
-    ]).catch((e: unknown) => {
-      if (e instanceof MvmError) throw e;
-      // Disk full, quota, permissions: the store, not the release set, is at fault.
-      throw new MvmError('store', `Cannot copy the image into ${staged}`, {
-        cause: (e as Error).message,
-        underlying: e,
-      });
-    });
-    checkDigest('kernel', kernel, inputs.set.vmlinux, m, ctx);
-    checkDigest('rootfs', rootfs, inputs.set.rootfs, m, ctx);
-
-    // 8. Install: the verified manifest and bundle, a receipt, then one atomic publish.
-    const receipt: Receipt = {
-      schema: 1,
-      version: m.version,
-      arch: m.arch,
-      variant: m.variant,
-      rootfsFormat: m.rootfsFormat,
-      verification: bypassed.length ? 'UNVERIFIED' : 'verified',
-      bypassed,
-      signer:
-        signature?.signer.kind === 'certificate'
-          ? {
-              identity: signature.signer.identity,
-              issuer: signature.signer.issuer,
-              logIndex: signature.tlog.logIndex,
-              integratedTime: signature.tlog.integratedTime,
-              signedTime: signature.signedTime,
-            }
-          : null,
-      manifestSha256: sha256(inputs.manifest),
-      bundleSha256: sha256(inputs.bundle),
-      artifacts: {
-        kernel: {
-          file: INSTALLED_FILES.kernel,
-          name: artifactFor(m, 'kernel').name,
-          sha256: kernel.sha256,
-          bytes: kernel.bytes,
-        },
-        rootfs: {
-          file: rootfsFile,
-          name: artifactFor(m, 'rootfs').name,
-          sha256: rootfs.sha256,
-          bytes: rootfs.bytes,
-        },
-      },
-      notAfter: m.notAfter.toISOString(),
-      expiredAtInstall: expired,
-      revocation:
-        revocation.state === 'absent'
-          ? { state: 'absent' }
-          : { state: revocation.age, ageHours: hours(revocation.ageMs) },
-      installedAt: ctx.now().toISOString(),
-      mvmctlVersion: ctx.mvmctlVersion,
-      trustedRoot: { source: ctx.trustedRoot.source, sha256: ctx.trustedRoot.sha256 },
-    };
-    const existing = await sameImageInstalled(store, receipt);
-    if (existing) {
-      await store.discard(staged);
-      ctx.report({ step: 'install', path: existing, alreadyInstalled: true });
-      return { version: m.version, path: existing, alreadyInstalled: true, receipt };
-    }
-    await store.writeFile(staged, INSTALLED_FILES.manifest, inputs.manifest);
-    await store.writeFile(staged, INSTALLED_FILES.bundle, inputs.bundle);
-    await store.writeFile(staged, INSTALLED_FILES.receipt, `${JSON.stringify(receipt, null, 2)}\n`);
-    await store.publish(m.version, staged);
-    const path = join(store.root, `v${m.version}`);
-    ctx.report({ step: 'install', path, alreadyInstalled: false });
-    return { version: m.version, path, alreadyInstalled: false, receipt };
+    return await build(store, staged);
   } catch (e) {
     await store.discard(staged);
     throw e;
   }
+}
+
+interface CopiedImage {
+  readonly kernel: CopiedFile;
+  readonly rootfs: CopiedFile;
+}
+
+/** Step 7: copies kernel and rootfs into the staging object at once, hashing the bytes installed. */
+async function copyAndCheckDigests(
+  inputs: OpenedSet,
+  m: Manifest,
+  staged: string,
+  ctx: ImportContext,
+): Promise<CopiedImage> {
+  ctx.onProgress?.('kernel', 0, inputs.vmlinux.size);
+  ctx.onProgress?.('rootfs', 0, inputs.rootfs.size);
+  const [kernel, rootfs] = await Promise.all([
+    copyAndHash(inputs.vmlinux, join(staged, INSTALLED_FILES.kernel), (b) =>
+      ctx.onProgress?.('kernel', b, inputs.vmlinux.size),
+    ),
+    copyAndHash(inputs.rootfs, join(staged, INSTALLED_FILES.rootfs(m.rootfsFormat)), (b) =>
+      ctx.onProgress?.('rootfs', b, inputs.rootfs.size),
+    ),
+  ]).catch((e: unknown) => {
+    if (e instanceof MvmError) throw e;
+    // Disk full, quota, permissions, a failing cp: the store, not the release set, is at fault.
+    throw new MvmError('store', `Cannot copy the image into ${staged}`, {
+      cause: (e as Error).message,
+      underlying: e,
+    });
+  });
+  checkDigest('kernel', kernel, inputs.set.vmlinux, m, ctx);
+  checkDigest('rootfs', rootfs, inputs.set.rootfs, m, ctx);
+  return { kernel, rootfs };
+}
+
+/** What was verified, by whom, when: written beside the image. */
+function makeReceipt(
+  inputs: OpenedSet,
+  m: Manifest,
+  signature: VerifiedSignature | undefined,
+  revocation: CachedRevocations,
+  copied: CopiedImage,
+  expired: boolean,
+  ctx: ImportContext,
+): Receipt {
+  const bypassed = escapeHatches(ctx);
+  const artifact = (role: ArtifactRole, file: string, c: CopiedFile) => ({
+    file,
+    name: artifactFor(m, role).name,
+    sha256: c.sha256,
+    bytes: c.bytes,
+  });
+  return {
+    schema: 1,
+    version: m.version,
+    arch: m.arch,
+    variant: m.variant,
+    rootfsFormat: m.rootfsFormat,
+    verification: bypassed.length ? 'UNVERIFIED' : 'verified',
+    bypassed,
+    signer:
+      signature?.signer.kind === 'certificate'
+        ? {
+            identity: signature.signer.identity,
+            issuer: signature.signer.issuer,
+            logIndex: signature.tlog.logIndex,
+            integratedTime: signature.tlog.integratedTime,
+            signedTime: signature.signedTime,
+          }
+        : null,
+    manifestSha256: sha256(inputs.manifest),
+    bundleSha256: sha256(inputs.bundle),
+    artifacts: {
+      kernel: artifact('kernel', INSTALLED_FILES.kernel, copied.kernel),
+      rootfs: artifact('rootfs', INSTALLED_FILES.rootfs(m.rootfsFormat), copied.rootfs),
+    },
+    notAfter: m.notAfter.toISOString(),
+    expiredAtInstall: expired,
+    revocation:
+      revocation.state === 'absent'
+        ? { state: 'absent' }
+        : { state: revocation.age, ageHours: hours(revocation.ageMs) },
+    installedAt: ctx.now().toISOString(),
+    mvmctlVersion: ctx.mvmctlVersion,
+    trustedRoot: { source: ctx.trustedRoot.source, sha256: ctx.trustedRoot.sha256 },
+  };
+}
+
+/** The verified manifest and bundle and the receipt, beside the copied artifacts. */
+async function writeStagedImage(
+  store: ImageStore,
+  staged: string,
+  inputs: OpenedSet,
+  receipt: Receipt,
+): Promise<void> {
+  await store.writeFile(staged, INSTALLED_FILES.manifest, inputs.manifest);
+  await store.writeFile(staged, INSTALLED_FILES.bundle, inputs.bundle);
+  await store.writeFile(staged, INSTALLED_FILES.receipt, `${JSON.stringify(receipt, null, 2)}\n`);
+}
+
+/** One atomic publish, unless the same verified image is already installed (then it is left as it is). */
+async function publishOnce(
+  store: ImageStore,
+  staged: string,
+  receipt: Receipt,
+  ctx: ImportContext,
+): Promise<ImportResult> {
+  const existing = await sameImageInstalled(store, receipt);
+  if (existing) {
+    await store.discard(staged);
+    ctx.report({ step: 'install', path: existing, alreadyInstalled: true });
+    return { version: receipt.version, path: existing, alreadyInstalled: true, receipt };
+  }
+  await store.publish(receipt.version, staged);
+  const path = join(store.root, `v${receipt.version}`);
+  ctx.report({ step: 'install', path, alreadyInstalled: false });
+  return { version: receipt.version, path, alreadyInstalled: false, receipt };
 }
 
 function checkDigest(

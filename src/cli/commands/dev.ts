@@ -34,7 +34,8 @@ Flags:
   --rootfs FILE                dev-rootfs-{arch}.ext4
   --dir DIR                    find the four files of this host's arch by their release names in DIR
   --trusted-root FILE          Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else embedded)
-  --require-fresh-revocations  fail when the cached revocation list is older than 7 days
+  --require-fresh-revocations  fail when no revocation list is cached, or it is older than 7 days
+                               (also MVM_REQUIRE_FRESH_REVOCATIONS=1)
   --offline                    never try the network (also MVM_OFFLINE=1); a cache older than
                                24 hours is otherwise refreshed from the release location first
   --json                       print one JSON object with the result (or the error)
@@ -47,13 +48,18 @@ Environment:
   MVM_RELEASE_REPO        repository whose release workflow signs manifests (default tinylabscom/mvm)
   MVM_RELEASE_BASE_URL    release download base (default https://github.com/{repo}/releases/download)
   MVM_OFFLINE=1           never use the network
+  MVM_REQUIRE_FRESH_REVOCATIONS=1  as --require-fresh-revocations, as configuration for a fleet
+  MVM_MAX_KERNEL_BYTES, MVM_MAX_ROOTFS_BYTES
+                          largest kernel / rootfs accepted, checked before any hashing
+                          (defaults 512 MiB and 64 GiB)
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY
                           proxies for the revocation list refresh
   MVM_SKIP_COSIGN_VERIFY=1, MVM_SKIP_HASH_VERIFY=1
                           emergency exits only: loud, counted, audited, image marked UNVERIFIED
 
 Exit status: 0 installed, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
-14 digest, 15 manifest invalid, 16 stale revocations (with --require-fresh-revocations), 17 store.
+14 digest, 15 manifest invalid (or not the dev variant), 16 no fresh revocation list (when
+required), 17 store, 2 usage (including an empty HOME or MVM_DATA_DIR).
 `;
 
 export const DEV_HELP = `Usage: mvmctl dev <command>
