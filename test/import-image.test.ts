@@ -565,7 +565,7 @@ describe('dev import-image: cached revocation list policy', () => {
     });
     assert.match(
       r.stderr,
-      /warning: STALE REVOCATION LIST: the cached list is 19\d(\.\d)? hours old \(more than 7 days\)/,
+      /warning: STALE REVOCATION LIST: it is 19\d(\.\d)? hours old \(more than 7 days\)/,
     );
   });
 
@@ -576,7 +576,29 @@ describe('dev import-image: cached revocation list policy', () => {
     utimesSync(pair.json, old, old);
     const r = await h.importSet(good);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /STALE REVOCATION LIST: the cached list is .* hours old/);
+    assert.match(r.stderr, /STALE REVOCATION LIST: it is .* hours old/);
+  });
+
+  it('a list modified in the future is stale, and the import says why', async () => {
+    // cp -p, rsync -a, tar or a clock that was ahead: "0 hours old" forever would hide every later recall.
+    const h = host();
+    const pair = await writeRevocationList(pki, h.revocations, []);
+    const ahead = new Date(Date.now() + 3 * 86_400_000);
+    utimesSync(pair.json, ahead, ahead);
+    const r = await h.importSet(good, ['--offline']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /warning: STALE REVOCATION LIST: its modification time is in the future \(7\d(\.\d)? h ahead/,
+    );
+    await assertRefused(h, good, {
+      exit: 16,
+      code: 'network',
+      counter: 'dev_image_verify_network_total',
+      flags: ['--require-fresh-revocations', '--offline'],
+      wording:
+        /stale \(its modification time is in the future .*\) and --require-fresh-revocations is set/,
+    });
   });
 
   it('--require-fresh-revocations makes staleness fatal', async () => {
@@ -589,7 +611,8 @@ describe('dev import-image: cached revocation list policy', () => {
       code: 'network',
       counter: 'dev_image_verify_network_total',
       flags: ['--require-fresh-revocations'],
-      wording: /more than 7 days\) and --require-fresh-revocations is set/,
+      wording:
+        /stale \(it is \d+(\.\d)? hours old \(more than 7 days\)\) and --require-fresh-revocations is set/,
     });
   });
 
@@ -975,7 +998,7 @@ describe('dev import-image: recalls that must not be bypassed (issue 8)', () => 
       code: 'network',
       counter: 'dev_image_verify_network_total',
       env,
-      wording: /more than 7 days\) and fresh revocations are required/,
+      wording: /more than 7 days\)\) and fresh revocations are required/,
     });
     // A fresh list satisfies it.
     utimesSync(pair.json, new Date(), new Date());

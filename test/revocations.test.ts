@@ -358,6 +358,43 @@ describe('revocations: refresh during dev import-image', () => {
   });
 });
 
+describe('revocations: an audit record that cannot be written is never silent', () => {
+  it('refresh still reports its outcome, and warns that the record was lost', async () => {
+    const h = host();
+    serve(await signedList([OLD]));
+    // The audit log's path is taken by a directory: every append fails.
+    mkdirSync(join(h.dir, 'data', 'telemetry', 'audit.jsonl'), { recursive: true });
+    const r = await h.run(['revocations', 'refresh']);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /Refreshed the revocation list/);
+    assert.match(
+      r.stderr,
+      /^warning: the audit record of this revocation refresh could not be written: /m,
+    );
+  });
+
+  it('a failed revocations import warns too, and keeps its own error', async () => {
+    const h = host();
+    const wrong = await signedList([OLD], {
+      identity: `https://github.com/${REPO}/.github/workflows/release.yml@refs/tags/v${VERSION}`,
+    });
+    mkdirSync(join(h.dir, 'data', 'telemetry', 'audit.jsonl'), { recursive: true });
+    const r = await h.run([
+      'revocations',
+      'import',
+      '--list',
+      wrong.json,
+      '--bundle',
+      wrong.bundle,
+    ]);
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(
+      r.stderr,
+      /^warning: the audit record of this failed import could not be written: /m,
+    );
+  });
+});
+
 describe('revocations: a fetched list that fails is never cached or trusted', () => {
   async function refused(h: Host, expectWording: RegExp, counter?: string) {
     const before = await h.status();

@@ -217,3 +217,25 @@ describe('renderError', () => {
     }
   });
 });
+
+describe('untrusted text: dev import-image step lines and result', () => {
+  it('a data directory named with control characters shows escaped in the result line', async () => {
+    const h = host();
+    const set = await writeReleaseSet(pki, join(root, `set${n++}`), {
+      version: VERSION,
+      arch: HOST_ARCH,
+    });
+    const data = join(h.dir, `data-${EVIL.replace(/\//g, '_')}`);
+    const r = await h.importSet(set, [], { MVM_DATA_DIR: data });
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stdout + r.stderr.replace(/\n/g, ''), RAW_CONTROL);
+    assert.match(
+      r.stdout,
+      new RegExp(`at .*data-${EVIL_SHOWN.replace(/[\\[\]().*+?^$|]/g, '\\$&')}`),
+    );
+    const j = await h.importSet(set, ['--json'], { MVM_DATA_DIR: data });
+    assert.equal(j.code, 0, j.stderr);
+    assert.equal(j.stdout.trim().split('\n').length, 1, 'one JSON line');
+    assert.equal((JSON.parse(j.stdout) as Json).path.includes(EVIL.replace(/\//g, '_')), true);
+  });
+});

@@ -426,16 +426,17 @@ function checkFreshness(cached: CachedRevocations, ctx: ImportContext): void {
     return;
   }
   if (cached.age !== 'stale') return;
-  const ageHours = hours(cached.ageMs);
+  // Too old, or modified in the future (cp -p, rsync -a, a clock that was ahead): either way not fresh.
+  const why = cached.staleReason ?? `it is ${hours(cached.ageMs)} hours old (more than 7 days)`;
   if (required) {
     throw new MvmError(
       'network',
-      `The cached revocation list is ${ageHours} hours old (more than 7 days) and ${byFlag ? '--require-fresh-revocations is set' : 'fresh revocations are required (MVM_REQUIRE_FRESH_REVOCATIONS=1)'}`,
+      `The cached revocation list is stale (${why}) and ${byFlag ? '--require-fresh-revocations is set' : 'fresh revocations are required (MVM_REQUIRE_FRESH_REVOCATIONS=1)'}`,
       { cause: 'no fresh revocation list is available on this host', fix },
     );
   }
   ctx.warn(
-    `STALE REVOCATION LIST: the cached list is ${ageHours} hours old (more than 7 days). It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
+    `STALE REVOCATION LIST: ${why}. It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
   );
 }
 
@@ -491,6 +492,7 @@ async function refreshIfStale(ctx: ImportContext): Promise<CachedRevocations | u
       trustedRoot: ctx.trustedRoot,
       now: ctx.now,
       offline: ctx.offline,
+      warn: ctx.warn,
       ...(ctx.fetcher ? { fetcher: ctx.fetcher } : {}),
     },
     { force: false },

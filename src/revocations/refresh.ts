@@ -5,6 +5,7 @@
  * already cached (append-only: a replayed older list is refused). Nothing that
  * fails is ever cached; the previous verified list stays in force.
  */
+import { printable } from '../core/printable.js';
 import { revocationsDir, revocationsUrl, type Config } from '../config.js';
 import { MvmError } from '../errors.js';
 import { droppedEntries } from '../core/revocation.js';
@@ -42,6 +43,8 @@ export interface RefreshContext {
   readonly now: () => Date;
   readonly fetcher?: Fetcher;
   readonly offline?: boolean;
+  /** Where a warning goes (an audit record that could not be written); stderr when absent. */
+  readonly warn?: (message: string) => void;
 }
 
 /**
@@ -233,7 +236,16 @@ export async function refreshAndAudit(
           : {}),
       },
       ctx.now(),
-    ).catch(() => undefined);
+    ).catch((e: unknown) =>
+      // The refresh outcome stands; a lost audit record must still be seen.
+      (ctx.warn ?? warnOnStderr)(
+        `the audit record of this revocation refresh could not be written: ${printable((e as Error)?.message ?? String(e))}`,
+      ),
+    );
   }
   return outcome;
 }
+
+const warnOnStderr = (message: string): void => {
+  process.stderr.write(`warning: ${message}\n`);
+};

@@ -93,7 +93,8 @@ export interface AppendOptions {
 const GENESIS = '0'.repeat(64);
 const sha256 = (data: string | Uint8Array): string =>
   createHash('sha256').update(data).digest('hex');
-const stderrWarning = (m: string): void => void process.stderr.write(`warning: ${m}\n`);
+const stderrWarning = (m: string): void =>
+  void process.stderr.write(`warning: ${printable(m, 4096)}\n`);
 
 /** Where the anchor lives: beside the recall memory, outside the telemetry directory. */
 export const auditAnchorDir = (c: Config): string => join(c.dataDir, 'revocations');

@@ -1,3 +1,4 @@
+import { printable } from '../../core/printable.js';
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
 import { configFrom } from '../../config.js';
@@ -12,7 +13,7 @@ import {
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
-import type { Output } from '../render.js';
+import { jsonLine, type Output } from '../render.js';
 
 export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --bundle B --vmlinux K --rootfs R [flags]
        mvmctl dev import-image --dir D [flags]
@@ -142,21 +143,21 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
     offline: values.offline === true || config.offline,
     report: (e) => {
       progress?.clear();
-      if (!json) io.err(describe(e));
+      if (!json) io.err(safeLines(describe(e)));
     },
     warn: (m) => {
       progress?.clear();
-      io.err(`warning: ${m}`);
+      io.err(`warning: ${safeLines(m)}`);
     },
     ...(progress ? { onProgress: progress.update } : {}),
   });
   progress?.clear();
   if (json) {
-    io.out(JSON.stringify({ installed: true, ...result }));
+    io.out(jsonLine({ installed: true, ...result }));
   } else {
     io.out(
       `${result.alreadyInstalled ? 'Already installed' : 'Installed'} dev image v${result.version}` +
-        `${result.receipt.verification === 'UNVERIFIED' ? ' (UNVERIFIED)' : ''} at ${result.path}\n` +
+        `${result.receipt.verification === 'UNVERIFIED' ? ' (UNVERIFIED)' : ''} at ${printable(result.path)}\n` +
         `Run 'mvmctl dev up' to boot the dev VM from the imported artifacts (no re-verification, no network).`,
     );
   }
@@ -191,6 +192,13 @@ function releaseSetFrom(v: Record<string, unknown>, arch: 'x86_64' | 'aarch64'):
     rootfs: v['rootfs'] as string,
   };
 }
+
+/** Step lines and warnings quote file names and signed fields: each line is escaped on its own. */
+const safeLines = (text: string): string =>
+  text
+    .split('\n')
+    .map((line) => printable(line, 4096))
+    .join('\n');
 
 function describe(e: ImportEvent): string {
   switch (e.step) {

@@ -25,7 +25,7 @@ import { ImageStore } from '../../store/image-store.js';
 import { audit } from '../../telemetry/audit.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
-import type { Output } from '../render.js';
+import { jsonLine, type Output } from '../render.js';
 
 export const REVOCATIONS_HELP = `Usage: mvmctl revocations <command> [flags]
 
@@ -140,7 +140,7 @@ async function importList(
     };
     io.out(
       json
-        ? JSON.stringify(result)
+        ? jsonLine(result)
         : `Installed the revocation list (${result.entries} entries, signed by ${printable(result.signer)}) in ${printable(result.path)}`,
     );
     return 0;
@@ -152,7 +152,11 @@ async function importList(
         code: e.code,
         check: e.check,
         message: e.message,
-      }).catch(() => undefined);
+      }).catch((auditError: unknown) =>
+        io.err(
+          `warning: the audit record of this failed import could not be written: ${printable((auditError as Error)?.message ?? String(auditError))}`,
+        ),
+      );
     }
     throw e;
   }
@@ -172,7 +176,7 @@ async function refresh(
     });
   }
   const outcome = await refreshAndAudit(
-    { config, trustedRoot, now: () => new Date() },
+    { config, trustedRoot, now: () => new Date(), warn: (m) => io.err(`warning: ${m}`) },
     { force: true },
   );
   if (outcome.action === 'network-error' || outcome.action === 'rejected') throw outcome.error;
@@ -185,7 +189,7 @@ async function refresh(
         : `Nothing to do (${outcome.action})`;
   io.out(
     json
-      ? JSON.stringify({
+      ? jsonLine({
           action: outcome.action,
           ...(outcome.action === 'refreshed'
             ? { entries: outcome.entries, signer: outcome.signer }
@@ -221,7 +225,7 @@ async function status(
   }
   const out = { ...summary, images };
   if (json) {
-    io.out(JSON.stringify(out));
+    io.out(jsonLine(out));
     return 0;
   }
   // The signer, the error and recall reasons quote the list and its bundle: escaped for the terminal.

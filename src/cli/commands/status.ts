@@ -11,7 +11,7 @@ import { ImageStore } from '../../store/image-store.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
-import type { Output } from '../render.js';
+import { jsonLine, type Output } from '../render.js';
 import { currentMetrics, metricsJson } from './metrics.js';
 
 export const STATUS_HELP = `Usage: mvmctl status [--json] [--trusted-root FILE]
@@ -79,7 +79,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     devVm: { state: 'not built yet' },
   };
   if (values.json) {
-    io.out(JSON.stringify(status));
+    io.out(jsonLine(status));
     return 0;
   }
   // Recall reasons, signer identities, versions and paths come from files: escaped before they reach a terminal.

@@ -2,7 +2,7 @@ import { MvmError } from '../../errors.js';
 import { verifyBlob, type VerifyBlobResult } from '../../verify-blob.js';
 import { parseArgs } from 'node:util';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
-import type { Output } from '../render.js';
+import { jsonLine, type Output } from '../render.js';
 
 export const VERIFY_BLOB_HELP = `Usage: mvmctl verify-blob --bundle FILE (--certificate-identity ID | --certificate-identity-regexp RE)
                           (--certificate-oidc-issuer ISSUER | --certificate-oidc-issuer-regexp RE)
@@ -230,7 +230,7 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
     trustedRootPath: values['trusted-root'] ?? process.env['MVM_TRUSTED_ROOT'],
   });
   if (values.json) {
-    io.out(JSON.stringify(notes.length > 0 ? { ...result, notes } : result));
+    io.out(jsonLine(notes.length > 0 ? { ...result, notes } : result));
   } else {
     const who =
       result.signer.kind === 'key'
