@@ -17,6 +17,13 @@ import { fileURLToPath } from 'node:url';
 import { MUTANTS } from './mutants.mjs';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
+// The tests run the CLI with this very node: the project's Node.js 24, which npm scripts put first.
+if (Number(process.versions.node.split('.')[0]) < 24) {
+  console.error(
+    `mutate: run it as 'npm run mutate' (Node.js 24), not with Node.js ${process.version}`,
+  );
+  process.exit(2);
+}
 const BACKUP_SUFFIX = '.mutate-backup';
 
 const args = process.argv.slice(2);
@@ -69,11 +76,16 @@ for (const m of selected) {
     } else {
       const t = run(
         process.execPath,
-        ['--test', '--test-concurrency=2', '--import', 'tsx', ...m.tests],
+        ['--test', '--test-reporter=spec', '--test-concurrency=2', '--import', 'tsx', ...m.tests],
         600_000,
       );
       outcome = t.status === 0 ? 'survived' : 'killed';
-      const failed = (t.stdout.match(/^not ok \d+ - .*$/gm) ?? []).slice(0, 2).join('; ');
+      // Failed tests are marked ✖ (suites too, unindented); the summary after "failing tests:" repeats them.
+      const report = t.stdout.split('\n✖ failing tests:')[0];
+      const failed = [...report.matchAll(/^ +✖ (.*?)(?: \([\d.]+ms\))?$/gm)]
+        .map((m) => m[1])
+        .slice(0, 2)
+        .join('; ');
       detail = outcome === 'killed' ? failed || `exit ${t.status ?? t.signal}` : '';
     }
   } finally {

@@ -99,6 +99,18 @@ describe('the audit chain', () => {
     await brokenAt(h, 2, /the line does not follow the one before it/);
   });
 
+  it('a last record whose seq was edited is named, also with no anchor to compare', async () => {
+    // The hash chain cannot see it (nothing follows the last line); the numbering can.
+    const h = host();
+    const lines = await fourRecords(h);
+    const last = JSON.parse(lines[3]!);
+    assert.equal(last.seq, 4);
+    const edited = JSON.stringify({ ...last, seq: 9 });
+    writeFileSync(logOf(h), [...lines.slice(0, 3), edited].join('\n') + '\n');
+    rmSync(anchorOf(h), { force: true });
+    await brokenAt(h, 4, /the line does not follow the one before it/);
+  });
+
   it('an untouched log reads intact', async () => {
     const h = host();
     await fourRecords(h);

@@ -17,6 +17,7 @@ import {
   symlinkSync,
   unlinkSync,
   utimesSync,
+  existsSync,
 } from 'node:fs';
 import {
   createServer,
@@ -355,6 +356,32 @@ describe('revocations: refresh during dev import-image', () => {
     assert.equal((await h.importSet(good)).code, 0);
     assert.equal((await h.importSet(good, ['--offline'])).code, 0);
     assert.deepEqual(served.requests, []);
+  });
+});
+
+describe('revocations: generations left behind', () => {
+  it('are collected only when their writer is gone, nothing links them and a minute has passed', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    const parent = join(h.revocations, '..');
+    const gen = (pid: number) => join(parent, `.revocations-${pid}-${'0123456789abcdef'}`);
+    const dead = 2147483646; // no such process
+    const oldDead = gen(dead);
+    const youngDead = join(parent, `.revocations-${dead}-fedcba9876543210`);
+    const oldLive = gen(process.pid);
+    for (const d of [oldDead, youngDead, oldLive]) mkdirSync(d);
+    const old = new Date(Date.now() - 120_000);
+    utimesSync(oldDead, old, old);
+    utimesSync(oldLive, old, old);
+    await cache(h, [OLD, RECALL]);
+    assert.equal(
+      existsSync(oldDead),
+      false,
+      'a dead writer, unlinked, over a minute old: collected',
+    );
+    assert.equal(existsSync(youngDead), true, 'a reader may still be inside a young one');
+    assert.equal(existsSync(oldLive), true, 'its writer is alive');
+    assert.equal((await h.status()).entries, 2, 'the linked generation is the new list');
   });
 });
 

@@ -16,7 +16,6 @@ import { basename, dirname, join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
 import { ownershipProblem } from '../io/ownership.js';
-import { processAlive as alive } from '../io/process.js';
 import { revocationsPolicy } from '../core/release.js';
 import {
   cacheAge,
@@ -26,6 +25,7 @@ import {
   type RevocationList,
 } from '../core/revocation.js';
 import { readRegularFile } from '../io/files.js';
+import { collectUnlinked } from '../store/garbage.js';
 import { ensurePrivateDir } from '../store/secure-dir.js';
 import { parseBundle } from '../trust/bundle.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
@@ -274,23 +274,22 @@ async function swapIn(
       underlying: e,
     });
   }
-  await collectGenerations(parent, id);
+  await collectGenerations(parent, dir, id);
 }
 
-/** Removes generations nothing links to, when their writer is gone (a reader may still be in one). */
-async function collectGenerations(parent: string, current: string): Promise<void> {
-  const names = await fs.readdir(parent).catch(() => [] as string[]);
-  for (const name of names) {
-    const m = GENERATION.exec(name);
-    if (!m || name === current) continue;
-    const age = await fs.lstat(join(parent, name)).then(
-      (s) => Date.now() - s.mtimeMs,
-      () => 0,
-    );
-    // A concurrent reader resolved its generation moments ago; give it time.
-    if (!alive(Number(m[1])) && age > 60_000)
-      await fs.rm(join(parent, name), { recursive: true, force: true });
-  }
+/**
+ * Removes generations nothing links to, when their writer is gone: the store's
+ * rule (collectUnlinked). Runs under the cache lock, right after the swap, so
+ * the link names `current`; a replaced generation is kept a minute (its mtime
+ * was set at replacement), since a reader may have resolved it just before.
+ */
+async function collectGenerations(parent: string, link: string, current: string): Promise<void> {
+  await collectUnlinked({
+    dir: parent,
+    pattern: GENERATION,
+    graceMs: 60_000,
+    linked: async () => new Set([current, await fs.readlink(link)]),
+  });
 }
 
 /** What `status` and `revocations status` report about the cache: one shape for both. */
