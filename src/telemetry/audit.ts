@@ -322,16 +322,13 @@ async function appendLines(fh: fs.FileHandle, path: string, lines: string[]): Pr
 
 /** Reads the anchor; a missing one is undefined, anything else that is not an anchor is unreadable. */
 export async function readAnchor(path: string): Promise<AnchorState> {
-  let text: string;
+  let text: string | undefined;
   try {
-    text = await fs.readFile(path, {
-      encoding: 'utf8',
-      flag: constants.O_RDONLY | constants.O_NOFOLLOW,
-    });
+    text = await readIfPresent(path);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     return { unreadable: (e as Error).message };
   }
+  if (text === undefined) return undefined;
   try {
     const a = JSON.parse(text) as { seq?: unknown; hash?: unknown } | null;
     if (
@@ -540,16 +537,8 @@ export async function audit(
 export async function readAudit(
   path: string,
 ): Promise<{ records: AuditRecord[]; unreadable: number }> {
-  let text: string;
-  try {
-    text = await fs.readFile(path, {
-      encoding: 'utf8',
-      flag: constants.O_RDONLY | constants.O_NOFOLLOW,
-    });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { records: [], unreadable: 0 };
-    throw e;
-  }
+  const text = await readIfPresent(path);
+  if (text === undefined) return { records: [], unreadable: 0 };
   const records: AuditRecord[] = [];
   let unreadable = 0;
   for (const line of text.split('\n')) {
@@ -603,4 +592,17 @@ export function metricsFrom(records: readonly AuditRecord[]): Metrics {
     if (typeof r.durationSeconds === 'number') durations.push(r.durationSeconds);
   }
   return { counters, durations };
+}
+
+/** The file's text, never through a symlink; undefined when it does not exist. */
+async function readIfPresent(path: string): Promise<string | undefined> {
+  try {
+    return await fs.readFile(path, {
+      encoding: 'utf8',
+      flag: constants.O_RDONLY | constants.O_NOFOLLOW,
+    });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
 }
