@@ -2,7 +2,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import fc from 'fast-check';
-import { artifactFor, hostArch, parseManifest, sameDigest } from '../src/core/manifest.js';
+import {
+  artifactFor,
+  artifactName,
+  hostArch,
+  listedArtifact,
+  parseManifest,
+  sameDigest,
+} from '../src/core/manifest.js';
 import { checkSigner } from '../src/core/policy.js';
 import {
   releasePolicy,
@@ -134,6 +141,30 @@ describe('manifest schema v1', () => {
       }),
       { numRuns: 1000 },
     );
+  });
+
+  it('an initrd is optional: listed, it is found by its name ({variant}-initrd-{arch}); absent, it is no part of the set', () => {
+    assert.equal(
+      artifactName({ variant: 'builder', arch: 'aarch64', rootfsFormat: 'ext4' }, 'initrd'),
+      'builder-initrd-aarch64',
+    );
+    const four = parseManifest(bytes(goodManifest()));
+    assert.equal(listedArtifact(four, 'initrd'), undefined);
+    assert.throws(
+      () => artifactFor(four, 'initrd'),
+      (e: unknown) =>
+        e instanceof MvmError && /missing artifact entry dev-initrd-x86_64/.test(e.message),
+    );
+    const five = parseManifest(
+      bytes(edit((m) => m.artifacts.unshift({ name: 'dev-initrd-x86_64', sha256: H('D') }))),
+    );
+    assert.equal(listedArtifact(five, 'initrd')?.sha256, H('d'));
+    assert.equal(artifactFor(five, 'kernel').sha256, H('a'));
+    // Another arch's initrd is not this set's.
+    const other = parseManifest(
+      bytes(edit((m) => m.artifacts.push({ name: 'dev-initrd-aarch64', sha256: H('e') }))),
+    );
+    assert.equal(listedArtifact(other, 'initrd'), undefined);
   });
 
   it('maps Node arch names', () => {

@@ -148,30 +148,42 @@ export function parseManifest(bytes: Uint8Array): Manifest {
     builtAt,
     notAfter,
   };
-  // Both artifacts the pipeline installs must be named: a missing entry fails here, not mid-install.
+  // Kernel and rootfs must be named: a missing entry fails here, not mid-install (an initrd is optional).
   artifactFor(manifest, 'kernel');
   artifactFor(manifest, 'rootfs');
   return manifest;
 }
 
-export type ArtifactRole = 'kernel' | 'rootfs';
+/** The parts of a set: kernel and rootfs always, an initramfs when the manifest lists one. */
+export type ArtifactRole = 'kernel' | 'rootfs' | 'initrd';
 
-/** Release file names of SPEC.md section 1, looked up by name, never by position. */
+/** Release file names of SPEC.md sections 1 and 2, looked up by name, never by position. */
 export function artifactName(
   m: Pick<Manifest, 'variant' | 'arch' | 'rootfsFormat'>,
   role: ArtifactRole,
 ): string {
-  return role === 'kernel'
-    ? `${m.variant}-vmlinux-${m.arch}`
-    : `${m.variant}-rootfs-${m.arch}.${m.rootfsFormat}`;
+  switch (role) {
+    case 'kernel':
+      return `${m.variant}-vmlinux-${m.arch}`;
+    case 'rootfs':
+      return `${m.variant}-rootfs-${m.arch}.${m.rootfsFormat}`;
+    case 'initrd':
+      return `${m.variant}-initrd-${m.arch}`;
+  }
 }
 
-export function artifactFor(m: Manifest, role: ArtifactRole): ArtifactEntry {
+/** The manifest's entry for `role`, if it lists one (the initrd is optional). */
+export function listedArtifact(m: Manifest, role: ArtifactRole): ArtifactEntry | undefined {
   const name = artifactName(m, role);
-  const entry = m.artifacts.find((a) => a.name === name);
+  return m.artifacts.find((a) => a.name === name);
+}
+
+/** The manifest's entry for `role`; a missing one is an invalid manifest. */
+export function artifactFor(m: Manifest, role: ArtifactRole): ArtifactEntry {
+  const entry = listedArtifact(m, role);
   if (!entry)
     throw invalid(
-      `missing artifact entry ${name}`,
+      `missing artifact entry ${artifactName(m, role)}`,
       'Re-export the manifest from the release; it does not describe this image.',
     );
   return entry;

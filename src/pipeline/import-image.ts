@@ -1,13 +1,17 @@
 /**
  * `mvmctl dev import-image`: the air-gapped verification pipeline of SPEC.md
- * section 3, against four local files, with no network.
+ * section 3, against four local files (five when the manifest lists an
+ * initrd), with no network.
  */
 import { createHash } from 'node:crypto';
+import { lstat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { prebuiltDir, revocationsDir, type Config } from '../config.js';
 import {
   artifactFor,
+  artifactName,
+  listedArtifact,
   parseManifest,
   sameDigest,
   type Arch,
@@ -33,12 +37,17 @@ import { parseBundle } from '../trust/bundle.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { verifyArtifact, type VerifiedSignature } from '../trust/verify.js';
 
-/** The four files of a release (SPEC.md section 1), as the operator named them. */
+/** The files of a release (SPEC.md sections 1 and 2), as the operator named them. */
 export interface ReleaseSet {
   readonly manifest: string;
   readonly bundle: string;
   readonly vmlinux: string;
   readonly rootfs: string;
+  /**
+   * The initramfs: named with --initrd (`flag`: the manifest must list one),
+   * or its release name in --dir (`dir`: used only when the manifest lists one).
+   */
+  readonly initrd?: { readonly path: string; readonly from: 'flag' | 'dir' };
 }
 
 export const MAX_MANIFEST_BYTES = 1024 * 1024;
@@ -50,6 +59,7 @@ export function releaseSetIn(dir: string, arch: Arch): ReleaseSet {
     bundle: join(dir, `dev-image-${arch}.manifest.json.bundle`),
     vmlinux: join(dir, `dev-vmlinux-${arch}`),
     rootfs: join(dir, `dev-rootfs-${arch}.ext4`),
+    initrd: { path: join(dir, `dev-initrd-${arch}`), from: 'dir' },
   };
 }
 
@@ -86,6 +96,14 @@ export interface ImportContext {
   readonly onProgress?: (role: ArtifactRole, bytes: number, total: number) => void;
 }
 
+/** One verified file of an installed image: its name in the object, its release name, digest and size. */
+export interface InstalledArtifact {
+  readonly file: string;
+  readonly name: string;
+  readonly sha256: string;
+  readonly bytes: number;
+}
+
 /** Written beside the image: what was verified, by whom, when, by which mvmctl. */
 export interface Receipt {
   readonly schema: 1;
@@ -105,9 +123,12 @@ export interface Receipt {
   } | null;
   readonly manifestSha256: string;
   readonly bundleSha256: string;
-  readonly artifacts: Readonly<
-    Record<ArtifactRole, { file: string; name: string; sha256: string; bytes: number }>
-  >;
+  readonly artifacts: {
+    readonly kernel: InstalledArtifact;
+    readonly rootfs: InstalledArtifact;
+    /** Present only when the manifest lists an initrd. */
+    readonly initrd?: InstalledArtifact;
+  };
   readonly notAfter: string;
   readonly expiredAtInstall: boolean;
   readonly revocation: { state: string; ageHours?: number };
@@ -147,6 +168,7 @@ export async function installedImages(
 export const INSTALLED_FILES = {
   kernel: 'vmlinux',
   rootfs: (format: string) => `rootfs.${format}`,
+  initrd: 'initrd',
   manifest: 'manifest.json',
   bundle: 'manifest.json.bundle',
   receipt: 'receipt.json',
@@ -167,6 +189,7 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
   const facts: { -readonly [K in keyof AuditRecord]?: AuditRecord[K] } = { bypassed };
   try {
     const inputs = await openReleaseSet(set, ctx.config);
+    let initrd: OpenedFile | undefined;
     try {
       facts.manifestSha256 = sha256(inputs.manifest);
       const signature = verifySignature(inputs, ctx); //                 1. signature
@@ -180,10 +203,11 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
       checkVariant(manifest); //                                          2. (the dev slot takes the dev variant)
       checkVersionPin(manifest, ctx); //                                  3. version pin
       checkArch(manifest, ctx); //                                        4. arch
+      initrd = await openInitrd(set, manifest, ctx); //                    (the set the manifest lists)
       const expired = (facts.expired = checkMaxAge(manifest, ctx)); //    5. max-age (warn)
       const revocation = await checkRevocation(manifest, ctx); //        6. revocation
       const result = await withStagedObject(ctx, async (store, staged) => {
-        const copied = await copyAndCheckDigests(inputs, manifest, staged, ctx); // 7. digests
+        const copied = await copyAndCheckDigests(inputs, initrd, manifest, staged, ctx); // 7. digests
         const receipt = makeReceipt(inputs, manifest, signature, revocation, copied, expired, ctx);
         await writeStagedImage(store, staged, inputs, receipt); //       8. install: the files,
         await refuseIfRecalledNow(manifest, ctx); //                        the recalls once more,
@@ -211,7 +235,11 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
       });
       return result;
     } finally {
-      await Promise.all([inputs.vmlinux.handle.close(), inputs.rootfs.handle.close()]);
+      await Promise.all([
+        inputs.vmlinux.handle.close(),
+        inputs.rootfs.handle.close(),
+        initrd?.handle.close(),
+      ]);
     }
   } catch (e) {
     const err =
@@ -255,6 +283,70 @@ async function openReleaseSet(set: ReleaseSet, config: Config): Promise<OpenedSe
     return { manifest, bundle, vmlinux, rootfs, set };
   } catch (e) {
     await vmlinux.handle.close();
+    throw e;
+  }
+}
+
+/**
+ * The initrd, opened once its signed manifest is parsed: required when the
+ * manifest lists one (an input error naming the file and --initrd when it is
+ * not there), refused when --initrd names one the manifest does not list.
+ * Bounded like the rootfs (it can be as large as a small root filesystem).
+ */
+async function openInitrd(
+  set: ReleaseSet,
+  m: Manifest,
+  ctx: ImportContext,
+): Promise<OpenedFile | undefined> {
+  const name = artifactName(m, 'initrd');
+  const listed = listedArtifact(m, 'initrd') !== undefined;
+  if (!listed) {
+    if (set.initrd?.from === 'flag') {
+      // Exit 3, not 2: the flags parse; it is the signed manifest that says this file is no part of the set.
+      throw new MvmError(
+        'input',
+        `--initrd was given, but the manifest lists no initrd (${name}): this release set has no initramfs`,
+        {
+          cause: `v${m.version}'s signed manifest lists only the kernel and rootfs; an initrd it does not list cannot be verified`,
+          fix: 'Drop --initrd, or use the manifest and bundle of the release that ships this initrd.',
+        },
+      );
+    }
+    if (set.initrd && (await lstat(set.initrd.path).catch(() => undefined))) {
+      ctx.warn(`${set.initrd.path} is not listed by the manifest; it is ignored.`);
+    }
+    return undefined;
+  }
+  if (!set.initrd) {
+    throw new MvmError(
+      'input',
+      `The manifest lists an initrd (${name}), but no initrd file was given`,
+      {
+        cause: `the release set is five files: the manifest requires ${name}, verified like the kernel and rootfs`,
+        fix: `Name it with --initrd ${name} (or put it beside the other files and use --dir).`,
+      },
+    );
+  }
+  try {
+    return await openRegularFile(set.initrd.path, 'initrd', ctx.config.maxRootfsBytes, {
+      limitVariable: 'MVM_MAX_ROOTFS_BYTES',
+    });
+  } catch (e) {
+    if (
+      set.initrd.from === 'dir' &&
+      e instanceof MvmError &&
+      (e.underlying as NodeJS.ErrnoException | undefined)?.code === 'ENOENT'
+    ) {
+      throw new MvmError(
+        'input',
+        `The manifest lists an initrd (${name}), but ${set.initrd.path} does not exist`,
+        {
+          cause: `the release set is five files: the manifest requires ${name}, verified like the kernel and rootfs`,
+          fix: `Carry ${name} in with the set and put it in the directory (or name it with --initrd).`,
+          underlying: e,
+        },
+      );
+    }
     throw e;
   }
 }
@@ -536,24 +628,32 @@ async function withStagedObject<T>(
 interface CopiedImage {
   readonly kernel: CopiedFile;
   readonly rootfs: CopiedFile;
+  readonly initrd: CopiedFile | undefined;
 }
 
-/** Step 7: copies kernel and rootfs into the staging object at once, hashing the bytes installed. */
+/** Step 7: copies kernel, rootfs (and initrd) into the staging object at once, hashing the bytes installed. */
 async function copyAndCheckDigests(
   inputs: OpenedSet,
+  initrdFile: OpenedFile | undefined,
   m: Manifest,
   staged: string,
   ctx: ImportContext,
 ): Promise<CopiedImage> {
   ctx.onProgress?.('kernel', 0, inputs.vmlinux.size);
   ctx.onProgress?.('rootfs', 0, inputs.rootfs.size);
-  const [kernel, rootfs] = await Promise.all([
+  if (initrdFile) ctx.onProgress?.('initrd', 0, initrdFile.size);
+  const [kernel, rootfs, initrd] = await Promise.all([
     copyAndHash(inputs.vmlinux, join(staged, INSTALLED_FILES.kernel), (b) =>
       ctx.onProgress?.('kernel', b, inputs.vmlinux.size),
     ),
     copyAndHash(inputs.rootfs, join(staged, INSTALLED_FILES.rootfs(m.rootfsFormat)), (b) =>
       ctx.onProgress?.('rootfs', b, inputs.rootfs.size),
     ),
+    initrdFile
+      ? copyAndHash(initrdFile, join(staged, INSTALLED_FILES.initrd), (b) =>
+          ctx.onProgress?.('initrd', b, initrdFile.size),
+        )
+      : undefined,
   ]).catch((e: unknown) => {
     if (e instanceof MvmError) throw e;
     // Disk full, quota, permissions, a failing cp: the store, not the release set, is at fault.
@@ -564,7 +664,8 @@ async function copyAndCheckDigests(
   });
   checkDigest('kernel', kernel, inputs.set.vmlinux, m, ctx);
   checkDigest('rootfs', rootfs, inputs.set.rootfs, m, ctx);
-  return { kernel, rootfs };
+  if (initrd && initrdFile) checkDigest('initrd', initrd, initrdFile.path, m, ctx);
+  return { kernel, rootfs, initrd };
 }
 
 /** What was verified, by whom, when: written beside the image. */
@@ -607,6 +708,9 @@ function makeReceipt(
     artifacts: {
       kernel: artifact('kernel', INSTALLED_FILES.kernel, copied.kernel),
       rootfs: artifact('rootfs', INSTALLED_FILES.rootfs(m.rootfsFormat), copied.rootfs),
+      ...(copied.initrd
+        ? { initrd: artifact('initrd', INSTALLED_FILES.initrd, copied.initrd) }
+        : {}),
     },
     notAfter: m.notAfter.toISOString(),
     expiredAtInstall: expired,
@@ -695,7 +799,8 @@ async function sameImageInstalled(
       r.manifestSha256 === receipt.manifestSha256 &&
       r.verification === receipt.verification &&
       r.artifacts?.kernel?.sha256 === receipt.artifacts.kernel.sha256 &&
-      r.artifacts?.rootfs?.sha256 === receipt.artifacts.rootfs.sha256;
+      r.artifacts?.rootfs?.sha256 === receipt.artifacts.rootfs.sha256 &&
+      r.artifacts?.initrd?.sha256 === receipt.artifacts.initrd?.sha256;
     return same ? join(store.root, `v${receipt.version}`) : undefined;
   } catch {
     return undefined; // unreadable: replace it with this verified image

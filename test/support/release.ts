@@ -20,6 +20,9 @@ export interface ReleaseFiles {
   manifestJson: Record<string, unknown>;
   kernelBytes: Buffer;
   rootfsBytes: Buffer;
+  /** Sets made with the `initrd` option: the file at its release name, and its bytes. */
+  initrd?: string;
+  initrdBytes?: Buffer;
 }
 
 export interface ReleaseOptions {
@@ -29,6 +32,8 @@ export interface ReleaseOptions {
   tag?: string;
   kernel?: Buffer;
   rootfs?: Buffer;
+  /** A five-file set: the manifest lists `dev-initrd-{arch}` (these bytes, or generated ones for `true`). */
+  initrd?: Buffer | true;
   builtAt?: Date;
   notAfter?: Date;
   /** Artifacts already written at their release names (large files): their digests, not their bytes. */
@@ -49,6 +54,12 @@ export async function writeReleaseSet(
   const arch = o.arch ?? 'x86_64';
   const kernelBytes = o.kernel ?? Buffer.from(`kernel ${version} ${arch} `.repeat(4096));
   const rootfsBytes = o.rootfs ?? Buffer.from(`rootfs ${version} ${arch} `.repeat(65536));
+  const initrdBytes =
+    o.initrd === undefined
+      ? undefined
+      : o.initrd === true
+        ? Buffer.from(`initrd ${version} ${arch} `.repeat(8192))
+        : o.initrd;
   const builtAt = o.builtAt ?? new Date(Date.now() - 86_400_000);
   const manifestJson: Record<string, unknown> = {
     schema_version: 1,
@@ -62,6 +73,7 @@ export async function writeReleaseSet(
         name: `dev-rootfs-${arch}.ext4`,
         sha256: o.artifactsInPlace?.rootfsSha256 ?? sha(rootfsBytes),
       },
+      ...(initrdBytes ? [{ name: `dev-initrd-${arch}`, sha256: sha(initrdBytes) }] : []),
     ],
     nix_store_hash: '/nix/store/0000000000000000000000000000000-mvm-dev-image',
     source_git_sha: '0123456789abcdef0123456789abcdef01234567',
@@ -87,6 +99,7 @@ export async function writeReleaseSet(
     manifestJson,
     kernelBytes,
     rootfsBytes,
+    ...(initrdBytes ? { initrd: join(dir, `dev-initrd-${arch}`), initrdBytes } : {}),
   };
   writeFileSync(files.manifest, manifestBytes);
   writeFileSync(files.bundle, JSON.stringify(bundle));
@@ -94,6 +107,7 @@ export async function writeReleaseSet(
     writeFileSync(files.vmlinux, kernelBytes);
     writeFileSync(files.rootfs, rootfsBytes);
   }
+  if (files.initrd && initrdBytes) writeFileSync(files.initrd, initrdBytes);
   return files;
 }
 

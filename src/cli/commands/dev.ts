@@ -15,16 +15,16 @@ import { MVMCTL_VERSION } from '../../version.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
-export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --bundle B --vmlinux K --rootfs R [flags]
+export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --bundle B --vmlinux K --rootfs R [--initrd I] [flags]
        mvmctl dev import-image --dir D [flags]
 
-Install a dev image on an air-gapped host from the four files of a release set,
-carried in by hand. Runs the same verification as an online install; the only
+Install a dev image on an air-gapped host from the four files of a release set
+(five when its manifest lists an initrd), carried in by hand. Runs the same verification as an online install; the only
 network use is refreshing a revocation list older than 24 hours (skipped with
 --offline, and never a reason to fail): the manifest's cosign signature against the project's release workflow
 identity, the version pin (manifest.version == mvmctl --version), the arch, the
 90-day max-age (warns only), the cached revocation list, and the SHA-256 of the
-kernel and rootfs as they are copied into ~/.mvm/dev/prebuilt/v{version}/.
+kernel and rootfs (and initrd) as they are copied into ~/.mvm/dev/prebuilt/v{version}/.
 Nothing is written to the store unless every check passes; your files are
 never modified.
 
@@ -33,7 +33,10 @@ Flags:
   --bundle FILE                dev-image-{arch}.manifest.json.bundle
   --vmlinux FILE               dev-vmlinux-{arch}
   --rootfs FILE                dev-rootfs-{arch}.ext4
-  --dir DIR                    find the four files of this host's arch by their release names in DIR
+  --initrd FILE                dev-initrd-{arch}: required when the manifest lists an initrd,
+                               refused (exit 3) when it lists none
+  --dir DIR                    find the files of this host's arch by their release names in DIR
+                               (the initrd too, when the manifest lists one)
   --trusted-root FILE          Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else embedded)
   --require-fresh-revocations  fail when no revocation list is cached, or it is older than 7 days
                                (also MVM_REQUIRE_FRESH_REVOCATIONS=1)
@@ -51,16 +54,17 @@ Environment:
   MVM_OFFLINE=1           never use the network
   MVM_REQUIRE_FRESH_REVOCATIONS=1  as --require-fresh-revocations, as configuration for a fleet
   MVM_MAX_KERNEL_BYTES, MVM_MAX_ROOTFS_BYTES
-                          largest kernel / rootfs accepted, checked before any hashing
-                          (defaults 512 MiB and 64 GiB)
+                          largest kernel / rootfs (and initrd) accepted, checked before any
+                          hashing (defaults 512 MiB and 64 GiB)
   HTTPS_PROXY, HTTP_PROXY, NO_PROXY
                           proxies for the revocation list refresh
   MVM_SKIP_COSIGN_VERIFY=1, MVM_SKIP_HASH_VERIFY=1
                           emergency exits only: loud, counted, audited, image marked UNVERIFIED
 
-Exit status: 0 installed, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
-14 digest, 15 manifest invalid (or not the dev variant), 16 no fresh revocation list (when
-required), 17 store, 2 usage (including an empty HOME or MVM_DATA_DIR).
+Exit status: 0 installed, 3 input (including an initrd the manifest lists but that was not
+given, or --initrd for a manifest that lists none), 10 signature, 11 version, 12 arch,
+13 revoked, 14 digest, 15 manifest invalid (or not the dev variant), 16 no fresh revocation
+list (when required), 17 store, 2 usage (including an empty HOME or MVM_DATA_DIR).
 `;
 
 export const DEV_HELP = `Usage: mvmctl dev <command>
@@ -98,6 +102,7 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
         bundle: { type: 'string' },
         vmlinux: { type: 'string' },
         rootfs: { type: 'string' },
+        initrd: { type: 'string' },
         dir: { type: 'string' },
         'trusted-root': { type: 'string' },
         'require-fresh-revocations': { type: 'boolean' },
@@ -166,7 +171,7 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
 
 function releaseSetFrom(v: Record<string, unknown>, arch: 'x86_64' | 'aarch64'): ReleaseSet {
   const files = ['manifest', 'bundle', 'vmlinux', 'rootfs'] as const;
-  const named = files.filter((f) => typeof v[f] === 'string');
+  const named = [...files, 'initrd' as const].filter((f) => typeof v[f] === 'string');
   if (typeof v['dir'] === 'string') {
     if (named.length > 0) {
       throw new MvmError('usage', `--dir cannot be combined with --${named[0]}`, {
@@ -190,6 +195,10 @@ function releaseSetFrom(v: Record<string, unknown>, arch: 'x86_64' | 'aarch64'):
     bundle: v['bundle'] as string,
     vmlinux: v['vmlinux'] as string,
     rootfs: v['rootfs'] as string,
+    // Whether the set needs it is known only from the signed manifest: the pipeline decides.
+    ...(typeof v['initrd'] === 'string'
+      ? { initrd: { path: v['initrd'], from: 'flag' as const } }
+      : {}),
   };
 }
 

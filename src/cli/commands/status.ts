@@ -17,9 +17,9 @@ import { currentMetrics, metricsJson } from './metrics.js';
 export const STATUS_HELP = `Usage: mvmctl status [--json] [--trusted-root FILE]
 
 Show this host's dev-image state: installed images with their receipts and
-verification state (verified or UNVERIFIED, recalled or not), the cached
-revocation list (present, age, verified, stale), the trusted root in use, and
-the verification counters. The dev VM itself is not built yet.
+verification state (verified or UNVERIFIED, recalled or not, and the initrd
+when the set has one), the cached revocation list (present, age, verified,
+stale), the trusted root in use, and the verification counters. The dev VM itself is not built yet.
 `;
 
 export async function statusCommand(args: string[], io: Output): Promise<number> {
@@ -64,6 +64,8 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
       current: img.version === MVMCTL_VERSION,
       verification: receipt ? receipt.verification : 'UNKNOWN (no readable receipt)',
       recalled: recall ? recall.reason : (false as const),
+      // The initramfs the set includes, as verified at import (null: a four-file set, or no receipt).
+      initrd: receipt?.artifacts?.initrd ?? null,
       receipt: receipt ?? null,
     });
   }
@@ -93,6 +95,11 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
           ? `  installed ${p(i.receipt.installedAt)}${i.receipt.signer ? `  signed by ${p(i.receipt.signer.identity)}` : ''}`
           : ''),
     );
+    if (i.initrd) {
+      lines.push(
+        `    initrd ${p(i.initrd.name)}  sha256 ${p(i.initrd.sha256)} (${Number(i.initrd.bytes)} bytes)`,
+      );
+    }
   }
   lines.push('', 'Revocation list:');
   if (revocations.state === 'verified') {
