@@ -1,0 +1,426 @@
+/**
+ * The dev VM as plain data (SPEC.md section 8), in the manner of Firecracker's
+ * API model: a pure function from the installed image, the `dev up` flags and
+ * what the host probe found to a `VmSpec`. Nothing here touches the disk or
+ * starts a process; `src/vm/qemu-args.ts` turns the spec into QEMU's argument
+ * list, and the shell around it runs that.
+ */
+import { isAbsolute, join, resolve } from 'node:path';
+import { MvmError } from '../errors.js';
+import { printable } from './printable.js';
+
+export type Accel = 'kvm' | 'tcg';
+export type AccelChoice = Accel | 'auto';
+
+/** The KVM probe's verdict (src/vm/kvm.ts): usable, or why not and what would fix it. */
+export interface KvmVerdict {
+  readonly usable: boolean;
+  readonly reason: string;
+  readonly fix?: string;
+}
+
+/** What the host offers, gathered by the shell (src/vm/kvm.ts `probeHost`) and passed in. */
+export interface HostFacts {
+  /** Logical CPUs the host has. */
+  readonly cpus: number;
+  /** Host memory in MiB. */
+  readonly memoryMiB: number;
+  /** TSC frequency in kHz; under TCG the guest needs it or 1 boot in 3 hangs calibrating its timer. */
+  readonly tscKhz?: number;
+  readonly kvm: KvmVerdict;
+  /** How `--share` is served: virtiofs needs a virtiofsd this user can run, 9p needs a kernel with 9p. */
+  readonly shareTransport?: ShareTransport;
+}
+
+/** The installed image, by absolute path (the store's object directory). */
+export interface VmImage {
+  readonly version: string;
+  readonly kernel: string;
+  readonly rootfs: string;
+  /** Only when the manifest lists `{variant}-initrd-{arch}`; upstream's images boot without. */
+  readonly initrd?: string;
+}
+
+/** `dev up` flags as the CLI received them: unparsed strings, validated here. */
+export interface DevUpOptions {
+  readonly cpus?: string;
+  readonly memory?: string;
+  readonly ports?: readonly string[];
+  readonly share?: string;
+  readonly append?: string;
+  readonly accel?: string;
+  /** Where a relative `--share` is resolved from. */
+  readonly cwd?: string;
+}
+
+export interface PortForward {
+  /** IPv4 address on the host; loopback unless the operator names another. */
+  readonly hostAddr: string;
+  readonly hostPort: number;
+  readonly guestPort: number;
+}
+
+export type ShareTransport = 'virtiofs' | '9p';
+
+export type ShareSpec =
+  | { readonly transport: '9p'; readonly hostPath: string; readonly tag: 'workdir' }
+  | {
+      readonly transport: 'virtiofs';
+      readonly hostPath: string;
+      /** Upstream's mount tag. */
+      readonly tag: 'workdir';
+      /** The vhost-user socket the host's virtiofsd listens on. */
+      readonly socket: string;
+    };
+
+/** Files of the VM's state directory (`~/.mvm/vms/dev/`), the single source of truth about it. */
+export interface VmStatePaths {
+  readonly dir: string;
+  readonly overlay: string;
+  readonly consoleSocket: string;
+  readonly consoleLog: string;
+  readonly qmpSocket: string;
+  readonly pidFile: string;
+}
+
+export interface VmSpec {
+  readonly version: string;
+  readonly kernel: string;
+  readonly initrd?: string;
+  /** The installed rootfs: the overlay's read-only backing file, never opened for writing. */
+  readonly rootfs: string;
+  readonly cpus: number;
+  readonly memoryMiB: number;
+  readonly cmdline: string;
+  readonly accel: Accel;
+  readonly ports: readonly PortForward[];
+  readonly share?: ShareSpec;
+  readonly state: VmStatePaths;
+  /** Notes for the operator (the software-emulation fallback, ports open beyond loopback). */
+  readonly warnings: readonly string[];
+}
+
+/** Upstream's command line: the console is hvc0, the root disk the first virtio disk. */
+export const BASE_CMDLINE = ['console=hvc0', 'root=/dev/vda', 'rw', 'init=/init'] as const;
+
+/**
+ * Added to every boot (NOTES.md, VM-FACTS.md): `reboot=t` so a guest reboot
+ * ends QEMU under `-no-reboot`; `cryptomgr.notests quiet` save about 0.3 s.
+ */
+export const TUNING_CMDLINE = ['reboot=t', 'cryptomgr.notests', 'quiet'] as const;
+
+/** Parameters `--append` may not set, each with why `dev up` depends on it. */
+export const RESERVED_PARAMS: Readonly<Record<string, string>> = {
+  root: 'the root disk must be the copy-on-write overlay (/dev/vda), so the installed image is never written',
+  init: 'init=/init is the image convention that prints the ready line dev up waits for',
+  rdinit:
+    "it would replace the initramfs's init, which loads the virtio drivers and mounts /dev/vda",
+  console:
+    'the console must be hvc0: it is the only console device, and dev up reads readiness and logs from it',
+};
+
+export const MIN_MEMORY_MIB = 128;
+export const DEFAULT_MAX_CPUS = 2;
+export const DEFAULT_MAX_MEMORY_MIB = 1024;
+/** x86 COMMAND_LINE_SIZE is 2048 bytes including the terminating NUL. */
+export const MAX_CMDLINE_BYTES = 2047;
+/** sun_path is 108 bytes including the NUL: a longer socket path cannot be bound. */
+export const MAX_SOCKET_PATH_BYTES = 107;
+
+const usage = (message: string, cause: string, fix: string): MvmError =>
+  new MvmError('usage', message, { cause, fix });
+
+const show = (value: string): string => JSON.stringify(printable(value, 200));
+
+export function stateDirPaths(dir: string): VmStatePaths {
+  return {
+    dir,
+    overlay: join(dir, 'overlay.qcow2'),
+    consoleSocket: join(dir, 'console.sock'),
+    consoleLog: join(dir, 'console.log'),
+    qmpSocket: join(dir, 'qmp.sock'),
+    pidFile: join(dir, 'qemu.pid'),
+  };
+}
+
+export function vmSpecFrom(
+  image: VmImage,
+  options: DevUpOptions,
+  host: HostFacts,
+  stateDir: string,
+): VmSpec {
+  for (const [what, path] of [
+    ['kernel', image.kernel],
+    ['rootfs', image.rootfs],
+    ['initrd', image.initrd],
+    ['state directory', stateDir],
+  ] as const) {
+    // The adapter relies on it: an absolute path is never read as a QEMU
+    // protocol prefix (`nbd:`) or as an option (`-x`).
+    if (path !== undefined && !isAbsolute(path))
+      throw new MvmError('internal', `the ${what} path is not absolute: ${show(path)}`);
+  }
+  const state = stateDirPaths(stateDir);
+  const warnings: string[] = [];
+  const accel = accelFrom(options.accel, host.kvm, warnings);
+  const ports = parsePorts(options.ports ?? [], warnings);
+  const share =
+    options.share === undefined
+      ? undefined
+      : shareFrom(options.share, options.cwd, host.shareTransport ?? '9p', stateDir);
+  for (const socket of [
+    state.consoleSocket,
+    state.qmpSocket,
+    share?.transport === 'virtiofs' ? share.socket : undefined,
+  ]) {
+    if (socket !== undefined && Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES)
+      throw new MvmError('store', `the VM's socket path is too long: ${show(socket)}`, {
+        cause: `a unix socket path is limited to ${MAX_SOCKET_PATH_BYTES} bytes and this one has ${Buffer.byteLength(socket)}`,
+        fix: 'Point MVM_DATA_DIR at a directory with a shorter path.',
+      });
+  }
+  return {
+    version: image.version,
+    kernel: image.kernel,
+    ...(image.initrd !== undefined ? { initrd: image.initrd } : {}),
+    rootfs: image.rootfs,
+    cpus: parseCpus(options.cpus, host.cpus),
+    memoryMiB: parseMemory(options.memory, host.memoryMiB),
+    cmdline: cmdlineFrom(options.append, accel, host.tscKhz),
+    accel,
+    ports,
+    ...(share ? { share } : {}),
+    state,
+    warnings,
+  };
+}
+
+function accelFrom(value: string | undefined, kvm: KvmVerdict, warnings: string[]): Accel {
+  const choice = value ?? 'auto';
+  if (choice !== 'auto' && choice !== 'kvm' && choice !== 'tcg')
+    throw usage(
+      `--accel ${show(choice)} is not one of auto, kvm, tcg`,
+      'the accelerator must be kvm (hardware), tcg (software emulation) or auto (kvm when usable)',
+      'Use --accel auto, --accel kvm or --accel tcg.',
+    );
+  if (choice === 'tcg') return 'tcg';
+  if (kvm.usable) return 'kvm';
+  const fix = kvm.fix ?? 'Run on a host where KVM can run a stock kernel.';
+  if (choice === 'kvm')
+    throw usage(
+      '--accel kvm: KVM is not usable on this host',
+      kvm.reason,
+      `${fix} Or use --accel auto (or tcg) to boot with software emulation, several times slower.`,
+    );
+  warnings.push(
+    `KVM is not usable (${kvm.reason}): booting with software emulation (TCG), several times slower. ${fix} --accel tcg chooses emulation without this warning.`,
+  );
+  return 'tcg';
+}
+
+function parseCpus(value: string | undefined, hostCpus: number): number {
+  const limit = Math.max(1, Math.floor(hostCpus));
+  if (value === undefined) return Math.min(DEFAULT_MAX_CPUS, limit);
+  const fix = `Give --cpus a whole number from 1 to ${limit} (this host's CPU count).`;
+  if (!/^[0-9]{1,6}$/.test(value))
+    throw usage(
+      `--cpus ${show(value)} is not a whole number`,
+      'the vCPU count is a whole number',
+      fix,
+    );
+  const cpus = Number(value);
+  if (cpus === 0) throw usage('--cpus 0: a VM needs at least one vCPU', 'zero vCPUs', fix);
+  if (cpus > limit)
+    throw usage(
+      `--cpus ${cpus} is more than this host's ${limit} CPUs`,
+      'more vCPUs than host CPUs only adds contention, most of all under software emulation',
+      fix,
+    );
+  return cpus;
+}
+
+const MEMORY = /^([0-9]{1,7})(?:\.([0-9]{1,3}))?(?:([MG])(?:i?B)?)?$/i;
+
+/** `512M`, `2G`, `1.5G`, `2GiB`; a bare number is MiB, as with QEMU's -m. */
+export function parseMemorySize(value: string): number | undefined {
+  const m = MEMORY.exec(value.trim());
+  if (!m) return undefined;
+  const [, whole, frac = '', unit = 'M'] = m;
+  const scale = unit.toUpperCase() === 'G' ? 1024 : 1;
+  const mib = (Number(whole) + Number(`0.${frac || '0'}`)) * scale;
+  return Number.isInteger(mib) ? mib : undefined;
+}
+
+function parseMemory(value: string | undefined, hostMiB: number): number {
+  const limit = Math.floor(hostMiB);
+  if (value === undefined)
+    return Math.max(MIN_MEMORY_MIB, Math.min(DEFAULT_MAX_MEMORY_MIB, Math.floor(limit / 2)));
+  const fix = `Give --memory a size from ${MIN_MEMORY_MIB}M to ${limit}M (this host's memory), like 512M or 2G.`;
+  const mib = parseMemorySize(value);
+  if (mib === undefined)
+    throw usage(
+      `--memory ${show(value)} is not a size`,
+      'a size is a whole number of MiB, with M or G (a bare number is MiB)',
+      fix,
+    );
+  if (mib < MIN_MEMORY_MIB)
+    throw usage(
+      `--memory ${show(value)} is too small: ${mib} MiB`,
+      `the guest kernel needs at least ${MIN_MEMORY_MIB} MiB to boot`,
+      fix,
+    );
+  if (mib > limit)
+    throw usage(
+      `--memory ${show(value)} is more than this host's ${limit} MiB`,
+      'the guest would be killed or the host would swap once it uses that memory',
+      fix,
+    );
+  return mib;
+}
+
+const PORT = /^[0-9]{1,5}$/;
+const IPV4 =
+  /^(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}$/;
+
+function parsePorts(values: readonly string[], warnings: string[]): PortForward[] {
+  const fix =
+    'Use --port HOST:GUEST or --port ADDR:HOST:GUEST, ports from 1 to 65535, ADDR an IPv4 address.';
+  const ports: PortForward[] = [];
+  const seen = new Map<number, string>();
+  for (const value of values) {
+    const parts = value.split(':');
+    if (parts.length !== 2 && parts.length !== 3)
+      throw usage(
+        `--port ${show(value)} is not [ADDR:]HOST:GUEST`,
+        'a forward names a host port and a guest port, optionally after a host IPv4 address',
+        fix,
+      );
+    const [hostAddr, host, guest] =
+      parts.length === 3
+        ? (parts as [string, string, string])
+        : ['127.0.0.1', parts[0]!, parts[1]!];
+    if (!IPV4.test(hostAddr))
+      throw usage(
+        `--port ${show(value)}: ${show(hostAddr)} is not an IPv4 address`,
+        "QEMU's user-mode network forwards from an IPv4 address of this host",
+        fix,
+      );
+    const hostPort = portNumber(host, value, 'host', fix);
+    const guestPort = portNumber(guest, value, 'guest', fix);
+    const earlier = seen.get(hostPort);
+    if (earlier !== undefined)
+      throw usage(
+        `--port ${show(value)}: host port ${hostPort} is already forwarded by --port ${show(earlier)}`,
+        'one host port can be bound by one forward only',
+        'Give each --port a different host port.',
+      );
+    seen.set(hostPort, value);
+    if (!hostAddr.startsWith('127.'))
+      warnings.push(
+        `--port ${value}: guest port ${guestPort} is reachable from other hosts at ${hostAddr}:${hostPort}, not only from this one.`,
+      );
+    ports.push({ hostAddr, hostPort, guestPort });
+  }
+  return ports;
+}
+
+function portNumber(text: string, value: string, side: 'host' | 'guest', fix: string): number {
+  const port = PORT.test(text) ? Number(text) : NaN;
+  if (!(port >= 1 && port <= 65535))
+    throw usage(
+      `--port ${show(value)}: ${side} port ${show(text)} is not a port from 1 to 65535`,
+      `a TCP port is a whole number from 1 to 65535`,
+      fix,
+    );
+  return port;
+}
+
+function shareFrom(
+  value: string,
+  cwd: string | undefined,
+  transport: ShareTransport,
+  stateDir: string,
+): ShareSpec {
+  if (value === '' || value.includes('\0'))
+    throw usage(
+      `--share ${show(value)} is not a directory path`,
+      'the shared directory must be named by a non-empty path',
+      'Give --share the directory to expose under the mount tag workdir.',
+    );
+  if (!isAbsolute(value) && cwd === undefined)
+    throw new MvmError(
+      'internal',
+      `--share ${show(value)} is relative and no working directory was given`,
+    );
+  const hostPath = resolve(cwd ?? '/', value);
+  return transport === 'virtiofs'
+    ? { transport, hostPath, tag: 'workdir', socket: join(stateDir, 'virtiofsd.sock') }
+    : { transport, hostPath, tag: 'workdir' };
+}
+
+/**
+ * Splits a command line the way the kernel's `next_arg` does: whitespace
+ * separates parameters, double quotes group, and the quotes themselves are
+ * dropped (`"root=/dev/sda"` sets `root`). Returns each parameter's name.
+ */
+export function cmdlineParams(cmdline: string): { name: string; token: string }[] {
+  const params: { name: string; token: string }[] = [];
+  let i = 0;
+  while (i < cmdline.length) {
+    while (i < cmdline.length && /\s/.test(cmdline[i]!)) i++;
+    if (i >= cmdline.length) break;
+    let token = '';
+    let inQuote = false;
+    for (; i < cmdline.length; i++) {
+      const c = cmdline[i]!;
+      if (c === '"') inQuote = !inQuote;
+      else if (!inQuote && /\s/.test(c)) break;
+      else token += c;
+    }
+    // `--` ends the kernel's parameters: what follows is init's arguments.
+    if (token === '--') break;
+    const eq = token.indexOf('=');
+    params.push({ name: eq === -1 ? token : token.slice(0, eq), token });
+  }
+  return params;
+}
+
+function cmdlineFrom(append: string | undefined, accel: Accel, tscKhz: number | undefined): string {
+  const parts: string[] = [...BASE_CMDLINE, ...TUNING_CMDLINE];
+  if (accel === 'tcg' && tscKhz !== undefined && Number.isInteger(tscKhz) && tscKhz > 0)
+    parts.push(`tsc_early_khz=${tscKhz}`);
+  if (append !== undefined) {
+    const fix = 'Remove it from --append; dev up sets it.';
+    // eslint-disable-next-line no-control-regex -- rejecting control characters is the point
+    if (/[\u0000-\u001f\u007f]/u.test(append))
+      throw usage(
+        `--append ${show(append)} contains a control character`,
+        'the kernel command line is one line of printable text',
+        'Remove the control characters from --append.',
+      );
+    if ((append.match(/"/g) ?? []).length % 2 !== 0)
+      throw usage(
+        `--append ${show(append)} has an unbalanced double quote`,
+        'the kernel would read the rest of the line as one quoted value',
+        'Close the quote in --append.',
+      );
+    for (const { name, token } of cmdlineParams(append)) {
+      const why = RESERVED_PARAMS[name];
+      if (why !== undefined)
+        throw usage(
+          `--append may not set ${name}= (${show(token)})`,
+          `dev up sets ${name}= itself: ${why}`,
+          fix,
+        );
+    }
+    if (append.trim() !== '') parts.push(append.trim());
+  }
+  const cmdline = parts.join(' ');
+  if (Buffer.byteLength(cmdline) > MAX_CMDLINE_BYTES)
+    throw usage(
+      `--append makes the kernel command line ${Buffer.byteLength(cmdline)} bytes long`,
+      `the x86 kernel keeps at most ${MAX_CMDLINE_BYTES} bytes of its command line and drops the rest`,
+      'Shorten --append.',
+    );
+  return cmdline;
+}

@@ -1,0 +1,102 @@
+/**
+ * The one adapter from a `VmSpec` to QEMU's argument list (vmtest's shape):
+ * pure, so every flag is pinned by a test against an expected list. The
+ * command line is the one VM-FACTS.md established on these machines: microvm
+ * with ACPI on (the virtio-mmio disk is found through it), the kernel booted
+ * through its PVH entry, virtio devices on virtio-mmio, a virtio console on a
+ * unix socket that is also written to `console.log`, QMP on a unix socket,
+ * user-mode networking, and `-daemonize` with a pid file so the VM outlives
+ * the CLI and the foreground process reports start-up errors before it exits.
+ */
+import type { VmSpec } from '../core/vm-spec.js';
+
+export const QEMU_BINARY = 'qemu-system-x86_64';
+
+/**
+ * A value inside a QEMU option string (`-drive file=...,format=...`): QEMU
+ * splits such strings on `,` and reads `,,` as one literal comma, so a path
+ * with a comma must be doubled or it would end the value and start an option
+ * of the attacker-chosen name. Values QEMU takes whole (`-kernel`, `-initrd`,
+ * `-append`, `-pidfile`) are not escaped: there `,,` would reach the file
+ * system as two commas.
+ */
+export function qemuOptValue(value: string): string {
+  return value.replaceAll(',', ',,');
+}
+
+export function qemuArgs(spec: VmSpec): string[] {
+  const v = qemuOptValue;
+  const virtiofs = spec.share?.transport === 'virtiofs';
+  const machine = virtiofs ? 'microvm,acpi=on,memory-backend=mem' : 'microvm,acpi=on';
+  const args: string[] = [
+    '-name',
+    'mvm-dev',
+    '-machine',
+    machine,
+    ...(spec.accel === 'kvm' ? ['-accel', 'kvm', '-cpu', 'host'] : ['-accel', 'tcg']),
+    '-smp',
+    String(spec.cpus),
+    '-m',
+    `${spec.memoryMiB}M`,
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-no-reboot',
+    '-kernel',
+    spec.kernel,
+    ...(spec.initrd !== undefined ? ['-initrd', spec.initrd] : []),
+    '-append',
+    spec.cmdline,
+    // The overlay, backed read-only by the installed rootfs: QEMU opens the
+    // backing file read-only, so the verified image is never written.
+    '-drive',
+    `id=root,file=${v(spec.state.overlay)},format=qcow2,if=none`,
+    '-device',
+    'virtio-blk-device,drive=root',
+    '-chardev',
+    `socket,id=con,path=${v(spec.state.consoleSocket)},server=on,wait=off,logfile=${v(spec.state.consoleLog)}`,
+    '-device',
+    'virtio-serial-device',
+    '-device',
+    'virtconsole,chardev=con',
+    // What -qmp unix:PATH,server=on,wait=off expands to, spelled out so the
+    // path goes through the same escaping as every other option value.
+    '-chardev',
+    `socket,id=qmp,path=${v(spec.state.qmpSocket)},server=on,wait=off`,
+    '-mon',
+    'chardev=qmp,mode=control',
+    '-netdev',
+    [
+      'user,id=net0',
+      ...spec.ports.map((p) => `hostfwd=tcp:${p.hostAddr}:${p.hostPort}-:${p.guestPort}`),
+    ].join(','),
+    '-device',
+    'virtio-net-device,netdev=net0',
+  ];
+  const share = spec.share;
+  if (share?.transport === '9p') {
+    args.push(
+      '-fsdev',
+      `local,id=share,path=${v(share.hostPath)},security_model=none`,
+      '-device',
+      `virtio-9p-device,fsdev=share,mount_tag=${share.tag}`,
+    );
+  } else if (share?.transport === 'virtiofs') {
+    // vhost-user needs guest memory shared with virtiofsd, and modern
+    // virtio-mmio: with the legacy default the guest's mount "succeeds" and
+    // then hangs on first access (VM-FACTS.md section 5).
+    args.push(
+      '-object',
+      `memory-backend-memfd,id=mem,size=${spec.memoryMiB}M,share=on`,
+      '-global',
+      'virtio-mmio.force-legacy=false',
+      '-chardev',
+      `socket,id=share,path=${v(share.socket)}`,
+      '-device',
+      `vhost-user-fs-device,chardev=share,tag=${share.tag}`,
+    );
+  }
+  args.push('-daemonize', '-pidfile', spec.state.pidFile);
+  return args;
+}
