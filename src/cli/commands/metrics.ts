@@ -18,7 +18,7 @@ exposition format: for a node_exporter textfile collector, e.g.
 const HELP_TEXT: Record<string, string> = {
   dev_image_verify_ok_total: 'Dev image verifications that passed and installed.',
   dev_image_verify_sig_invalid_total: 'Manifest signature verification failures.',
-  dev_image_verify_digest_mismatch_total: 'Kernel or rootfs SHA-256 mismatches.',
+  dev_image_verify_digest_mismatch_total: 'Kernel, rootfs or initrd SHA-256 mismatches.',
   dev_image_verify_version_skew_total: 'Manifests for a different mvmctl version.',
   dev_image_verify_arch_mismatch_total: 'Manifests for another architecture.',
   dev_image_verify_revoked_total: 'Imports refused because the release is recalled.',
