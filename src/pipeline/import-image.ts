@@ -19,7 +19,7 @@ import {
   type Manifest,
 } from '../core/manifest.js';
 import { releasePolicy, releaseTagVersion } from '../core/release.js';
-import { findRecall, type Revocation } from '../core/revocation.js';
+import type { Revocation } from '../core/revocation.js';
 import {
   MAX_BUNDLE_BYTES,
   openRegularFile,
@@ -28,7 +28,12 @@ import {
 } from '../io/files.js';
 import { readCachedRevocations, type CachedRevocations } from '../revocations/cache.js';
 import type { Fetcher } from '../revocations/fetch.js';
-import { forgottenRecalls, readRecallMemory, rememberList } from '../revocations/memory.js';
+import {
+  checkFreshness,
+  hours,
+  recallsInForce,
+  refuseIfRecalled,
+} from '../revocations/in-force.js';
 import { refreshAndAudit } from '../revocations/refresh.js';
 import { copyAndHash, type CopiedFile } from '../store/copy-hash.js';
 import { ImageStore } from '../store/image-store.js';
@@ -458,8 +463,6 @@ function checkMaxAge(m: Manifest, ctx: ImportContext): boolean {
   return expired;
 }
 
-const hours = (ms: number): number => Math.round((ms / 3600_000) * 10) / 10;
-
 /** Step 6: the list (refreshed when old), the recalls remembered on this host, freshness, then matching. */
 async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedRevocations> {
   // The cache as the refresh step read and verified it, unless it changed or did not verify.
@@ -478,73 +481,6 @@ const readCache = (ctx: ImportContext): Promise<CachedRevocations> =>
     ctx.trustedRoot,
     ctx.now(),
   );
-
-/**
- * The cached list's recalls plus those verified on this host before (which
- * stay enforced whatever happened to the cache since); a verified list is
- * remembered in turn.
- */
-async function recallsInForce(
-  cached: CachedRevocations,
-  ctx: ImportContext,
-  opts: { warnForgotten: boolean },
-): Promise<{ list: readonly Revocation[] | undefined; forgotten: readonly Revocation[] }> {
-  const memory = await readRecallMemory(ctx.config);
-  const list = cached.state === 'verified' ? cached.list.revocations : undefined;
-  if (cached.state === 'verified')
-    await rememberList(ctx.config, memory, cached.list.revocations, cached.signedAt);
-  const forgotten = forgottenRecalls(memory, list);
-  if (opts.warnForgotten && forgotten.length > 0) {
-    ctx.warn(
-      `REVOCATION LIST ROLLED BACK OR REMOVED: ${forgotten.length} recall(s) verified on this host before are missing from ${cached.dir}; they are still enforced. Carry in the current pair.`,
-    );
-  }
-  return { list, forgotten };
-}
-
-/** Seed policy: a stale list is still enforced, loudly; no list, or a stale one, is fatal when fresh revocations are required. */
-function checkFreshness(cached: CachedRevocations, ctx: ImportContext): void {
-  const byFlag = ctx.requireFreshRevocations;
-  const required = byFlag || ctx.config.requireFreshRevocations;
-  const fix = `Import a current pair with mvmctl revocations import --list revoked-versions.json --bundle revoked-versions.json.bundle (or copy it into ${cached.dir}), then retry.`;
-  if (cached.state === 'absent') {
-    if (required) {
-      throw new MvmError(
-        'network',
-        `No revocation list is cached in ${cached.dir} and fresh revocations are required (${byFlag ? '--require-fresh-revocations' : 'MVM_REQUIRE_FRESH_REVOCATIONS=1'})`,
-        { cause: 'with no list, a recall of this release cannot be ruled out', fix },
-      );
-    }
-    return;
-  }
-  if (cached.age !== 'stale') return;
-  // Too old, or modified in the future (cp -p, rsync -a, a clock that was ahead): either way not fresh.
-  const why = cached.staleReason ?? `it is ${hours(cached.ageMs)} hours old (more than 7 days)`;
-  if (required) {
-    throw new MvmError(
-      'network',
-      `The cached revocation list is stale (${why}) and ${byFlag ? '--require-fresh-revocations is set' : 'fresh revocations are required (MVM_REQUIRE_FRESH_REVOCATIONS=1)'}`,
-      { cause: 'no fresh revocation list is available on this host', fix },
-    );
-  }
-  ctx.warn(
-    `STALE REVOCATION LIST: ${why}. It is still enforced, but recalls issued since may be missing. Carry in a fresh revoked-versions.json + .bundle pair.`,
-  );
-}
-
-function refuseIfRecalled(
-  m: Manifest,
-  recalls: { list: readonly Revocation[] | undefined; forgotten: readonly Revocation[] },
-): void {
-  const recall = findRecall({ revocations: [...(recalls.list ?? []), ...recalls.forgotten] }, m);
-  if (recall) {
-    throw new MvmError(
-      'revoked',
-      `Imported manifest is on the project's revocation list: ${m.version} ${m.variant} ${m.arch} was recalled: ${recall.reason}`,
-      { cause: `The release was recalled (${recall.revokedAt})` },
-    );
-  }
-}
 
 function reportRevocation(
   cached: CachedRevocations,

@@ -1,0 +1,259 @@
+/**
+ * What `dev up` checks before it boots (SPEC.md section 8, steps 1 to 3),
+ * called in-process on a simulated host after a real `dev import-image` of a
+ * set signed by the test PKI: the image lookup, the receipt, the recalls in
+ * force, and the at-rest re-hash of each installed file. No VM is started.
+ */
+import assert from 'node:assert/strict';
+import { createHash } from 'node:crypto';
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { configFrom } from '../src/config.js';
+import { ERROR_TABLE, MvmError } from '../src/errors.js';
+import { loadTrustedRoot } from '../src/trust/trusted-root.js';
+import { preflightDevImage, type BootableImage } from '../src/vm/preflight.js';
+import { HOST_ARCH, importArgs, testHost, VERSION, type TestHost } from './support/host.js';
+import { TestPki } from './support/pki.js';
+import { writeReleaseSet, writeRevocationList, type ReleaseFiles } from './support/release.js';
+
+let root: string;
+let pki: TestPki;
+let trustedRoot: string;
+let fourFiles: ReleaseFiles;
+let withInitrd: ReleaseFiles;
+let n = 0;
+
+before(async () => {
+  root = mkdtempSync(join(tmpdir(), 'mvm-preflight-'));
+  pki = await TestPki.create();
+  trustedRoot = pki.writeTrustedRoot(root);
+  fourFiles = await writeReleaseSet(pki, join(root, 'four-files'), {
+    version: VERSION,
+    arch: HOST_ARCH,
+  });
+  withInitrd = await writeReleaseSet(pki, join(root, 'with-initrd'), {
+    version: VERSION,
+    arch: HOST_ARCH,
+    initrd: true,
+  });
+});
+after(() => rmSync(root, { recursive: true, force: true }));
+
+const host = () => testHost(join(root, `host${n++}`), trustedRoot);
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A real `dev import-image` through the built CLI (with --initrd for a five-file set). */
+async function install(h: TestHost, set: ReleaseFiles, env: Record<string, string> = {}) {
+  const r = await h.run([...importArgs(set), ...(set.initrd ? ['--initrd', set.initrd] : [])], env);
+  assert.equal(r.code, 0, r.stderr);
+}
+
+/** preflightDevImage on this host, in-process; the warnings it printed. */
+async function preflight(
+  h: TestHost,
+): Promise<{ image?: BootableImage; error?: MvmError; warnings: string[] }> {
+  const warnings: string[] = [];
+  try {
+    const image = await preflightDevImage({
+      config: configFrom(h.env, h.dir),
+      trustedRoot: await loadTrustedRoot(trustedRoot),
+      now: () => new Date(),
+      warn: (m) => warnings.push(m),
+    });
+    return { image, warnings };
+  } catch (e) {
+    if (!(e instanceof MvmError)) throw e;
+    return { error: e, warnings };
+  }
+}
+
+/** The error preflight must fail with: its code, exit status and first-line wording. */
+async function refused(h: TestHost, code: MvmError['code'], wording: RegExp) {
+  const r = await preflight(h);
+  assert.ok(r.error, `preflight passed: ${JSON.stringify(r.image)}`);
+  assert.equal(r.error.code, code, r.error.message);
+  assert.match(r.error.message, wording);
+  return { ...r, error: r.error, exit: ERROR_TABLE[r.error.code].exit };
+}
+
+describe('dev up preflight: the installed image', () => {
+  it('a verified image: the paths inside its object, which exist, and its receipt', async () => {
+    const h = host();
+    await install(h, withInitrd);
+    await writeRevocationList(pki, h.revocations, [{ version: '0.0.1', arch: HOST_ARCH }]);
+    const { image, error, warnings } = await preflight(h);
+    assert.equal(error, undefined, error?.message);
+    assert.ok(image);
+    assert.deepEqual(warnings, []);
+    assert.equal(image.version, VERSION);
+    const link = join(h.prebuilt, `v${VERSION}`);
+    assert.ok(image.objectDir.startsWith(join(h.prebuilt, '.objects')), image.objectDir);
+    assert.equal(image.kernel, join(image.objectDir, 'vmlinux'));
+    assert.equal(image.rootfs, join(image.objectDir, 'rootfs.ext4'));
+    assert.equal(image.initrd, join(image.objectDir, 'initrd'));
+    assert.deepEqual(readFileSync(image.kernel), withInitrd.kernelBytes);
+    assert.deepEqual(readFileSync(image.rootfs), withInitrd.rootfsBytes);
+    assert.deepEqual(readFileSync(image.initrd), withInitrd.initrdBytes);
+    assert.equal(image.receipt.verification, 'verified');
+    assert.equal(image.receipt.artifacts.rootfs.sha256, sha(withInitrd.rootfsBytes));
+    assert.deepEqual(
+      JSON.parse(readFileSync(join(link, 'receipt.json'), 'utf8')),
+      JSON.parse(JSON.stringify(image.receipt)),
+    );
+  });
+
+  it('a four-file set has no initrd', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const { image, error } = await preflight(h);
+    assert.equal(error, undefined, error?.message);
+    assert.equal(image?.initrd, undefined);
+    assert.equal(image?.receipt.artifacts.initrd, undefined);
+  });
+
+  it('nothing installed: the clear error, exit 3, naming dev import-image and the files', async () => {
+    const h = host();
+    const { error, exit } = await refused(
+      h,
+      'input',
+      new RegExp(`^No dev image is installed for v${escape(VERSION)}$`),
+    );
+    assert.equal(exit, 3);
+    assert.match(error.fix ?? '', /mvmctl dev import-image/);
+    assert.match(error.fix ?? '', /dev-image-\{arch\}\.manifest\.json and its \.bundle/);
+    assert.match(error.fix ?? '', /dev-vmlinux-\{arch\}, dev-rootfs-\{arch\}\.ext4/);
+    assert.equal(existsSync(h.prebuilt), false, 'asking created nothing');
+  });
+
+  it('an image installed through an escape hatch boots with a loud warning', async () => {
+    const h = host();
+    await install(h, fourFiles, { MVM_SKIP_COSIGN_VERIFY: '1' });
+    await writeRevocationList(pki, h.revocations, []);
+    const { image, error, warnings } = await preflight(h);
+    assert.equal(error, undefined, error?.message);
+    assert.equal(image?.receipt.verification, 'UNVERIFIED');
+    assert.equal(warnings.length, 1, warnings.join('\n'));
+    assert.match(
+      warnings[0]!,
+      new RegExp(
+        `^BOOTING AN UNVERIFIED IMAGE: v${escape(VERSION)} was installed with MVM_SKIP_COSIGN_VERIFY=1, so its signature was NOT verified`,
+      ),
+    );
+  });
+});
+
+describe('dev up preflight: the store changed after import', () => {
+  const cases = [
+    ['kernel', 'vmlinux', 'flip'],
+    ['rootfs', 'rootfs.ext4', 'flip'],
+    ['initrd', 'initrd', 'flip'],
+    ['rootfs', 'rootfs.ext4', 'append'],
+    ['initrd', 'initrd', 'append'],
+  ] as const;
+  for (const [role, file, how] of cases) {
+    it(`${role} with a byte ${how === 'flip' ? 'flipped' : 'appended'}: exit 14 naming the file`, async () => {
+      const h = host();
+      await install(h, withInitrd);
+      const path = join(h.prebuilt, `v${VERSION}`, file);
+      const expected = sha(readFileSync(path));
+      if (how === 'append') appendFileSync(path, 'x');
+      else {
+        const bytes = readFileSync(path);
+        bytes[bytes.length >> 1]! ^= 0x01;
+        writeFileSync(path, bytes);
+      }
+      const got = sha(readFileSync(path));
+      const { error, exit } = await refused(
+        h,
+        'digest',
+        new RegExp(
+          `^${role} SHA-256 mismatch: the verified image records ${expected}, .*/${escape(file)} has ${got}$`,
+        ),
+      );
+      assert.equal(exit, 14);
+      assert.match(error.fix ?? '', /mvmctl dev import-image/);
+    });
+  }
+
+  it('an installed file replaced by a symlink is never followed', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const path = join(h.prebuilt, `v${VERSION}`, 'rootfs.ext4');
+    const elsewhere = join(h.dir, 'elsewhere.ext4');
+    writeFileSync(elsewhere, fourFiles.rootfsBytes);
+    rmSync(path);
+    symlinkSync(elsewhere, path);
+    await refused(h, 'store', /^The installed rootfs .*rootfs\.ext4 is a symbolic link$/);
+  });
+});
+
+describe('dev up preflight: the recalls in force', () => {
+  it('a version recalled in the cached list: exit 13, in the seed wording', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    await writeRevocationList(pki, h.revocations, [
+      { version: VERSION, arch: HOST_ARCH, reason: 'CVE-2026-7777: bad image' },
+    ]);
+    const { exit } = await refused(
+      h,
+      'revoked',
+      new RegExp(
+        `^Imported manifest is on the project's revocation list: ${escape(VERSION)} dev ${HOST_ARCH} was recalled: CVE-2026-7777: bad image$`,
+      ),
+    );
+    assert.equal(exit, 13);
+  });
+
+  it('a cached pair that does not verify fails closed', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const pair = await writeRevocationList(pki, h.revocations, [{ version: '0.1.0' }]);
+    writeFileSync(pair.json, readFileSync(pair.json, 'utf8').replace('0.1.0', '0.1.1'));
+    const { error, exit } = await refused(
+      h,
+      'signature',
+      /^Cosign verification failed for the cached revocation list/,
+    );
+    assert.equal(exit, 10);
+    assert.match(error.fix ?? '', /^Re-import the pair/);
+  });
+
+  it('a recall remembered on this host is enforced after the list is deleted', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const transfer = await writeRevocationList(pki, join(h.dir, 'transfer'), [
+      { version: VERSION, arch: HOST_ARCH, reason: 'CVE-2026-8888: remembered' },
+    ]);
+    const r = await h.run([
+      'revocations',
+      'import',
+      '--list',
+      transfer.json,
+      '--bundle',
+      transfer.bundle,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    rmSync(join(h.dir, 'cache'), { recursive: true, force: true });
+    const { warnings, exit } = await refused(
+      h,
+      'revoked',
+      /^Imported manifest is on the project's revocation list: .* was recalled: CVE-2026-8888: remembered$/,
+    );
+    assert.equal(exit, 13);
+    assert.ok(
+      warnings.some((w) => /^REVOCATION LIST ROLLED BACK OR REMOVED: 1 recall/.test(w)),
+      warnings.join('\n'),
+    );
+  });
+});
