@@ -58,7 +58,7 @@ describe('mvmctl CLI', () => {
   });
 
   it('a planned command says it is not built yet', async () => {
-    for (const [args, name] of [[['dev', 'up'], 'dev up']] as const) {
+    for (const [args, name] of [[['dev', 'console'], 'dev console']] as const) {
       const r = await runCli([...args]);
       assert.equal(r.code, 1);
       assert.match(r.stderr, new RegExp(`'mvmctl ${name}' is not built yet`));
@@ -69,6 +69,10 @@ describe('mvmctl CLI', () => {
     for (const args of [
       ['dev', '--help'],
       ['dev', 'import-image', '--help'],
+      ['dev', 'up', '--help'],
+      ['dev', 'down', '--help'],
+      ['dev', 'status', '--help'],
+      ['dev', 'logs', '--help'],
       ['metrics', '--help'],
       ['status', '--help'],
     ]) {

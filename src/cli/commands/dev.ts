@@ -71,8 +71,14 @@ export const DEV_HELP = `Usage: mvmctl dev <command>
 
 Commands:
   import-image    install a verified dev image from local files (air-gapped)
+  up              boot the installed dev image in a QEMU VM (detached)
+  status          whether the dev VM runs, and what it booted (--json)
+  logs            the guest console's log
+  down            power the dev VM off
 
-Planned (not built yet): up, status, console, logs, down
+Planned (not built yet): console, shell
+
+Run 'mvmctl dev <command> --help' for a command's flags.
 `;
 
 export async function devCommand(args: string[], io: Output): Promise<number> {
@@ -82,9 +88,13 @@ export async function devCommand(args: string[], io: Output): Promise<number> {
     io.out(DEV_HELP);
     return sub === undefined ? 2 : 0;
   }
-  if (['up', 'status', 'console', 'logs', 'down'].includes(sub)) {
+  if (sub === 'up' || sub === 'status' || sub === 'logs' || sub === 'down') {
+    const { vmCommand } = await import('./dev-vm.js');
+    return vmCommand(sub, rest, io);
+  }
+  if (['console', 'shell'].includes(sub)) {
     throw new MvmError('not-implemented', `'mvmctl dev ${sub}' is not built yet in this version`, {
-      fix: 'Use mvmctl dev import-image to install an image; booting it comes next.',
+      fix: 'Read the guest console with mvmctl dev logs; an interactive console comes next.',
     });
   }
   throw new MvmError('usage', `unknown command "dev ${sub}"`, { fix: "Run 'mvmctl dev --help'." });

@@ -1,0 +1,376 @@
+/**
+ * `mvmctl dev up | down | status | logs`: parse flags, call src/vm/instance.ts,
+ * render human text or one JSON object. Nothing here decides anything about
+ * the VM.
+ */
+import { homedir } from 'node:os';
+import { parseArgs } from 'node:util';
+import { configFrom } from '../../config.js';
+import { printable } from '../../core/printable.js';
+import { MvmError } from '../../errors.js';
+import { loadTrustedRoot } from '../../trust/trusted-root.js';
+import {
+  DEFAULT_DOWN_TIMEOUT_SECONDS,
+  DEFAULT_READY_LINE,
+  DEFAULT_UP_TIMEOUT_SECONDS,
+  devDown,
+  devLogs,
+  devStatus,
+  devUp,
+  type UpEvent,
+  type VmStatus,
+} from '../../vm/instance.js';
+import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { jsonLine, type Output } from '../render.js';
+
+export const UP_HELP = `Usage: mvmctl dev up [flags]
+
+Boot the installed dev image (v{mvmctl --version}) in a QEMU VM that keeps
+running after this command returns. Before anything boots: the image must be
+installed (mvmctl dev import-image; exit 3 if not), its version must not be
+recalled in the cached signed revocation list or in the recalls this host
+remembers (exit 13), and the installed kernel, rootfs (and initrd) are
+re-hashed against the digests verified at import (exit 14 on a mismatch). No
+network is used and the manifest is not verified again. The VM's root disk is
+a copy-on-write overlay on the installed rootfs, which is never written; it
+persists across down/up. Stages are printed as they pass (hypervisor started,
+kernel booted, ready). When the VM already runs, it is reported and the exit
+status is 0. Everything about the VM is in ~/.mvm/vms/dev/ (state.json, the
+overlay, console.sock, console.log, qmp.sock).
+
+Flags:
+  --cpus N               vCPUs (default: 2, at most the host's CPU count)
+  --memory SIZE          guest memory, like 512M or 2G; a bare number is MiB
+                         (default: half the host's memory, 128M to 1G)
+  --port [ADDR:]HOST:GUEST
+                         forward TCP port HOST on the host (ADDR, default 127.0.0.1)
+                         to port GUEST in the guest; repeatable
+  --append ARGS          added to the kernel command line
+                         (console=hvc0 root=/dev/vda rw init=/init ...); may not set
+                         root=, init=, rdinit= or console=
+  --accel auto|kvm|tcg   kvm: hardware virtualization (an error where KVM cannot run a
+                         stock kernel); tcg: software emulation, several times slower;
+                         auto (default): kvm when usable, otherwise tcg with a warning
+                         saying why
+  --fresh                discard the VM's disk overlay (changes made in the guest) first
+  --ready-line TEXT      the console line that means the guest is up
+                         (default "${DEFAULT_READY_LINE}")
+  --timeout SECONDS      how long to wait for the ready line (default ${DEFAULT_UP_TIMEOUT_SECONDS}); on
+                         timeout the error names the stage that did not complete, the last
+                         console lines are shown and QEMU is stopped
+  --no-wait              return once QEMU runs, without waiting for the ready line
+  --json                 print one JSON object with the result (or the error)
+  --debug                show internal detail on errors
+  (--share DIR is not built yet.)
+
+Environment:
+  MVM_DATA_DIR        data directory (default ~/.mvm)
+  MVM_CACHE_DIR       cache directory holding revocations/ (default ~/.cache/mvm)
+  MVM_TRUSTED_ROOT    Sigstore trusted_root.json verifying the cached revocation list
+
+Exit status: 0 running (or already running), 2 usage, 3 no image installed,
+13 version recalled, 14 installed file changed since import, 17 store,
+1 the VM did not start or did not become ready.
+`;
+
+export const DOWN_HELP = `Usage: mvmctl dev down [--reset] [--timeout SECONDS]
+
+Power the dev VM off: an ACPI power-down over QMP (the guest shuts down
+cleanly), then, if it is still running after --timeout, QMP quit, then
+SIGKILL. Before each step the process is confirmed to be the VM's own (its
+pid and start time, from state.json), so a reused pid is never signalled.
+The sockets and state are removed; the disk overlay (changes made in the
+guest) stays for the next dev up unless --reset. A VM that is not running is
+a note and exit 0.
+
+Flags:
+  --reset              also delete the VM's disk overlay: the next dev up starts from
+                       the installed image as verified
+  --timeout SECONDS    how long the guest gets to power off before QEMU is told to
+                       quit (default ${DEFAULT_DOWN_TIMEOUT_SECONDS})
+  --json               print one JSON object with the result (or the error)
+  --debug              show internal detail on errors
+
+Exit status: 0 stopped (or was not running), 2 usage, 17 store, 1 QEMU could not be stopped.
+`;
+
+export const STATUS_HELP = `Usage: mvmctl dev status [--json]
+
+Whether the dev VM runs, read from its state directory (~/.mvm/vms/dev/):
+state (running, stopped, or stale: the recorded QEMU is gone or its pid now
+belongs to another process; the next dev up or dev down cleans it up), pid,
+uptime, accel, version and digests booted, the at-rest check at boot, port
+forwards, the console log path and the disk overlay's size. Changes nothing.
+
+Flags:
+  --json     print one JSON object
+  --debug    show internal detail on errors
+
+Exit status: 0 (whatever the state), 17 store.
+`;
+
+export const LOGS_HELP = `Usage: mvmctl dev logs [-n N]
+
+Print the last lines of the dev VM's console log (~/.mvm/vms/dev/console.log:
+everything the guest printed on its console since the last dev up). Control
+characters are shown escaped (\\x1b), so guest output cannot drive your
+terminal.
+
+Flags:
+  -n, --lines N    how many lines, from the end (default 100)
+  --json           print one JSON object: the log path and the lines
+  --debug          show internal detail on errors
+
+Exit status: 0, 2 usage, 17 store.
+`;
+
+const usage = (message: string, fix: string): MvmError => new MvmError('usage', message, { fix });
+
+function seconds(flag: string, value: string | undefined, fallback: number): number {
+  if (value === undefined) return fallback;
+  const n = Number(value);
+  if (!/^[0-9]+(\.[0-9]+)?$/.test(value) || !(n > 0) || n > 86_400)
+    throw usage(
+      `${flag} ${JSON.stringify(printable(value, 100))} is not a number of seconds`,
+      `Give ${flag} a number of seconds greater than 0 (at most 86400).`,
+    );
+  return n;
+}
+
+function noPositionals(command: string, positionals: string[]): void {
+  if (positionals.length > 0)
+    throw usage(
+      `${command} takes no positional arguments (got ${JSON.stringify(printable(positionals[0]!, 100))})`,
+      `Run 'mvmctl ${command} --help' to see its flags.`,
+    );
+}
+
+const safe = (text: string): string =>
+  text
+    .split('\n')
+    .map((l) => printable(l, 4096))
+    .join('\n');
+
+export async function vmCommand(
+  sub: 'up' | 'down' | 'status' | 'logs',
+  args: string[],
+  io: Output,
+): Promise<number> {
+  switch (sub) {
+    case 'up':
+      return upCommand(args, io);
+    case 'down':
+      return downCommand(args, io);
+    case 'status':
+      return statusCommand(args, io);
+    case 'logs':
+      return logsCommand(args, io);
+  }
+}
+
+async function upCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('dev up', () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: {
+        ...COMMON_OPTIONS,
+        cpus: { type: 'string' },
+        memory: { type: 'string' },
+        port: { type: 'string', multiple: true },
+        share: { type: 'string' },
+        append: { type: 'string' },
+        accel: { type: 'string' },
+        fresh: { type: 'boolean' },
+        'ready-line': { type: 'string' },
+        timeout: { type: 'string' },
+        'no-wait': { type: 'boolean' },
+      },
+    }),
+  );
+  if (values.help) {
+    io.out(UP_HELP);
+    return 0;
+  }
+  noPositionals('dev up', positionals);
+  if (values.share !== undefined)
+    throw new MvmError(
+      'not-implemented',
+      "'mvmctl dev up --share' is not built yet in this version",
+      {
+        fix: 'Run dev up without --share; copy files into the guest over a forwarded port or the console meanwhile.',
+      },
+    );
+  const readyLine = values['ready-line'];
+  if (readyLine !== undefined && (readyLine.trim() === '' || /[\r\n]/.test(readyLine)))
+    throw usage(
+      '--ready-line must be one non-empty line of text',
+      'Give --ready-line the text the image prints on its console when it is up.',
+    );
+  const timeoutSeconds = seconds('--timeout', values.timeout, DEFAULT_UP_TIMEOUT_SECONDS);
+  const config = configFrom(process.env, homedir());
+  const trustedRoot = await loadTrustedRoot(config.trustedRootPath);
+  const json = values.json === true;
+  const result = await devUp(
+    {
+      ...(values.cpus !== undefined ? { cpus: values.cpus } : {}),
+      ...(values.memory !== undefined ? { memory: values.memory } : {}),
+      ports: values.port ?? [],
+      ...(values.append !== undefined ? { append: values.append } : {}),
+      ...(values.accel !== undefined ? { accel: values.accel } : {}),
+      fresh: values.fresh === true,
+      ...(readyLine !== undefined ? { readyLine } : {}),
+      timeoutSeconds,
+      noWait: values['no-wait'] === true,
+      cwd: process.cwd(),
+    },
+    {
+      config,
+      trustedRoot,
+      now: () => new Date(),
+      warn: (m) => io.err(`warning: ${safe(m)}`),
+      report: (e) => io.err(describeUp(e)),
+    },
+  );
+  const s = result.state;
+  if (json) {
+    io.out(
+      jsonLine({
+        running: true,
+        already_running: result.alreadyRunning,
+        ready: result.ready,
+        pid: s.pid,
+        version: s.version,
+        accel: s.accel,
+        ports: s.ports.map((p) => ({ host: `${p.hostAddr}:${p.hostPort}`, guest: p.guestPort })),
+        console_log: s.paths.consoleLog,
+        started_at: s.startedAt,
+      }),
+    );
+  } else {
+    const ports = s.ports.map((p) => `${p.hostAddr}:${p.hostPort}->${p.guestPort}`).join(', ');
+    io.out(
+      `${result.alreadyRunning ? 'The dev VM is already running' : result.ready ? 'The dev VM is ready' : 'The dev VM is starting (--no-wait)'}: ` +
+        `v${printable(s.version)}, pid ${s.pid}, ${s.accel}${ports ? `, ports ${ports}` : ''}\n` +
+        `Console log: ${printable(s.paths.consoleLog)} (mvmctl dev logs); stop it with mvmctl dev down.`,
+    );
+  }
+  return 0;
+}
+
+function describeUp(e: UpEvent): string {
+  if (e.kind === 'stage') return `✓ ${e.stage.padEnd(19)}${safe(e.detail)}`;
+  return e.lines.length === 0
+    ? `Console log ${printable(e.path)}: empty`
+    : [`Last console lines (${printable(e.path)}):`, ...e.lines.map((l) => `  | ${l}`)].join('\n');
+}
+
+async function downCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('dev down', () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { ...COMMON_OPTIONS, reset: { type: 'boolean' }, timeout: { type: 'string' } },
+    }),
+  );
+  if (values.help) {
+    io.out(DOWN_HELP);
+    return 0;
+  }
+  noPositionals('dev down', positionals);
+  const timeoutSeconds = seconds('--timeout', values.timeout, DEFAULT_DOWN_TIMEOUT_SECONDS);
+  const config = configFrom(process.env, homedir());
+  const r = await devDown(config, { reset: values.reset === true, timeoutSeconds });
+  if (values.json === true) {
+    io.out(
+      jsonLine({
+        was: r.was,
+        stopped: r.was === 'running',
+        ...(r.method ? { method: r.method } : {}),
+        ...(r.staleReason ? { stale_reason: r.staleReason } : {}),
+        overlay_removed: r.overlayRemoved,
+      }),
+    );
+    return 0;
+  }
+  const how: Record<string, string> = {
+    powerdown: 'powered off (ACPI power-down)',
+    quit: 'stopped with QMP quit (the guest did not power off in time)',
+    kill: 'killed (SIGKILL: QEMU did not quit)',
+  };
+  const line =
+    r.was === 'running'
+      ? `The dev VM ${r.method ? how[r.method] : 'exited'}.`
+      : r.was === 'stale'
+        ? `The dev VM was not running; its stale state was cleaned up (${printable(r.staleReason ?? '')}).`
+        : 'The dev VM is not running (stopped); nothing to do.';
+  io.out(
+    `${line}${r.overlayRemoved ? ' Its disk overlay was deleted (--reset).' : r.was === 'stopped' ? '' : ' Its disk overlay is kept for the next dev up (--reset deletes it).'}`,
+  );
+  return 0;
+}
+
+async function statusCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('dev status', () =>
+    parseArgs({ args, allowPositionals: true, strict: true, options: { ...COMMON_OPTIONS } }),
+  );
+  if (values.help) {
+    io.out(STATUS_HELP);
+    return 0;
+  }
+  noPositionals('dev status', positionals);
+  const status = await devStatus(configFrom(process.env, homedir()));
+  io.out(values.json === true ? jsonLine(status) : describeStatus(status));
+  return 0;
+}
+
+function describeStatus(s: VmStatus): string {
+  const p = printable;
+  const lines = [`state:        ${s.state}${s.stale_reason ? ` (${p(s.stale_reason)})` : ''}`];
+  if (s.state !== 'stopped' && s.pid !== undefined) {
+    lines.push(`pid:          ${s.pid}`);
+    if (s.uptime_seconds !== undefined) lines.push(`uptime:       ${s.uptime_seconds} s`);
+    lines.push(`version:      ${p(s.version ?? '')}`);
+    lines.push(`accel:        ${p(s.accel ?? '')}`);
+    if (s.ports && s.ports.length > 0)
+      lines.push(`ports:        ${s.ports.map((f) => `${f.host}->${f.guest}`).join(', ')}`);
+    if (s.at_rest)
+      lines.push(`at-rest:      ${s.at_rest === 'ok' ? 're-hashed at boot, matched' : 'SKIPPED'}`);
+  }
+  lines.push(`console log:  ${p(s.console_log)}`);
+  if (s.overlay_bytes !== undefined)
+    lines.push(`overlay:      ${p(s.overlay ?? '')} (${Math.round(s.overlay_bytes / 1024)} KiB)`);
+  if (s.state === 'stale') lines.push("Run 'mvmctl dev down' or 'mvmctl dev up' to clean it up.");
+  return lines.join('\n');
+}
+
+async function logsCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError('dev logs', () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { ...COMMON_OPTIONS, lines: { type: 'string', short: 'n' } },
+    }),
+  );
+  if (values.help) {
+    io.out(LOGS_HELP);
+    return 0;
+  }
+  noPositionals('dev logs', positionals);
+  const raw = values.lines ?? '100';
+  if (!/^[0-9]{1,7}$/.test(raw))
+    throw usage(
+      `-n ${JSON.stringify(printable(raw, 100))} is not a number of lines`,
+      'Give -n a whole number of lines, like -n 50.',
+    );
+  const config = configFrom(process.env, homedir());
+  const lines = await devLogs(config, Number(raw));
+  if (values.json === true) {
+    const { statePaths } = await import('../../vm/state.js');
+    io.out(jsonLine({ console_log: statePaths(config).consoleLog, lines }));
+  } else if (lines.length > 0) io.out(lines.join('\n'));
+  return 0;
+}

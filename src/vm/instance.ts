@@ -1,0 +1,542 @@
+/**
+ * The dev VM's lifecycle (SPEC.md section 8): `up`, `down`, `status`, `logs`.
+ * The state directory is the single source of truth (src/vm/state.ts); QEMU
+ * is started from a `VmSpec` (src/core/vm-spec.ts) through the one argv
+ * adapter (src/vm/qemu-args.ts) and controlled only over QMP
+ * (src/vm/qmp.ts) or, last, SIGKILL — each only after confirming the pid and
+ * its start time are still the VM's.
+ */
+import { spawn } from 'node:child_process';
+import { constants, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { vmSpecFrom, type DevUpOptions, type HostFacts, type VmSpec } from '../core/vm-spec.js';
+import { isMvmError, MvmError } from '../errors.js';
+import { withLock } from '../io/lock.js';
+import { ensurePrivateDir } from '../store/secure-dir.js';
+import { audit, type AuditEvent } from '../telemetry/audit.js';
+import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
+import { lastConsoleLines, ConsoleWatch } from './console-log.js';
+import { probeHost } from './kvm.js';
+import { preflightDevImage, type BootableImage } from './preflight.js';
+import { qmpExecute } from './qmp.js';
+import { QEMU_BINARY, qemuArgs } from './qemu-args.js';
+import {
+  cleanVmState,
+  devVmDir,
+  isSameProcess,
+  LOCK_FILE,
+  OVERLAY_INFO_FILE,
+  probeProcess,
+  readVmState,
+  statePaths,
+  writePrivateJson,
+  writeVmState,
+  type VmLiveness,
+  type VmState,
+} from './state.js';
+
+/** SPEC.md section 8's default ready line. */
+export const DEFAULT_READY_LINE = 'mvm: ready';
+/** Upstream waits 60 s for its guest agent; software emulation on a loaded host needs about as long. */
+export const DEFAULT_UP_TIMEOUT_SECONDS = 60;
+export const DEFAULT_DOWN_TIMEOUT_SECONDS = 10;
+/** How many console lines a readiness failure shows. */
+export const FAILURE_CONSOLE_LINES = 15;
+const POLL_MS = 20;
+
+/** Readiness, as named stages, each with what its failure most likely means. */
+export const UP_STAGES = {
+  'hypervisor started': 'QEMU did not start or exited at once; its error output is above.',
+  'kernel booted':
+    'nothing appeared on the guest console (hvc0): the kernel did not get as far as its console driver. Under software emulation a loaded host can be much slower: raise --timeout. Otherwise check that the kernel has a PVH entry and a virtio console (and, with an initrd, that it loads virtio_console).',
+  ready:
+    "the guest console shows output but not the ready line: the image's init did not print it, or prints another line (--ready-line). The console lines are above; mvmctl dev logs shows the whole log.",
+} as const;
+export type UpStage = keyof typeof UP_STAGES;
+
+export type UpEvent =
+  | { readonly kind: 'stage'; readonly stage: UpStage; readonly detail: string }
+  | { readonly kind: 'console-tail'; readonly path: string; readonly lines: readonly string[] };
+
+export interface UpOptions extends DevUpOptions {
+  readonly fresh?: boolean;
+  readonly readyLine?: string;
+  readonly timeoutSeconds?: number;
+  readonly noWait?: boolean;
+}
+
+export interface UpContext {
+  readonly config: Config;
+  readonly trustedRoot: LoadedTrustedRoot;
+  readonly now: () => Date;
+  readonly warn: (message: string) => void;
+  readonly report: (e: UpEvent) => void;
+  /** Default: this host (tests of the pure parts pass their own). */
+  readonly host?: HostFacts;
+}
+
+export interface UpResult {
+  readonly alreadyRunning: boolean;
+  readonly ready: boolean;
+  readonly state: VmState;
+}
+
+const vmError = (message: string, cause: string, fix: string, underlying?: unknown): MvmError =>
+  new MvmError('internal', message, {
+    cause,
+    fix,
+    ...(underlying !== undefined ? { underlying } : {}),
+  });
+
+/** Runs `fn` holding the dev VM's lock: one `up` or `down` at a time, so two `up`s start one VM. */
+async function withVmLock<T>(config: Config, waitMs: number, fn: () => Promise<T>): Promise<T> {
+  const dir = devVmDir(config);
+  await ensurePrivateDir(dir, config.dataDir);
+  return withLock(join(dir, LOCK_FILE), 'the dev VM', fn, { timeoutMs: waitMs });
+}
+
+/** `mvmctl dev up`: the steps of SPEC.md section 8 in order. */
+export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> {
+  const timeoutS = opts.timeoutSeconds ?? DEFAULT_UP_TIMEOUT_SECONDS;
+  const readyLine = opts.readyLine ?? DEFAULT_READY_LINE;
+  const host = ctx.host ?? (await probeHost());
+  // The flags are checked before anything is hashed or started (placeholder image paths).
+  vmSpecFrom({ version: '0', kernel: '/k', rootfs: '/r' }, opts, host, devVmDir(ctx.config));
+  // A concurrent up waits while this one boots, then finds the VM running.
+  return withVmLock(ctx.config, (timeoutS + 60) * 1000, async () => {
+    const current = await readVmState(ctx.config);
+    if (current.liveness === 'running')
+      return { alreadyRunning: true, ready: true, state: current.state! };
+    if (current.liveness === 'stale') {
+      ctx.warn(`cleaned up a stale dev VM state: ${current.staleReason ?? 'QEMU is gone'}`);
+      await cleanVmState(ctx.config);
+    }
+    let image: BootableImage | undefined;
+    let spec: VmSpec | undefined;
+    try {
+      image = await preflightDevImage({
+        config: ctx.config,
+        trustedRoot: ctx.trustedRoot,
+        now: ctx.now,
+        warn: ctx.warn,
+      });
+      spec = vmSpecFrom(image, opts, host, devVmDir(ctx.config));
+      for (const w of spec.warnings) ctx.warn(w);
+      const result = await boot(spec, image, { ...opts, readyLine, timeoutSeconds: timeoutS }, ctx);
+      await recordUp(ctx, image, spec, undefined);
+      return result;
+    } catch (e) {
+      await recordUp(ctx, image, spec, e);
+      throw e;
+    }
+  });
+}
+
+/**
+ * One audit record per boot attempt that got past the lock (SPEC.md section 8
+ * step 8). A failed one carries its error code, so a store changed after
+ * import counts as `dev_image_verify_digest_mismatch_total` and a recall as
+ * `dev_image_verify_revoked_total`, exactly once (metricsFrom derives
+ * counters from the records). No duration: the histogram is the import's.
+ */
+async function recordUp(
+  ctx: UpContext,
+  image: BootableImage | undefined,
+  spec: VmSpec | undefined,
+  error: unknown,
+): Promise<void> {
+  const r = image?.receipt;
+  const digests = r
+    ? `kernel ${r.artifacts.kernel.sha256}, rootfs ${r.artifacts.rootfs.sha256}${r.artifacts.initrd ? `, initrd ${r.artifacts.initrd.sha256}` : ''}`
+    : undefined;
+  const what = [spec ? `accel ${spec.accel}` : undefined, digests].filter(Boolean).join('; ');
+  const err = isMvmError(error) ? error : undefined;
+  await audit(
+    ctx.config,
+    {
+      // 'dev.up' is not yet in AuditEvent's union (src/telemetry/audit.ts is not this change's).
+      event: 'dev.up' as AuditEvent,
+      outcome: error === undefined ? 'ok' : 'failed',
+      ...(error !== undefined ? { code: err?.code ?? 'internal' } : {}),
+      ...(error !== undefined
+        ? { message: `${err ? err.message : String(error)}${what ? ` (${what})` : ''}` }
+        : what
+          ? { message: `booted: ${what}` }
+          : {}),
+      ...(image ? { version: image.version } : {}),
+      ...(r ? { arch: r.arch, variant: r.variant, manifestSha256: r.manifestSha256 } : {}),
+    },
+    ctx.now(),
+  );
+}
+
+async function boot(
+  spec: VmSpec,
+  image: BootableImage,
+  opts: UpOptions & { readyLine: string; timeoutSeconds: number },
+  ctx: UpContext,
+): Promise<UpResult> {
+  const deadline = Date.now() + opts.timeoutSeconds * 1000;
+  const p = spec.state;
+  await prepareOverlay(spec, image, opts.fresh === true, ctx.warn);
+  // QEMU would create the log 0644 (0666 less the umask): the guest console is private.
+  const log = await fs.open(
+    p.consoleLog,
+    constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW,
+    0o600,
+  );
+  await log.chmod(0o600);
+  await log.close();
+  for (const f of [p.pidFile, p.consoleSocket, p.qmpSocket]) await fs.rm(f, { force: true });
+
+  const pid = await startQemu(spec, deadline);
+  const started = await probeProcess(pid);
+  if (started.state !== 'alive')
+    throw await bootFailure(ctx, spec, 'hypervisor started', 'QEMU exited right after it started');
+  const state: VmState = {
+    schema: 1,
+    pid,
+    pidStartTime: started.startTime,
+    version: spec.version,
+    accel: spec.accel,
+    cpus: spec.cpus,
+    memoryMiB: spec.memoryMiB,
+    cmdline: spec.cmdline,
+    ports: spec.ports,
+    digests: {
+      kernel: image.receipt.artifacts.kernel.sha256,
+      rootfs: image.receipt.artifacts.rootfs.sha256,
+      ...(image.receipt.artifacts.initrd ? { initrd: image.receipt.artifacts.initrd.sha256 } : {}),
+    },
+    manifestSha256: image.receipt.manifestSha256,
+    atRest: image.receipt.bypassed?.includes('hash') ? 'skipped' : 'ok',
+    paths: {
+      consoleSocket: p.consoleSocket,
+      consoleLog: p.consoleLog,
+      qmpSocket: p.qmpSocket,
+      pidFile: p.pidFile,
+      overlay: p.overlay,
+    },
+    startedAt: ctx.now().toISOString(),
+    readyLine: opts.readyLine,
+  };
+  // Written before waiting: an interrupted up leaves a VM that status and down can find.
+  await writeVmState(ctx.config, state);
+  ctx.report({
+    kind: 'stage',
+    stage: 'hypervisor started',
+    detail: `QEMU pid ${pid}, ${spec.accel}, ${spec.cpus} vCPU, ${spec.memoryMiB} MiB`,
+  });
+  if (opts.noWait) return { alreadyRunning: false, ready: false, state };
+
+  const watch = new ConsoleWatch(p.consoleLog, opts.readyLine);
+  let stage: UpStage = 'kernel booted';
+  for (;;) {
+    const seen = await watch.poll();
+    if (stage === 'kernel booted' && seen.output) {
+      ctx.report({ kind: 'stage', stage, detail: 'the guest console has output' });
+      stage = 'ready';
+    }
+    if (stage === 'ready' && seen.ready) {
+      const ready = { ...state, readyAt: ctx.now().toISOString() };
+      await writeVmState(ctx.config, ready);
+      ctx.report({ kind: 'stage', stage, detail: `ready line seen: ${opts.readyLine}` });
+      return { alreadyRunning: false, ready: true, state: ready };
+    }
+    if (!(await isSameProcess(pid, started.startTime)))
+      throw await bootFailure(ctx, spec, stage, `QEMU (pid ${pid}) exited before stage "${stage}"`);
+    if (Date.now() > deadline)
+      throw await bootFailure(
+        ctx,
+        spec,
+        stage,
+        `stage "${stage}" did not complete within ${opts.timeoutSeconds} s`,
+        { pid, startTime: started.startTime },
+      );
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+/**
+ * A boot that did not complete: the last console lines are shown, QEMU is
+ * stopped (never left running behind an error) and the state is removed.
+ */
+async function bootFailure(
+  ctx: UpContext,
+  spec: VmSpec,
+  stage: UpStage,
+  what: string,
+  vm?: { pid: number; startTime: string },
+): Promise<MvmError> {
+  if (vm) await stopVm(spec.state.qmpSocket, vm.pid, vm.startTime, { graceful: false });
+  await cleanVmState(ctx.config);
+  const lines = await lastConsoleLines(spec.state.consoleLog, FAILURE_CONSOLE_LINES);
+  ctx.report({ kind: 'console-tail', path: spec.state.consoleLog, lines });
+  return vmError(
+    `The dev VM did not boot: ${what}`,
+    `${UP_STAGES[stage]}${lines.length === 0 ? ' The console printed nothing.' : ''}`,
+    stage === 'ready'
+      ? `Check the image's ready line (--ready-line, default "${DEFAULT_READY_LINE}") and the console log ${spec.state.consoleLog}; QEMU was stopped.`
+      : `Raise --timeout, or check the image and the console log ${spec.state.consoleLog}; QEMU was stopped.`,
+  );
+}
+
+/** Starts QEMU detached (-daemonize): the foreground process exits once the VM runs, or with its error. */
+async function startQemu(spec: VmSpec, deadline: number): Promise<number> {
+  const child = spawn(QEMU_BINARY, qemuArgs(spec), { stdio: ['ignore', 'ignore', 'pipe'] });
+  let stderr = '';
+  child.stderr.setEncoding('utf8').on('data', (c: string) => {
+    if (stderr.length < 8192) stderr += c;
+  });
+  const outcome = await new Promise<{ code: number | null; error?: Error }>((resolve) => {
+    const timer = setTimeout(
+      () => {
+        child.kill('SIGKILL');
+        resolve({ code: null, error: new Error('QEMU did not finish starting in time') });
+      },
+      Math.max(1000, deadline - Date.now()),
+    );
+    child.once('error', (error) => {
+      clearTimeout(timer);
+      resolve({ code: null, error });
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code });
+    });
+  });
+  if (outcome.error && (outcome.error as NodeJS.ErrnoException).code === 'ENOENT')
+    throw vmError(
+      `${QEMU_BINARY} was not found`,
+      'dev up runs the VM under QEMU',
+      'Install QEMU (Debian/Ubuntu: apt-get install qemu-system-x86 qemu-utils) and make sure it is on PATH.',
+      outcome.error,
+    );
+  if (outcome.code !== 0) {
+    const why = stderr.trim() || outcome.error?.message || `it exited with status ${outcome.code}`;
+    throw vmError(
+      'The dev VM did not boot: stage "hypervisor started" did not complete',
+      `QEMU failed to start: ${why}`,
+      `${UP_STAGES['hypervisor started']} Fix what QEMU reports, then run mvmctl dev up again.`,
+    );
+  }
+  const text = await fs.readFile(spec.state.pidFile, 'utf8').catch(() => '');
+  const pid = Number(text.trim());
+  if (!Number.isSafeInteger(pid) || pid <= 1)
+    throw vmError(
+      'The dev VM did not boot: stage "hypervisor started" did not complete',
+      `QEMU started but its pid file ${spec.state.pidFile} holds no pid (${JSON.stringify(text.slice(0, 40))})`,
+      'Run mvmctl dev down, then mvmctl dev up again.',
+    );
+  return pid;
+}
+
+/**
+ * The VM's root disk: a qcow2 overlay backed read-only by the installed
+ * rootfs (the verified image is never written). It persists across down/up;
+ * `--fresh` discards it, and one built on another image is replaced with a
+ * note (its backing file is not the rootfs that was just verified).
+ */
+async function prepareOverlay(
+  spec: VmSpec,
+  image: BootableImage,
+  fresh: boolean,
+  warn: (m: string) => void,
+): Promise<void> {
+  const overlay = spec.state.overlay;
+  const infoPath = join(spec.state.dir, OVERLAY_INFO_FILE);
+  const exists = await fs
+    .lstat(overlay)
+    .then(() => true)
+    .catch(() => false);
+  const info = await fs
+    .readFile(infoPath, 'utf8')
+    .then((t) => JSON.parse(t) as { backing?: unknown; version?: unknown })
+    .catch(() => undefined);
+  if (exists && !fresh && info?.backing === image.rootfs) return;
+  if (exists && !fresh)
+    warn(
+      `the VM's disk overlay was built on ${typeof info?.version === 'string' ? `the image of v${info.version}` : 'another image'}; it was replaced by a fresh one on v${image.version} (changes made in the guest are discarded)`,
+    );
+  await fs.rm(overlay, { force: true });
+  await fs.rm(infoPath, { force: true });
+  await runQemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', image.rootfs, overlay]);
+  await fs.chmod(overlay, 0o600);
+  await writePrivateJson(infoPath, { backing: image.rootfs, version: image.version });
+}
+
+function runQemuImg(args: string[]): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const child = spawn('qemu-img', args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    let stderr = '';
+    child.stderr.setEncoding('utf8').on('data', (c: string) => (stderr += c));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.once('error', (e) => {
+      clearTimeout(timer);
+      reject(
+        (e as NodeJS.ErrnoException).code === 'ENOENT'
+          ? vmError(
+              'qemu-img was not found',
+              "dev up creates the VM's copy-on-write disk with qemu-img",
+              'Install it (Debian/Ubuntu: apt-get install qemu-utils) and make sure it is on PATH.',
+              e,
+            )
+          : e,
+      );
+    });
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve();
+      else
+        reject(
+          new MvmError('store', "Cannot create the VM's disk overlay", {
+            cause: `qemu-img ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`,
+            fix: 'Check free space and the permissions of the data directory.',
+          }),
+        );
+    });
+  });
+}
+
+/** Waits until the process is no longer the VM's (gone, a zombie, or another process). */
+async function waitForExit(pid: number, startTime: string, ms: number): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    if (!(await isSameProcess(pid, startTime))) return true;
+    if (Date.now() > deadline) return false;
+    await new Promise((r) => setTimeout(r, POLL_MS));
+  }
+}
+
+export type StopMethod = 'powerdown' | 'quit' | 'kill';
+
+/**
+ * Stops the VM's QEMU: ACPI power-down (graceful only), then QMP quit, then
+ * SIGKILL, each only after confirming that the pid is still the VM's own.
+ */
+async function stopVm(
+  qmpSocket: string,
+  pid: number,
+  startTime: string,
+  opts: { graceful: boolean; timeoutMs?: number },
+): Promise<StopMethod | undefined> {
+  const steps: [StopMethod, number][] = [
+    ...(opts.graceful ? [['powerdown', opts.timeoutMs ?? 10_000] as [StopMethod, number]] : []),
+    ['quit', 5_000],
+    ['kill', 5_000],
+  ];
+  for (const [method, waitMs] of steps) {
+    if (!(await isSameProcess(pid, startTime))) return undefined;
+    try {
+      if (method === 'kill') process.kill(pid, 'SIGKILL');
+      else await qmpExecute(qmpSocket, method === 'powerdown' ? 'system_powerdown' : 'quit');
+    } catch {
+      // QMP gone or closed mid-answer (quit closes it): whether the process exited decides.
+    }
+    if (await waitForExit(pid, startTime, waitMs)) return method;
+  }
+  throw vmError(
+    `QEMU (pid ${pid}) did not exit, even after SIGKILL`,
+    'the process may be stuck in the kernel (uninterruptible I/O)',
+    `Check the process with ps -p ${pid}; run mvmctl dev down again once it is gone.`,
+  );
+}
+
+export interface DownOptions {
+  readonly reset?: boolean;
+  readonly timeoutSeconds?: number;
+}
+
+export interface DownResult {
+  /** What was found: a running VM (now stopped), nothing, or a stale state (cleaned). */
+  readonly was: VmLiveness;
+  readonly method?: StopMethod;
+  readonly staleReason?: string;
+  readonly overlayRemoved: boolean;
+}
+
+/** `mvmctl dev down`. */
+export async function devDown(config: Config, opts: DownOptions = {}): Promise<DownResult> {
+  const timeoutMs = (opts.timeoutSeconds ?? DEFAULT_DOWN_TIMEOUT_SECONDS) * 1000;
+  return withVmLock(config, timeoutMs + 120_000, async () => {
+    const current = await readVmState(config);
+    let method: StopMethod | undefined;
+    if (current.liveness === 'running') {
+      const s = current.state!;
+      method = await stopVm(s.paths.qmpSocket, s.pid, s.pidStartTime, {
+        graceful: true,
+        timeoutMs,
+      });
+    }
+    await cleanVmState(config, { overlay: opts.reset === true });
+    return {
+      was: current.liveness,
+      ...(method ? { method } : {}),
+      ...(current.staleReason ? { staleReason: current.staleReason } : {}),
+      overlayRemoved: opts.reset === true,
+    };
+  });
+}
+
+export interface VmStatus {
+  readonly state: VmLiveness;
+  readonly pid?: number;
+  readonly version?: string;
+  readonly accel?: string;
+  readonly cpus?: number;
+  readonly memory_mib?: number;
+  readonly ports?: readonly { host: string; guest: number }[];
+  readonly console_log: string;
+  readonly started_at?: string;
+  readonly ready_at?: string;
+  readonly uptime_seconds?: number;
+  readonly digests?: VmState['digests'];
+  readonly at_rest?: string;
+  readonly overlay?: string;
+  readonly overlay_bytes?: number;
+  readonly stale_reason?: string;
+}
+
+/** `mvmctl dev status`: a read of the state directory, nothing changed. */
+export async function devStatus(config: Config, now: Date = new Date()): Promise<VmStatus> {
+  const p = statePaths(config);
+  const current = await readVmState(config);
+  const overlayBytes = await fs
+    .stat(p.overlay)
+    .then((st) => st.blocks * 512)
+    .catch(() => undefined);
+  const s = current.state;
+  const started = s ? Date.parse(s.startedAt) : NaN;
+  return {
+    state: current.liveness,
+    ...(s
+      ? {
+          pid: s.pid,
+          version: s.version,
+          accel: s.accel,
+          cpus: s.cpus,
+          memory_mib: s.memoryMiB,
+          ports: (s.ports ?? []).map((f) => ({
+            host: `${f.hostAddr}:${f.hostPort}`,
+            guest: f.guestPort,
+          })),
+          started_at: s.startedAt,
+          ...(s.readyAt ? { ready_at: s.readyAt } : {}),
+          digests: s.digests,
+          at_rest: s.atRest,
+        }
+      : {}),
+    ...(current.liveness === 'running' && Number.isFinite(started)
+      ? { uptime_seconds: Math.max(0, Math.round((now.getTime() - started) / 1000)) }
+      : {}),
+    console_log: p.consoleLog,
+    ...(overlayBytes !== undefined ? { overlay: p.overlay, overlay_bytes: overlayBytes } : {}),
+    ...(current.staleReason ? { stale_reason: current.staleReason } : {}),
+  };
+}
+
+/** `mvmctl dev logs`: the last lines of the console log, escaped. */
+export async function devLogs(config: Config, lines: number): Promise<string[]> {
+  return lastConsoleLines(statePaths(config).consoleLog, lines);
+}

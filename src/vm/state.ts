@@ -1,0 +1,172 @@
+/**
+ * The dev VM's state directory (SPEC.md section 8, Lima's shape): one private
+ * directory holds everything about the VM — `state.json`, the QEMU pid file,
+ * the QMP and console sockets, `console.log` and the copy-on-write overlay —
+ * so `status` and `down` are reads of that directory, never guesses.
+ *
+ * A pid alone names a process only until it exits: the kernel hands the
+ * number to the next process. So `state.json` keeps the process start time
+ * (field 22 of /proc/PID/stat) beside the pid, and a process is the VM's only
+ * when both match. Nothing is ever signalled without that check (upstream's
+ * stale-VM cleanup SIGTERMed whatever process had inherited the pid).
+ */
+import { randomBytes } from 'node:crypto';
+import { constants, promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { stateDirPaths, type Accel, type PortForward, type VmStatePaths } from '../core/vm-spec.js';
+import { MvmError } from '../errors.js';
+
+/** `~/.mvm/vms/dev/` (SPEC.md sections 8 and 9). */
+export const devVmDir = (c: Config): string => join(c.dataDir, 'vms', 'dev');
+export const vmsDir = (c: Config): string => join(c.dataDir, 'vms');
+
+export const STATE_FILE = 'state.json';
+export const LOCK_FILE = 'lock';
+/** Which rootfs the overlay is backed by: an overlay on another image is replaced. */
+export const OVERLAY_INFO_FILE = 'overlay.json';
+
+export interface VmState {
+  readonly schema: 1;
+  readonly pid: number;
+  /** /proc/PID/stat field 22 (clock ticks after boot): with the pid, the process's identity. */
+  readonly pidStartTime: string;
+  readonly version: string;
+  readonly accel: Accel;
+  readonly cpus: number;
+  readonly memoryMiB: number;
+  readonly cmdline: string;
+  readonly ports: readonly PortForward[];
+  readonly digests: {
+    readonly kernel: string;
+    readonly rootfs: string;
+    readonly initrd?: string;
+  };
+  readonly manifestSha256: string;
+  /** Result of the at-rest re-hash run before this boot. */
+  readonly atRest: 'ok' | 'skipped';
+  readonly paths: {
+    readonly consoleSocket: string;
+    readonly consoleLog: string;
+    readonly qmpSocket: string;
+    readonly pidFile: string;
+    readonly overlay: string;
+  };
+  readonly startedAt: string;
+  readonly readyLine: string;
+  /** Set once the ready line was seen (absent with --no-wait). */
+  readonly readyAt?: string;
+}
+
+export const statePaths = (c: Config): VmStatePaths => stateDirPaths(devVmDir(c));
+
+/** What /proc says about a pid: gone, a zombie (exited, not yet reaped) or alive with its start time. */
+export type ProcessProbe =
+  | { readonly state: 'gone' }
+  | { readonly state: 'zombie' }
+  | { readonly state: 'alive'; readonly startTime: string };
+
+export async function probeProcess(pid: number): Promise<ProcessProbe> {
+  let stat: string;
+  try {
+    stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+  } catch {
+    return { state: 'gone' };
+  }
+  // The command name (field 2) is in parentheses and may itself hold spaces and parentheses.
+  const rest = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  if (rest[0] === 'Z' || rest[0] === 'X') return { state: 'zombie' };
+  const startTime = rest[19];
+  if (startTime === undefined || !/^[0-9]+$/.test(startTime)) return { state: 'gone' };
+  return { state: 'alive', startTime };
+}
+
+/** Whether `pid` is the very process that was recorded (same pid, same start time, not exited). */
+export async function isSameProcess(pid: number, startTime: string): Promise<boolean> {
+  const p = await probeProcess(pid);
+  return p.state === 'alive' && p.startTime === startTime;
+}
+
+export type VmLiveness = 'stopped' | 'running' | 'stale';
+
+export interface VmStateRead {
+  readonly liveness: VmLiveness;
+  readonly state?: VmState;
+  /** Why a state directory was judged stale. */
+  readonly staleReason?: string;
+}
+
+/** Reads state.json and decides whether the VM it describes is still running. */
+export async function readVmState(c: Config): Promise<VmStateRead> {
+  const path = join(devVmDir(c), STATE_FILE);
+  let text: string;
+  try {
+    const fh = await fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      text = await fh.readFile('utf8');
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return { liveness: 'stopped' };
+    throw new MvmError('store', `Cannot read the dev VM's state ${path}`, {
+      cause: (e as Error).message,
+      fix: `Check ${path}; it must be a regular file of this user.`,
+      underlying: e,
+    });
+  }
+  let state: VmState;
+  try {
+    state = JSON.parse(text) as VmState;
+    if (
+      typeof state !== 'object' ||
+      state === null ||
+      !Number.isSafeInteger(state.pid) ||
+      state.pid <= 1 ||
+      typeof state.pidStartTime !== 'string'
+    )
+      throw new Error('no pid and start time');
+  } catch (e) {
+    // Unreadable state names no process: nothing can be signalled from it, so it is stale.
+    return { liveness: 'stale', staleReason: `state.json is unreadable (${(e as Error).message})` };
+  }
+  const p = await probeProcess(state.pid);
+  if (p.state === 'alive' && p.startTime === state.pidStartTime)
+    return { liveness: 'running', state };
+  const staleReason =
+    p.state === 'alive'
+      ? `pid ${state.pid} now belongs to another process (start time ${p.startTime}, not ${state.pidStartTime})`
+      : `QEMU (pid ${state.pid}) is no longer running`;
+  return { liveness: 'stale', state, staleReason };
+}
+
+/** Written whole and renamed into place: a reader never sees half a state. */
+export async function writeVmState(c: Config, state: VmState): Promise<void> {
+  await writePrivateJson(join(devVmDir(c), STATE_FILE), state);
+}
+
+export async function writePrivateJson(path: string, value: unknown): Promise<void> {
+  const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
+  try {
+    await fs.writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
+    await fs.rename(tmp, path);
+  } catch (e) {
+    await fs.rm(tmp, { force: true });
+    throw new MvmError('store', `Cannot write ${path}`, {
+      cause: (e as Error).message,
+      underlying: e,
+    });
+  }
+}
+
+/**
+ * Removes what a running VM leaves in the state directory (state, pid file,
+ * sockets). The overlay stays (guest writes persist) unless `overlay` is set;
+ * console.log stays so `dev logs` shows the last boot.
+ */
+export async function cleanVmState(c: Config, opts: { overlay?: boolean } = {}): Promise<void> {
+  const p = statePaths(c);
+  const files = [join(p.dir, STATE_FILE), p.pidFile, p.consoleSocket, p.qmpSocket];
+  if (opts.overlay) files.push(p.overlay, join(p.dir, OVERLAY_INFO_FILE));
+  for (const f of files) await fs.rm(f, { force: true });
+}
