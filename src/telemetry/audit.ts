@@ -34,6 +34,8 @@ export type AuditEvent =
   | 'dev.import-image'
   | 'revocations.refresh'
   | 'revocations.import'
+  /** A dev VM boot attempt (mvmctl dev up): ok, or failed with the code that stopped it. */
+  | 'dev.up'
   /** A last line left incomplete by a crash or short write, set aside. */
   | 'audit.torn-tail'
   /** The log was shorter than the anchor says, missing, or the anchor unreadable. */

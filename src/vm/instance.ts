@@ -14,7 +14,7 @@ import { vmSpecFrom, type DevUpOptions, type HostFacts, type VmSpec } from '../c
 import { isMvmError, MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
 import { ensurePrivateDir } from '../store/secure-dir.js';
-import { audit, type AuditEvent } from '../telemetry/audit.js';
+import { audit } from '../telemetry/audit.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { lastConsoleLines, ConsoleWatch } from './console-log.js';
 import { probeHost } from './kvm.js';
@@ -155,8 +155,7 @@ async function recordUp(
   await audit(
     ctx.config,
     {
-      // 'dev.up' is not yet in AuditEvent's union (src/telemetry/audit.ts is not this change's).
-      event: 'dev.up' as AuditEvent,
+      event: 'dev.up',
       outcome: error === undefined ? 'ok' : 'failed',
       ...(error !== undefined ? { code: err?.code ?? 'internal' } : {}),
       ...(error !== undefined
