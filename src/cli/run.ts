@@ -9,16 +9,14 @@ Commands:
   dev import-image  install a verified dev image from local files (air-gapped)
   dev up            boot the installed dev image in a QEMU VM (detached, copy-on-write disk)
   dev status        whether the dev VM runs, and what it booted (--json)
-  dev logs          the guest console's log
+  dev logs          the guest console's log (-f follows it)
+  dev console       attach to the running dev VM's console (alias dev shell; Ctrl-] detaches)
   dev down          power the dev VM off
   verify-blob       verify a Sigstore/cosign signature offline (cosign-compatible flags)
   status            installed images, revocation cache, trusted root, counters (--json)
   metrics           verification counters, Prometheus text or --json
   revocations       the signed revocation list: import, status, refresh
   audit tail        the last audit records, with the hash chain checked
-
-Planned (not built yet; they exit with a clear error):
-  dev console/shell
 
 Global flags:
   --help, -h      show help (also after a command: mvmctl verify-blob --help)

@@ -1,11 +1,11 @@
 /**
- * `mvmctl dev up | down | status | logs`: parse flags, call src/vm/instance.ts,
+ * `mvmctl dev up | down | status | logs | console`: parse flags, call src/vm/instance.ts,
  * render human text or one JSON object. Nothing here decides anything about
  * the VM.
  */
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
-import { configFrom } from '../../config.js';
+import { configFrom, type Config } from '../../config.js';
 import { printable } from '../../core/printable.js';
 import { MvmError } from '../../errors.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
@@ -20,6 +20,15 @@ import {
   type UpEvent,
   type VmStatus,
 } from '../../vm/instance.js';
+import {
+  connectConsole,
+  DEFAULT_IDLE_SECONDS,
+  followConsoleLog,
+  MAX_DRAIN_SECONDS,
+  requireRunningVm,
+  runConsole,
+} from '../../vm/console.js';
+import { readVmState, statePaths } from '../../vm/state.js';
 import { asUsageError, COMMON_OPTIONS } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
@@ -109,7 +118,7 @@ Flags:
 Exit status: 0 (whatever the state), 17 store.
 `;
 
-export const LOGS_HELP = `Usage: mvmctl dev logs [-n N]
+export const LOGS_HELP = `Usage: mvmctl dev logs [-f] [-n N]
 
 Print the last lines of the dev VM's console log (~/.mvm/vms/dev/console.log:
 everything the guest printed on its console since the last dev up). Control
@@ -117,11 +126,54 @@ characters are shown escaped (\\x1b), so guest output cannot drive your
 terminal.
 
 Flags:
-  -n, --lines N    how many lines, from the end (default 100)
-  --json           print one JSON object: the log path and the lines
+  -f, --follow     after the last lines, keep printing new lines as the guest writes
+                   them (a line is shown once it ends), until the VM stops or you
+                   press Ctrl-C (SIGINT; also SIGTERM): both exit 0. When the VM is not
+                   running, the last lines are printed and a note says there is
+                   nothing to follow
+  -n, --lines N    how many lines, from the end (default 100; with -f, 0 shows only
+                   new lines)
+  --json           print one JSON object: the log path and the lines (not with -f)
   --debug          show internal detail on errors
 
 Exit status: 0, 2 usage, 17 store.
+`;
+
+export const CONSOLE_HELP = `Usage: mvmctl dev console [--idle SECONDS]
+       mvmctl dev shell [--idle SECONDS]
+
+Attach to the running dev VM's console: the guest's virtio console (hvc0),
+served by QEMU on the unix socket ~/.mvm/vms/dev/console.sock. 'dev shell' is
+the same door, for an image with a shell or getty on its console. The VM must
+be running and be the one dev up started (its pid and start time are checked
+first); otherwise the error names mvmctl dev up and the exit status is 3.
+
+On a terminal (stdin is a TTY): the terminal is put in raw mode, so every key,
+Ctrl-C included, goes to the guest. Press Ctrl-] to detach; the VM keeps
+running. The terminal is restored on detach, when the console closes (the VM
+stopped), on SIGINT, SIGTERM or SIGHUP, and on errors.
+
+Without a terminal (stdin piped or a file): stdin is sent to the console as it
+comes; when it ends, the guest's output is still copied to stdout until the
+guest has printed nothing for --idle seconds (and at most ${MAX_DRAIN_SECONDS} s), then the
+exit status is 0. No end-of-file is sent: the shell on the console stays. So
+scripts can run a command in the guest:
+  printf 'uname -a\\n' | mvmctl dev console
+
+What the guest prints is passed through unmodified, to a terminal and to a
+pipe alike: a console is a terminal session (the guest's shell drives your
+terminal as a remote shell would), and a pipe gets exactly the bytes it asked
+for. For the console's output with control characters escaped, use
+mvmctl dev logs. Output printed while no one is attached is only in the log.
+
+Flags:
+  --idle SECONDS   without a terminal: how long the guest must stay quiet after stdin
+                   ends before exiting (default ${DEFAULT_IDLE_SECONDS}); raise it for commands
+                   that pause before printing
+  --debug          show internal detail on errors
+
+Exit status: 0 detached, input ended, or the console closed; 2 usage; 3 the dev VM is
+not running (or its console cannot be reached).
 `;
 
 const usage = (message: string, fix: string): MvmError => new MvmError('usage', message, { fix });
@@ -152,7 +204,7 @@ const safe = (text: string): string =>
     .join('\n');
 
 export async function vmCommand(
-  sub: 'up' | 'down' | 'status' | 'logs',
+  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell',
   args: string[],
   io: Output,
 ): Promise<number> {
@@ -165,6 +217,9 @@ export async function vmCommand(
       return statusCommand(args, io);
     case 'logs':
       return logsCommand(args, io);
+    case 'console':
+    case 'shell':
+      return consoleCommand(`dev ${sub}`, args, io);
   }
 }
 
@@ -352,7 +407,11 @@ async function logsCommand(args: string[], io: Output): Promise<number> {
       args,
       allowPositionals: true,
       strict: true,
-      options: { ...COMMON_OPTIONS, lines: { type: 'string', short: 'n' } },
+      options: {
+        ...COMMON_OPTIONS,
+        lines: { type: 'string', short: 'n' },
+        follow: { type: 'boolean', short: 'f' },
+      },
     }),
   );
   if (values.help) {
@@ -367,10 +426,88 @@ async function logsCommand(args: string[], io: Output): Promise<number> {
       'Give -n a whole number of lines, like -n 50.',
     );
   const config = configFrom(process.env, homedir());
+  if (values.follow === true) {
+    if (values.json === true)
+      throw usage(
+        'dev logs -f has no JSON output',
+        "Use 'mvmctl dev logs --json' for the last lines as JSON, or -f without --json.",
+      );
+    return followLogs(config, Number(raw), io);
+  }
   const lines = await devLogs(config, Number(raw));
   if (values.json === true) {
     const { statePaths } = await import('../../vm/state.js');
     io.out(jsonLine({ console_log: statePaths(config).consoleLog, lines }));
   } else if (lines.length > 0) io.out(lines.join('\n'));
+  return 0;
+}
+
+async function followLogs(config: Config, lines: number, io: Output): Promise<number> {
+  const path = statePaths(config).consoleLog;
+  const running = async () => (await readVmState(config)).liveness === 'running';
+  const wasRunning = await running();
+  const stop = new AbortController();
+  const onSignal = () => stop.abort();
+  const signals = ['SIGINT', 'SIGTERM'] as const;
+  for (const s of signals) process.on(s, onSignal);
+  try {
+    const end = await followConsoleLog(path, {
+      lines,
+      running: wasRunning ? running : async () => false,
+      emit: (l) => io.out(l.join('\n')),
+      signal: stop.signal,
+    });
+    if (end === 'stopped')
+      io.err(
+        wasRunning
+          ? 'The dev VM stopped: nothing more to follow.'
+          : "The dev VM is not running: nothing to follow (start it with 'mvmctl dev up').",
+      );
+    return 0;
+  } finally {
+    for (const s of signals) process.off(s, onSignal);
+  }
+}
+
+async function consoleCommand(command: string, args: string[], io: Output): Promise<number> {
+  const { values, positionals } = asUsageError(command, () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { ...COMMON_OPTIONS, idle: { type: 'string' } },
+    }),
+  );
+  if (values.help) {
+    io.out(CONSOLE_HELP);
+    return 0;
+  }
+  noPositionals(command, positionals);
+  if (values.json === true)
+    throw usage(
+      `${command} has no JSON output: it is a terminal session`,
+      `Run '${command}' without --json; 'mvmctl dev logs --json' gives the console log as JSON.`,
+    );
+  const idleSeconds = seconds('--idle', values.idle, DEFAULT_IDLE_SECONDS);
+  const config = configFrom(process.env, homedir());
+  const state = await requireRunningVm(config, command);
+  const socket = await connectConsole(config);
+  const tty = process.stdin.isTTY === true;
+  const end = await runConsole(
+    socket,
+    { input: process.stdin, output: process.stdout, notice: (t) => io.err(t) },
+    {
+      idleSeconds,
+      banner:
+        `Connected to the dev VM console (v${printable(state.version)}, pid ${state.pid}). ` +
+        "Escape character is '^]' (Ctrl-]): press it to detach; the VM keeps running. " +
+        'Press Enter for a prompt.',
+    },
+  );
+  if (end === 'console-closed')
+    io.err(
+      `${tty ? '\r\n' : ''}The dev VM console closed (the VM stopped?); see 'mvmctl dev status'.`,
+    );
+  else if (tty) io.err('\r\nDetached from the dev VM console; the VM keeps running.');
   return 0;
 }

@@ -73,10 +73,9 @@ Commands:
   import-image    install a verified dev image from local files (air-gapped)
   up              boot the installed dev image in a QEMU VM (detached)
   status          whether the dev VM runs, and what it booted (--json)
-  logs            the guest console's log
+  logs            the guest console's log (-f follows it)
+  console, shell  attach to the running dev VM's console (Ctrl-] detaches)
   down            power the dev VM off
-
-Planned (not built yet): console, shell
 
 Run 'mvmctl dev <command> --help' for a command's flags.
 `;
@@ -88,14 +87,16 @@ export async function devCommand(args: string[], io: Output): Promise<number> {
     io.out(DEV_HELP);
     return sub === undefined ? 2 : 0;
   }
-  if (sub === 'up' || sub === 'status' || sub === 'logs' || sub === 'down') {
+  if (
+    sub === 'up' ||
+    sub === 'status' ||
+    sub === 'logs' ||
+    sub === 'down' ||
+    sub === 'console' ||
+    sub === 'shell'
+  ) {
     const { vmCommand } = await import('./dev-vm.js');
     return vmCommand(sub, rest, io);
-  }
-  if (['console', 'shell'].includes(sub)) {
-    throw new MvmError('not-implemented', `'mvmctl dev ${sub}' is not built yet in this version`, {
-      fix: 'Read the guest console with mvmctl dev logs; an interactive console comes next.',
-    });
   }
   throw new MvmError('usage', `unknown command "dev ${sub}"`, { fix: "Run 'mvmctl dev --help'." });
 }
