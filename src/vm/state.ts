@@ -131,13 +131,32 @@ export async function readVmState(c: Config): Promise<VmStateRead> {
     return { liveness: 'stale', staleReason: `state.json is unreadable (${(e as Error).message})` };
   }
   const p = await probeProcess(state.pid);
-  if (p.state === 'alive' && p.startTime === state.pidStartTime)
-    return { liveness: 'running', state };
+  if (p.state === 'alive' && p.startTime === state.pidStartTime) {
+    // Pid and start time say "the process recorded"; the command line says it is this VM's QEMU
+    // (started with -pidfile in this state directory), so a state.json naming any other process
+    // never gets it signalled.
+    const pidFile = statePaths(c).pidFile;
+    if (await runsWithPidFile(state.pid, pidFile)) return { liveness: 'running', state };
+    return {
+      liveness: 'stale',
+      state,
+      staleReason: `pid ${state.pid} is not this VM's QEMU (its command line does not name ${pidFile})`,
+    };
+  }
   const staleReason =
     p.state === 'alive'
       ? `pid ${state.pid} now belongs to another process (start time ${p.startTime}, not ${state.pidStartTime})`
       : `QEMU (pid ${state.pid}) is no longer running`;
   return { liveness: 'stale', state, staleReason };
+}
+
+/** Whether the process's command line has `-pidfile FILE` (read from /proc; false when unreadable). */
+async function runsWithPidFile(pid: number, pidFile: string): Promise<boolean> {
+  const argv = await fs
+    .readFile(`/proc/${pid}/cmdline`, 'utf8')
+    .then((t) => t.split('\0'))
+    .catch(() => [] as string[]);
+  return argv.some((a, i) => a === '-pidfile' && argv[i + 1] === pidFile);
 }
 
 /** Written whole and renamed into place: a reader never sees half a state. */
