@@ -6,7 +6,9 @@
 #                modules, mounts /dev/vda and switch_roots to it (scripts/test-image/initramfs-init)
 #   rootfs.ext4  busybox-static, made with `mkfs.ext4 -d` (no loop mount, no root needed); its
 #                /init is scripts/test-image/rootfs-init (boot with console=hvc0 root=/dev/vda rw
-#                init=/init): ready line `mvm-dev: ready`, HTTP on port 80, a shell on the console
+#                init=/init): ready line `mvm-dev: ready`, HTTP on port 80, a shell on the console;
+#                with a virtio-fs device (dev up --share) it loads fuse + virtiofs and mounts the
+#                tag `workdir` on /mnt/workdir before the ready line
 #
 # The result is cached in $MVM_TEST_IMAGE_DIR (default: .vm-cache/test-image at the repository
 # root), keyed on the kernel and busybox-static package versions, the rootfs size and the hash of
@@ -24,6 +26,8 @@ kernel_meta=linux-image-cloud-amd64
 # Load order matters (no modules.dep in an extracted package): each module after its dependencies.
 modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_mmio
   virtio_blk virtio_console failover net_failover virtio_net button evdev)
+# Loaded by the rootfs's /init only when a virtio-fs device is present (dev up --share), in order.
+share_modules=(fuse virtiofs)
 
 die() {
   echo "build-test-image: $*" >&2
@@ -106,14 +110,19 @@ ird="$work/initramfs"
 mkdir -p "$ird/bin" "$ird/etc" "$ird/lib/modules"
 cp "$busybox" "$ird/bin/busybox"
 ln -s busybox "$ird/bin/sh"
-for m in "${modules[@]}"; do
-  ko=$(find "$work/kernel/lib/modules/$kver" \( -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" \) -print -quit)
-  [ -n "$ko" ] || die "module $m not found in $kernel_pkg"
+# copy_module NAME DIR: the module from the kernel package, uncompressed, as DIR/NAME.ko.
+copy_module() {
+  local ko
+  ko=$(find "$work/kernel/lib/modules/$kver" \( -name "$1.ko" -o -name "$1.ko.xz" -o -name "$1.ko.zst" \) -print -quit)
+  [ -n "$ko" ] || die "module $1 not found in $kernel_pkg"
   case "$ko" in
-    *.xz) xz -dc "$ko" >"$ird/lib/modules/$m.ko" ;;
-    *.zst) zstd -qdc "$ko" >"$ird/lib/modules/$m.ko" ;;
-    *) cp "$ko" "$ird/lib/modules/$m.ko" ;;
+    *.xz) xz -dc "$ko" >"$2/$1.ko" ;;
+    *.zst) zstd -qdc "$ko" >"$2/$1.ko" ;;
+    *) cp "$ko" "$2/$1.ko" ;;
   esac
+}
+for m in "${modules[@]}"; do
+  copy_module "$m" "$ird/lib/modules"
   echo "$m" >>"$ird/etc/modules"
 done
 install -m 0755 "$here/test-image/initramfs-init" "$ird/init"
@@ -121,7 +130,11 @@ install -m 0755 "$here/test-image/initramfs-init" "$ird/init"
 
 # rootfs: busybox with a link per applet, the init, a DHCP hook and the HTTP page.
 rfs="$work/rootfs"
-mkdir -p "$rfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,srv/www}
+mkdir -p "$rfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,srv/www,lib/modules,mnt/workdir}
+for m in "${share_modules[@]}"; do
+  copy_module "$m" "$rfs/lib/modules"
+  echo "$m" >>"$rfs/etc/share-modules"
+done
 cp "$busybox" "$rfs/bin/busybox"
 for applet in $("$busybox" --list-full); do
   [ "$applet" = bin/busybox ] || [ -e "$rfs/$applet" ] || ln -s /bin/busybox "$rfs/$applet"

@@ -21,6 +21,7 @@ import { probeHost } from './kvm.js';
 import { preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
 import { QEMU_BINARY, qemuArgs } from './qemu-args.js';
+import { findVirtiofsd, shareDirectory, startVirtiofsd, stopVirtiofsd } from './virtiofsd.js';
 import {
   cleanVmState,
   devVmDir,
@@ -100,9 +101,24 @@ async function withVmLock<T>(config: Config, waitMs: number, fn: () => Promise<T
 export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> {
   const timeoutS = opts.timeoutSeconds ?? DEFAULT_UP_TIMEOUT_SECONDS;
   const readyLine = opts.readyLine ?? DEFAULT_READY_LINE;
-  const host = ctx.host ?? (await probeHost());
+  const probed = ctx.host ?? (await probeHost());
+  // --share is served by virtiofsd: the test and upstream kernels have virtio-fs, the Debian cloud
+  // kernel has no 9p at all (VM-FACTS.md section 5).
+  const host: HostFacts =
+    opts.share !== undefined ? { ...probed, shareTransport: 'virtiofs' } : probed;
   // The flags are checked before anything is hashed or started (placeholder image paths).
-  vmSpecFrom({ version: '0', kernel: '/k', rootfs: '/r' }, opts, host, devVmDir(ctx.config));
+  const flags = vmSpecFrom(
+    { version: '0', kernel: '/k', rootfs: '/r' },
+    opts,
+    host,
+    devVmDir(ctx.config),
+  );
+  // The shared directory and virtiofsd (present, runnable by this user) before anything starts.
+  let share: ShareServer | undefined;
+  if (flags.share !== undefined) {
+    const realPath = await shareDirectory(flags.share.hostPath);
+    share = { realPath, binary: await findVirtiofsd() };
+  }
   // A concurrent up waits while this one boots, then finds the VM running.
   return withVmLock(ctx.config, (timeoutS + 60) * 1000, async () => {
     const current = await readVmState(ctx.config);
@@ -110,6 +126,7 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
       return { alreadyRunning: true, ready: true, state: current.state! };
     if (current.liveness === 'stale') {
       ctx.warn(`cleaned up a stale dev VM state: ${current.staleReason ?? 'QEMU is gone'}`);
+      await stopShare(current.state);
       await cleanVmState(ctx.config);
     }
     let image: BootableImage | undefined;
@@ -123,7 +140,13 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
       });
       spec = vmSpecFrom(image, opts, host, devVmDir(ctx.config));
       for (const w of spec.warnings) ctx.warn(w);
-      const result = await boot(spec, image, { ...opts, readyLine, timeoutSeconds: timeoutS }, ctx);
+      const result = await boot(
+        spec,
+        image,
+        { ...opts, readyLine, timeoutSeconds: timeoutS },
+        ctx,
+        share,
+      );
       await recordUp(ctx, image, spec, undefined);
       return result;
     } catch (e) {
@@ -170,11 +193,67 @@ async function recordUp(
   );
 }
 
+/** `--share`: the directory virtiofsd serves (symlinks resolved) and the virtiofsd binary. */
+interface ShareServer {
+  readonly realPath: string;
+  readonly binary: string;
+}
+
+/** Stops the virtiofsd a state records, if it is still that process (pid, start time, socket). */
+async function stopShare(state: VmState | undefined): Promise<void> {
+  const share = state?.share;
+  if (
+    share?.virtiofsd === undefined ||
+    !Number.isSafeInteger(share.virtiofsd.pid) ||
+    share.virtiofsd.pid <= 1 ||
+    typeof share.virtiofsd.startTime !== 'string' ||
+    typeof share.socket !== 'string'
+  )
+    return;
+  await stopVirtiofsd(share.virtiofsd, share.socket);
+}
+
 async function boot(
   spec: VmSpec,
   image: BootableImage,
   opts: UpOptions & { readyLine: string; timeoutSeconds: number },
   ctx: UpContext,
+  share: ShareServer | undefined,
+): Promise<UpResult> {
+  const deadline = Date.now() + opts.timeoutSeconds * 1000;
+  const p = spec.state;
+  const fsShare = spec.share?.transport === 'virtiofs' ? spec.share : undefined;
+  if (fsShare === undefined || share === undefined) return bootQemu(spec, image, opts, ctx);
+  const virtiofsd = await startVirtiofsd(
+    share.binary,
+    share.realPath,
+    fsShare.socket,
+    p.dir,
+    deadline,
+  );
+  const recorded: VmState['share'] = {
+    transport: 'virtiofs',
+    hostPath: fsShare.hostPath,
+    realPath: share.realPath,
+    tag: fsShare.tag,
+    socket: fsShare.socket,
+    virtiofsd,
+  };
+  try {
+    return await bootQemu(spec, image, opts, ctx, recorded);
+  } catch (e) {
+    // A boot that failed or timed out leaves no virtiofsd behind (QEMU is already stopped).
+    await stopVirtiofsd(virtiofsd, fsShare.socket).catch(() => undefined);
+    throw e;
+  }
+}
+
+async function bootQemu(
+  spec: VmSpec,
+  image: BootableImage,
+  opts: UpOptions & { readyLine: string; timeoutSeconds: number },
+  ctx: UpContext,
+  share?: VmState['share'],
 ): Promise<UpResult> {
   const deadline = Date.now() + opts.timeoutSeconds * 1000;
   const p = spec.state;
@@ -209,6 +288,7 @@ async function boot(
       ...(image.receipt.artifacts.initrd ? { initrd: image.receipt.artifacts.initrd.sha256 } : {}),
     },
     manifestSha256: image.receipt.manifestSha256,
+    ...(share ? { share } : {}),
     atRest: image.receipt.bypassed?.includes('hash') ? 'skipped' : 'ok',
     paths: {
       consoleSocket: p.consoleSocket,
@@ -468,6 +548,8 @@ export async function devDown(config: Config, opts: DownOptions = {}): Promise<D
         timeoutMs,
       });
     }
+    // virtiofsd (--share) goes with its VM, running or stale, and only the recorded process.
+    if (current.state) await stopShare(current.state);
     await cleanVmState(config, { overlay: opts.reset === true });
     return {
       was: current.liveness,
@@ -495,6 +577,7 @@ export interface VmStatus {
   readonly overlay?: string;
   readonly overlay_bytes?: number;
   readonly stale_reason?: string;
+  readonly share?: { readonly host_path: string; readonly tag: string; readonly transport: string };
 }
 
 /** `mvmctl dev status`: a read of the state directory, nothing changed. */
@@ -524,6 +607,15 @@ export async function devStatus(config: Config, now: Date = new Date()): Promise
           ...(s.readyAt ? { ready_at: s.readyAt } : {}),
           digests: s.digests,
           at_rest: s.atRest,
+          ...(s.share
+            ? {
+                share: {
+                  host_path: s.share.hostPath,
+                  tag: s.share.tag,
+                  transport: s.share.transport,
+                },
+              }
+            : {}),
         }
       : {}),
     ...(current.liveness === 'running' && Number.isFinite(started)

@@ -25,6 +25,8 @@ export const STATE_FILE = 'state.json';
 export const LOCK_FILE = 'lock';
 /** Which rootfs the overlay is backed by: an overlay on another image is replaced. */
 export const OVERLAY_INFO_FILE = 'overlay.json';
+/** The vhost-user socket of `--share`'s virtiofsd (the name src/core/vm-spec.ts gives it). */
+export const VIRTIOFSD_SOCKET = 'virtiofsd.sock';
 
 export interface VmState {
   readonly schema: 1;
@@ -51,6 +53,17 @@ export interface VmState {
     readonly qmpSocket: string;
     readonly pidFile: string;
     readonly overlay: string;
+  };
+  /** `dev up --share`: the directory served by virtiofsd, which is stopped with the VM. */
+  readonly share?: {
+    readonly transport: 'virtiofs';
+    /** As given to --share (absolute). */
+    readonly hostPath: string;
+    /** What virtiofsd serves (symlinks resolved). */
+    readonly realPath: string;
+    readonly tag: string;
+    readonly socket: string;
+    readonly virtiofsd: { readonly pid: number; readonly startTime: string };
   };
   readonly startedAt: string;
   readonly readyLine: string;
@@ -180,12 +193,18 @@ export async function writePrivateJson(path: string, value: unknown): Promise<vo
 
 /**
  * Removes what a running VM leaves in the state directory (state, pid file,
- * sockets). The overlay stays (guest writes persist) unless `overlay` is set;
+ * sockets, virtiofsd's included). The overlay stays (guest writes persist) unless `overlay` is set;
  * console.log stays so `dev logs` shows the last boot.
  */
 export async function cleanVmState(c: Config, opts: { overlay?: boolean } = {}): Promise<void> {
   const p = statePaths(c);
-  const files = [join(p.dir, STATE_FILE), p.pidFile, p.consoleSocket, p.qmpSocket];
+  const files = [
+    join(p.dir, STATE_FILE),
+    p.pidFile,
+    p.consoleSocket,
+    p.qmpSocket,
+    join(p.dir, VIRTIOFSD_SOCKET),
+  ];
   if (opts.overlay) files.push(p.overlay, join(p.dir, OVERLAY_INFO_FILE));
   for (const f of files) await fs.rm(f, { force: true });
 }

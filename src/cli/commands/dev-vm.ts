@@ -54,6 +54,12 @@ Flags:
   --port [ADDR:]HOST:GUEST
                          forward TCP port HOST on the host (ADDR, default 127.0.0.1)
                          to port GUEST in the guest; repeatable
+  --share DIR            expose the host directory DIR to the guest under the mount tag
+                         workdir (virtiofs; the test image mounts it on /mnt/workdir).
+                         DIR must exist; it is served by virtiofsd
+                         (/usr/lib/qemu/virtiofsd, Debian package qemu-system-common),
+                         which must run as root, so --share needs root. virtiofsd is
+                         stopped with the VM (dev down, or a boot that fails)
   --append ARGS          added to the kernel command line
                          (console=hvc0 root=/dev/vda rw init=/init ...); may not set
                          root=, init=, rdinit= or console=
@@ -70,7 +76,6 @@ Flags:
   --no-wait              return once QEMU runs, without waiting for the ready line
   --json                 print one JSON object with the result (or the error)
   --debug                show internal detail on errors
-  (--share DIR is not built yet.)
 
 Environment:
   MVM_DATA_DIR        data directory (default ~/.mvm)
@@ -109,7 +114,8 @@ Whether the dev VM runs, read from its state directory (~/.mvm/vms/dev/):
 state (running, stopped, or stale: the recorded QEMU is gone or its pid now
 belongs to another process; the next dev up or dev down cleans it up), pid,
 uptime, accel, version and digests booted, the at-rest check at boot, port
-forwards, the console log path and the disk overlay's size. Changes nothing.
+forwards, the shared directory (--share), the console log path and the disk
+overlay's size. Changes nothing.
 
 Flags:
   --json     print one JSON object
@@ -249,14 +255,6 @@ async function upCommand(args: string[], io: Output): Promise<number> {
     return 0;
   }
   noPositionals('dev up', positionals);
-  if (values.share !== undefined)
-    throw new MvmError(
-      'not-implemented',
-      "'mvmctl dev up --share' is not built yet in this version",
-      {
-        fix: 'Run dev up without --share; copy files into the guest over a forwarded port or the console meanwhile.',
-      },
-    );
   const readyLine = values['ready-line'];
   if (readyLine !== undefined && (readyLine.trim() === '' || /[\r\n]/.test(readyLine)))
     throw usage(
@@ -272,6 +270,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
       ...(values.cpus !== undefined ? { cpus: values.cpus } : {}),
       ...(values.memory !== undefined ? { memory: values.memory } : {}),
       ports: values.port ?? [],
+      ...(values.share !== undefined ? { share: values.share } : {}),
       ...(values.append !== undefined ? { append: values.append } : {}),
       ...(values.accel !== undefined ? { accel: values.accel } : {}),
       fresh: values.fresh === true,
@@ -300,6 +299,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
         accel: s.accel,
         ports: s.ports.map((p) => ({ host: `${p.hostAddr}:${p.hostPort}`, guest: p.guestPort })),
         console_log: s.paths.consoleLog,
+        ...(s.share ? { share: { host_path: s.share.hostPath, tag: s.share.tag } } : {}),
         started_at: s.startedAt,
       }),
     );
@@ -307,7 +307,8 @@ async function upCommand(args: string[], io: Output): Promise<number> {
     const ports = s.ports.map((p) => `${p.hostAddr}:${p.hostPort}->${p.guestPort}`).join(', ');
     io.out(
       `${result.alreadyRunning ? 'The dev VM is already running' : result.ready ? 'The dev VM is ready' : 'The dev VM is starting (--no-wait)'}: ` +
-        `v${printable(s.version)}, pid ${s.pid}, ${s.accel}${ports ? `, ports ${ports}` : ''}\n` +
+        `v${printable(s.version)}, pid ${s.pid}, ${s.accel}${ports ? `, ports ${ports}` : ''}` +
+        `${s.share ? `, sharing ${printable(s.share.hostPath)} as ${s.share.tag}` : ''}\n` +
         `Console log: ${printable(s.paths.consoleLog)} (mvmctl dev logs); stop it with mvmctl dev down.`,
     );
   }
@@ -391,6 +392,10 @@ function describeStatus(s: VmStatus): string {
     lines.push(`accel:        ${p(s.accel ?? '')}`);
     if (s.ports && s.ports.length > 0)
       lines.push(`ports:        ${s.ports.map((f) => `${f.host}->${f.guest}`).join(', ')}`);
+    if (s.share)
+      lines.push(
+        `share:        ${p(s.share.host_path)} -> tag ${p(s.share.tag)} (${p(s.share.transport)})`,
+      );
     if (s.at_rest)
       lines.push(`at-rest:      ${s.at_rest === 'ok' ? 're-hashed at boot, matched' : 'SKIPPED'}`);
   }
