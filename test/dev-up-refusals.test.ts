@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import {
   appendFileSync,
   chmodSync,
+  mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
@@ -91,5 +92,62 @@ describe('dev up: revocation evidence that cannot be trusted', () => {
     list.revocations = [];
     writeFileSync(pair.json, JSON.stringify(list, null, 2) + '\n');
     await refusedUp(h, { exit: 10, code: 'signature', wording: /Re-import the pair/ });
+  });
+});
+
+describe('dev status: the recall state of the version the VM booted', () => {
+  it('is read now, from the cached list and the remembered recalls (here for a stale state)', async () => {
+    const h = await installed();
+    const vmDir = join(h.dir, 'data', 'vms', 'dev');
+    mkdirSync(vmDir, { recursive: true, mode: 0o700 });
+    const zero = '0'.repeat(64);
+    // A VM that died: no such process, so the state is stale, and its version is still reported.
+    writeFileSync(
+      join(vmDir, 'state.json'),
+      JSON.stringify({
+        schema: 1,
+        pid: 2147483646,
+        pidStartTime: '1',
+        version: VERSION,
+        accel: 'tcg',
+        cpus: 1,
+        memoryMiB: 256,
+        cmdline: 'console=hvc0 root=/dev/vda rw init=/init',
+        ports: [],
+        digests: { kernel: zero, rootfs: zero },
+        manifestSha256: zero,
+        atRest: 'ok',
+        paths: {
+          consoleSocket: join(vmDir, 'console.sock'),
+          consoleLog: join(vmDir, 'console.log'),
+          qmpSocket: join(vmDir, 'qmp.sock'),
+          pidFile: join(vmDir, 'qemu.pid'),
+          overlay: join(vmDir, 'overlay.qcow2'),
+        },
+        startedAt: new Date().toISOString(),
+        readyLine: 'mvm: ready',
+      }),
+      { mode: 0o600 },
+    );
+    const before = await h.run(['dev', 'status', '--json']);
+    assert.equal(before.code, 0, before.stderr);
+    const s0 = JSON.parse(before.stdout);
+    assert.equal(s0.state, 'stale');
+    assert.deepEqual(s0.recall, { recalled: false, list: 'absent' });
+
+    await writeRevocationList(pki, h.revocations, [
+      { version: VERSION, arch: HOST_ARCH, reason: 'CVE-2026-4242: recalled' },
+    ]);
+    const after = await h.run(['dev', 'status', '--json']);
+    assert.deepEqual(JSON.parse(after.stdout).recall, {
+      recalled: true,
+      reason: 'CVE-2026-4242: recalled',
+      list: 'verified',
+    });
+    const human = await h.run(['dev', 'status']);
+    assert.match(
+      human.stdout,
+      /^recall: +RECALLED: CVE-2026-4242: recalled \(stop it: mvmctl dev down\)$/m,
+    );
   });
 });

@@ -5,7 +5,11 @@
  */
 import { homedir } from 'node:os';
 import { parseArgs } from 'node:util';
-import { configFrom, type Config } from '../../config.js';
+import { configFrom, revocationsDir, type Config } from '../../config.js';
+import { hostArch } from '../../core/manifest.js';
+import { recallInForce } from '../../core/revocation.js';
+import { summarizeRevocationCache } from '../../revocations/cache.js';
+import { readRecallMemory } from '../../revocations/memory.js';
 import { printable } from '../../core/printable.js';
 import { MvmError } from '../../errors.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
@@ -377,12 +381,49 @@ async function statusCommand(args: string[], io: Output): Promise<number> {
     return 0;
   }
   noPositionals('dev status', positionals);
-  const status = await devStatus(configFrom(process.env, homedir()));
+  const config = configFrom(process.env, homedir());
+  const base = await devStatus(config);
+  const status =
+    base.version === undefined
+      ? base
+      : { ...base, recall: await recallState(config, base.version) };
   io.out(values.json === true ? jsonLine(status) : describeStatus(status));
   return 0;
 }
 
-function describeStatus(s: VmStatus): string {
+/**
+ * Whether the booted version is recalled now, by the same rule as `status`
+ * and `dev up`: the verified cached list and the recalls remembered on this
+ * host. A cache that does not verify is reported, never trusted.
+ */
+async function recallState(
+  config: Config,
+  version: string,
+): Promise<{ readonly recalled: boolean; readonly reason?: string; readonly list: string }> {
+  const trustedRoot = await loadTrustedRoot(config.trustedRootPath);
+  const { summary, cached } = await summarizeRevocationCache(
+    revocationsDir(config),
+    config.releaseRepo,
+    trustedRoot,
+    new Date(),
+  );
+  const recall = recallInForce(
+    { version, variant: 'dev', arch: hostArch(process.arch) ?? process.arch },
+    {
+      listed: cached?.state === 'verified' ? cached.list.revocations : undefined,
+      remembered: (await readRecallMemory(config)).recalls,
+    },
+  );
+  return {
+    recalled: recall !== undefined,
+    ...(recall ? { reason: recall.reason } : {}),
+    list: summary.state,
+  };
+}
+
+function describeStatus(
+  s: VmStatus & { recall?: Awaited<ReturnType<typeof recallState>> },
+): string {
   const p = printable;
   const lines = [`state:        ${s.state}${s.stale_reason ? ` (${p(s.stale_reason)})` : ''}`];
   if (s.state !== 'stopped' && s.pid !== undefined) {
@@ -398,6 +439,10 @@ function describeStatus(s: VmStatus): string {
       );
     if (s.at_rest)
       lines.push(`at-rest:      ${s.at_rest === 'ok' ? 're-hashed at boot, matched' : 'SKIPPED'}`);
+    if (s.recall)
+      lines.push(
+        `recall:       ${s.recall.recalled ? `RECALLED: ${p(s.recall.reason ?? '')} (stop it: mvmctl dev down)` : `not recalled (revocation list: ${s.recall.list})`}`,
+      );
   }
   lines.push(`console log:  ${p(s.console_log)}`);
   if (s.overlay_bytes !== undefined)
