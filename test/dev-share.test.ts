@@ -14,10 +14,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI, type CliResult } from './support/cli.js';
-import { HOST_ARCH, importArgs, testHost, VERSION, type TestHost } from './support/host.js';
-import { TestPki } from './support/pki.js';
-import { writeReleaseSet } from './support/release.js';
-import { buildTestImage, processesMentioning, READY_LINE } from './support/vm.js';
+import type { TestHost } from './support/host.js';
+import { hostWithTestGuest, processesMentioning, READY_LINE } from './support/vm.js';
 
 // Bounds on waiting for events on a loaded 2-core host under software emulation, not timing
 // assertions.
@@ -32,22 +30,9 @@ let vmDir: string;
 let shared: string;
 
 before(async () => {
-  const image = buildTestImage();
   // Short: the VM's sockets live under it, and a unix socket path is limited to 107 bytes.
   root = mkdtempSync(join(tmpdir(), 'mvm-shr-'));
-  const pki = await TestPki.create();
-  const trustedRoot = pki.writeTrustedRoot(root);
-  const set = await writeReleaseSet(pki, join(root, 'set'), {
-    version: VERSION,
-    arch: HOST_ARCH,
-    kernel: readFileSync(image.vmlinux),
-    rootfs: readFileSync(image.rootfs),
-    initrd: readFileSync(image.initrd),
-  });
-  host = testHost(join(root, 'h'), trustedRoot);
-  const imported = await host.run([...importArgs(set), '--initrd', set.initrd!]);
-  assert.equal(imported.code, 0, imported.stderr);
-  vmDir = join(root, 'h', 'data', 'vms', 'dev');
+  ({ host, vmDir } = await hostWithTestGuest(root));
   shared = join(root, 'shared');
   mkdirSync(shared);
   writeFileSync(join(shared, 'from-host.txt'), 'host-content-7f3a\n');

@@ -8,6 +8,9 @@ import { createConnection, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { fileURLToPath } from 'node:url';
+import { HOST_ARCH, importArgs, testHost, VERSION, type TestHost } from './host.js';
+import { TestPki } from './pki.js';
+import { writeReleaseSet } from './release.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const BUILD_SCRIPT = join(REPO, 'scripts', 'build-test-image.sh');
@@ -50,6 +53,35 @@ export function buildTestImage(): TestImage {
 }
 
 /** `tsc_early_khz`: without it, about one boot in three hangs in timer calibration under TCG. */
+/**
+ * A test host under `root` with the real test guest installed: signed by a
+ * fresh test PKI as a release set with its initrd, and imported. `root` must
+ * be short: the VM's sockets live under it (unix socket paths are limited).
+ */
+export async function hostWithTestGuest(root: string): Promise<{
+  host: TestHost;
+  pki: TestPki;
+  trustedRoot: string;
+  vmDir: string;
+}> {
+  const image = buildTestImage();
+  const pki = await TestPki.create();
+  const trustedRoot = pki.writeTrustedRoot(root);
+  const set = await writeReleaseSet(pki, join(root, 'set'), {
+    version: VERSION,
+    arch: HOST_ARCH,
+    kernel: readFileSync(image.vmlinux),
+    rootfs: readFileSync(image.rootfs),
+    initrd: readFileSync(image.initrd),
+  });
+  const host = testHost(join(root, 'h'), trustedRoot);
+  const imported = await host.run([...importArgs(set), '--initrd', set.initrd!]);
+  if (imported.code !== 0) {
+    throw new Error(`importing the test guest exited ${imported.code}: ${imported.stderr}`);
+  }
+  return { host, pki, trustedRoot, vmDir: join(root, 'h', 'data', 'vms', 'dev') };
+}
+
 export function hostTscKhz(): number | undefined {
   const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
   return m ? Math.round(Number(m[1]) * 1000) : undefined;
