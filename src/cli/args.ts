@@ -1,3 +1,4 @@
+import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { MvmError } from '../errors.js';
 
 /** Flags every command accepts. */
@@ -19,4 +20,24 @@ export function asUsageError<T>(command: string, parse: () => T): T {
       fix: `Run 'mvmctl ${command} --help' to see its flags.`,
     });
   }
+}
+
+/**
+ * A command's flags: strict node:util parseArgs over the common flags and the
+ * command's own, positionals allowed (each command says how many it takes),
+ * a bad flag a usage error naming it.
+ */
+export function parseFlags<const O extends ParseArgsOptionsConfig>(
+  command: string,
+  args: string[],
+  options: O,
+) {
+  return asUsageError(command, () =>
+    parseArgs({
+      args,
+      allowPositionals: true,
+      strict: true,
+      options: { ...COMMON_OPTIONS, ...options },
+    }),
+  );
 }

@@ -1,11 +1,10 @@
 import { constants, promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import { auditLogPath, configFrom } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { printable } from '../../core/printable.js';
 import { checkChain, readAuditAnchor, type ChainCheck } from '../../telemetry/audit.js';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const AUDIT_HELP = `Usage: mvmctl audit tail [-n N] [--json]
@@ -37,14 +36,9 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
     throw new MvmError('usage', `unknown command "audit ${sub}"`, {
       fix: "Run 'mvmctl audit --help'.",
     });
-  const { values, positionals } = asUsageError('audit tail', () =>
-    parseArgs({
-      args: rest,
-      allowPositionals: true,
-      strict: true,
-      options: { ...COMMON_OPTIONS, n: { type: 'string', short: 'n' } },
-    }),
-  );
+  const { values, positionals } = parseFlags('audit tail', rest, {
+    n: { type: 'string', short: 'n' },
+  });
   if (values.help) {
     io.out(AUDIT_HELP);
     return 0;

@@ -4,7 +4,6 @@
  * the VM.
  */
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import { configFrom, revocationsDir, type Config } from '../../config.js';
 import { hostArch } from '../../core/manifest.js';
 import { recallInForce } from '../../core/revocation.js';
@@ -33,7 +32,7 @@ import {
   runConsole,
 } from '../../vm/console.js';
 import { readVmState, statePaths } from '../../vm/state.js';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const UP_HELP = `Usage: mvmctl dev up [flags]
@@ -234,26 +233,18 @@ export async function vmCommand(
 }
 
 async function upCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('dev up', () =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        ...COMMON_OPTIONS,
-        cpus: { type: 'string' },
-        memory: { type: 'string' },
-        port: { type: 'string', multiple: true },
-        share: { type: 'string' },
-        append: { type: 'string' },
-        accel: { type: 'string' },
-        fresh: { type: 'boolean' },
-        'ready-line': { type: 'string' },
-        timeout: { type: 'string' },
-        'no-wait': { type: 'boolean' },
-      },
-    }),
-  );
+  const { values, positionals } = parseFlags('dev up', args, {
+    cpus: { type: 'string' },
+    memory: { type: 'string' },
+    port: { type: 'string', multiple: true },
+    share: { type: 'string' },
+    append: { type: 'string' },
+    accel: { type: 'string' },
+    fresh: { type: 'boolean' },
+    'ready-line': { type: 'string' },
+    timeout: { type: 'string' },
+    'no-wait': { type: 'boolean' },
+  });
   if (values.help) {
     io.out(UP_HELP);
     return 0;
@@ -327,14 +318,10 @@ function describeUp(e: UpEvent): string {
 }
 
 async function downCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('dev down', () =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: { ...COMMON_OPTIONS, reset: { type: 'boolean' }, timeout: { type: 'string' } },
-    }),
-  );
+  const { values, positionals } = parseFlags('dev down', args, {
+    reset: { type: 'boolean' },
+    timeout: { type: 'string' },
+  });
   if (values.help) {
     io.out(DOWN_HELP);
     return 0;
@@ -373,9 +360,7 @@ async function downCommand(args: string[], io: Output): Promise<number> {
 }
 
 async function statusCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('dev status', () =>
-    parseArgs({ args, allowPositionals: true, strict: true, options: { ...COMMON_OPTIONS } }),
-  );
+  const { values, positionals } = parseFlags('dev status', args, {});
   if (values.help) {
     io.out(STATUS_HELP);
     return 0;
@@ -452,18 +437,10 @@ function describeStatus(
 }
 
 async function logsCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('dev logs', () =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        ...COMMON_OPTIONS,
-        lines: { type: 'string', short: 'n' },
-        follow: { type: 'boolean', short: 'f' },
-      },
-    }),
-  );
+  const { values, positionals } = parseFlags('dev logs', args, {
+    lines: { type: 'string', short: 'n' },
+    follow: { type: 'boolean', short: 'f' },
+  });
   if (values.help) {
     io.out(LOGS_HELP);
     return 0;
@@ -520,14 +497,7 @@ async function followLogs(config: Config, lines: number, io: Output): Promise<nu
 }
 
 async function consoleCommand(command: string, args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError(command, () =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: { ...COMMON_OPTIONS, idle: { type: 'string' } },
-    }),
-  );
+  const { values, positionals } = parseFlags(command, args, { idle: { type: 'string' } });
   if (values.help) {
     io.out(CONSOLE_HELP);
     return 0;

@@ -1,6 +1,5 @@
 import { printable } from '../../core/printable.js';
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import { configFrom } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { hostArch } from '../../core/manifest.js';
@@ -12,7 +11,7 @@ import {
 } from '../../pipeline/import-image.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --bundle B --vmlinux K --rootfs R [--initrd I] [flags]
@@ -102,25 +101,17 @@ export async function devCommand(args: string[], io: Output): Promise<number> {
 }
 
 async function importImageCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('dev import-image', () =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        ...COMMON_OPTIONS,
-        manifest: { type: 'string' },
-        bundle: { type: 'string' },
-        vmlinux: { type: 'string' },
-        rootfs: { type: 'string' },
-        initrd: { type: 'string' },
-        dir: { type: 'string' },
-        'trusted-root': { type: 'string' },
-        'require-fresh-revocations': { type: 'boolean' },
-        offline: { type: 'boolean' },
-      },
-    }),
-  );
+  const { values, positionals } = parseFlags('dev import-image', args, {
+    manifest: { type: 'string' },
+    bundle: { type: 'string' },
+    vmlinux: { type: 'string' },
+    rootfs: { type: 'string' },
+    initrd: { type: 'string' },
+    dir: { type: 'string' },
+    'trusted-root': { type: 'string' },
+    'require-fresh-revocations': { type: 'boolean' },
+    offline: { type: 'boolean' },
+  });
   if (values.help) {
     io.out(IMPORT_IMAGE_HELP);
     return 0;

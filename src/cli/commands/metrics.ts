@@ -1,9 +1,8 @@
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import { auditLogPath, configFrom, type Config } from '../../config.js';
 import { isMvmError, MvmError } from '../../errors.js';
 import { DURATION_BUCKETS, metricsFrom, readAudit, type Metrics } from '../../telemetry/audit.js';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import type { Output } from '../render.js';
 
 export const METRICS_HELP = `Usage: mvmctl metrics [--json]
@@ -43,9 +42,7 @@ export async function currentMetrics(config: Config): Promise<Metrics & { unread
 }
 
 export async function metricsCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('metrics', () =>
-    parseArgs({ args, allowPositionals: true, strict: true, options: { ...COMMON_OPTIONS } }),
-  );
+  const { values, positionals } = parseFlags('metrics', args, {});
   if (values.help) {
     io.out(METRICS_HELP);
     return 0;

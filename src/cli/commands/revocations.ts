@@ -1,5 +1,4 @@
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import {
   configFrom,
   prebuiltDir,
@@ -24,7 +23,7 @@ import { checkNoRollback, refreshAndAudit, rememberInstalled } from '../../revoc
 import { ImageStore } from '../../store/image-store.js';
 import { audit } from '../../telemetry/audit.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const REVOCATIONS_HELP = `Usage: mvmctl revocations <command> [flags]
@@ -52,20 +51,12 @@ export async function revocationsCommand(args: string[], io: Output): Promise<nu
     io.out(REVOCATIONS_HELP);
     return sub === undefined ? 2 : 0;
   }
-  const { values, positionals } = asUsageError(`revocations ${sub}`, () =>
-    parseArgs({
-      args: rest,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        ...COMMON_OPTIONS,
-        list: { type: 'string' },
-        bundle: { type: 'string' },
-        'trusted-root': { type: 'string' },
-        offline: { type: 'boolean' },
-      },
-    }),
-  );
+  const { values, positionals } = parseFlags(`revocations ${sub}`, rest, {
+    list: { type: 'string' },
+    bundle: { type: 'string' },
+    'trusted-root': { type: 'string' },
+    offline: { type: 'boolean' },
+  });
   if (values.help) {
     io.out(REVOCATIONS_HELP);
     return 0;

@@ -1,5 +1,4 @@
 import { homedir } from 'node:os';
-import { parseArgs } from 'node:util';
 import { configFrom, prebuiltDir, revocationsDir } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { printable } from '../../core/printable.js';
@@ -10,7 +9,7 @@ import { summarizeRevocationCache } from '../../revocations/cache.js';
 import { ImageStore } from '../../store/image-store.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 import { currentMetrics, metricsJson } from './metrics.js';
 
@@ -23,14 +22,9 @@ stale), the trusted root in use, and the verification counters. The dev VM itsel
 `;
 
 export async function statusCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = asUsageError('status', () =>
-    parseArgs({
-      args,
-      allowPositionals: true,
-      strict: true,
-      options: { ...COMMON_OPTIONS, 'trusted-root': { type: 'string' } },
-    }),
-  );
+  const { values, positionals } = parseFlags('status', args, {
+    'trusted-root': { type: 'string' },
+  });
   if (values.help) {
     io.out(STATUS_HELP);
     return 0;

@@ -1,7 +1,6 @@
 import { MvmError } from '../../errors.js';
 import { verifyBlob, type VerifyBlobResult } from '../../verify-blob.js';
-import { parseArgs } from 'node:util';
-import { asUsageError, COMMON_OPTIONS } from '../args.js';
+import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const VERIFY_BLOB_HELP = `Usage: mvmctl verify-blob --bundle FILE (--certificate-identity ID | --certificate-identity-regexp RE)
@@ -149,31 +148,23 @@ function takeCosignFlags(args: string[]): {
 
 export async function verifyBlobCommand(args: string[], io: Output): Promise<number> {
   const { rest, booleans } = takeCosignFlags(args);
-  const { values, positionals } = asUsageError('verify-blob', () =>
-    parseArgs({
-      args: rest,
-      allowPositionals: true,
-      strict: true,
-      options: {
-        ...COMMON_OPTIONS,
-        bundle: { type: 'string' },
-        'certificate-identity': { type: 'string' },
-        'certificate-identity-regexp': { type: 'string' },
-        'certificate-oidc-issuer': { type: 'string' },
-        'certificate-oidc-issuer-regexp': { type: 'string' },
-        'certificate-github-workflow-trigger': { type: 'string' },
-        'certificate-github-workflow-sha': { type: 'string' },
-        'certificate-github-workflow-name': { type: 'string' },
-        'certificate-github-workflow-repository': { type: 'string' },
-        'certificate-github-workflow-ref': { type: 'string' },
-        key: { type: 'string' },
-        'trusted-root': { type: 'string' },
-        signature: { type: 'string' },
-        certificate: { type: 'string' },
-        'rekor-url': { type: 'string' },
-      },
-    }),
-  );
+  const { values, positionals } = parseFlags('verify-blob', rest, {
+    bundle: { type: 'string' },
+    'certificate-identity': { type: 'string' },
+    'certificate-identity-regexp': { type: 'string' },
+    'certificate-oidc-issuer': { type: 'string' },
+    'certificate-oidc-issuer-regexp': { type: 'string' },
+    'certificate-github-workflow-trigger': { type: 'string' },
+    'certificate-github-workflow-sha': { type: 'string' },
+    'certificate-github-workflow-name': { type: 'string' },
+    'certificate-github-workflow-repository': { type: 'string' },
+    'certificate-github-workflow-ref': { type: 'string' },
+    key: { type: 'string' },
+    'trusted-root': { type: 'string' },
+    signature: { type: 'string' },
+    certificate: { type: 'string' },
+    'rekor-url': { type: 'string' },
+  });
   if (values.help) {
     io.out(VERIFY_BLOB_HELP);
     return 0;
