@@ -16,19 +16,12 @@
  * repetitions, each round in a rotated order; medians are reported.
  */
 import { execFileSync, spawnSync } from 'node:child_process';
-import {
-  closeSync,
-  mkdirSync,
-  mkdtempSync,
-  openSync,
-  readFileSync,
-  rmSync,
-  writeSync,
-} from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { TestPki } from '../test/support/pki.js';
+import { bigFile } from './files.js';
 import { importArgs } from '../test/support/host.js';
 import { writeReleaseSet, type ReleaseFiles } from '../test/support/release.js';
 
@@ -48,22 +41,6 @@ const version = JSON.parse(readFileSync(new URL('../package.json', import.meta.u
 const work = mkdtempSync(join(process.env['BENCH_DIR'] ?? tmpdir(), 'mvm-bench-'));
 const pki = await TestPki.create();
 const trustedRoot = pki.writeTrustedRoot(work);
-
-/** Writes a file of `mb` MiB of non-zero pseudo-random-ish bytes (or a sparse one). */
-function bigFile(path: string, mb: number, sparse = false): void {
-  const fd = openSync(path, 'w');
-  if (sparse) {
-    closeSync(fd);
-    execFileSync('truncate', ['-s', `${mb}M`, path]);
-    return;
-  }
-  const chunk = Buffer.alloc(MB);
-  for (let i = 0; i < mb; i++) {
-    for (let j = 0; j < MB; j += 4096) chunk.writeUInt32LE(((i * 256 + j) ^ 0x9e3779b9) >>> 0, j);
-    writeSync(fd, chunk);
-  }
-  closeSync(fd);
-}
 
 /** A release set whose manifest records the digests of big files written at their release names. */
 async function bigSet(name: string, rootfsMb: number, sparse = false): Promise<ReleaseFiles> {

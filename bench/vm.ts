@@ -30,7 +30,6 @@ import {
   readFileSync,
   rmSync,
   writeFileSync,
-  writeSync,
 } from 'node:fs';
 import { homedir, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -40,10 +39,15 @@ import { qmpExecute } from '../src/vm/qmp.js';
 import { probeProcess } from '../src/vm/state.js';
 import { loadTrustedRoot } from '../src/trust/trusted-root.js';
 import { CLI } from '../test/support/cli.js';
-import { HOST_ARCH, importArgs, testHost, VERSION, type TestHost } from '../test/support/host.js';
-import { TestPki } from '../test/support/pki.js';
+import { HOST_ARCH, testHost, VERSION } from '../test/support/host.js';
 import { writeReleaseSet } from '../test/support/release.js';
-import { buildTestImage, processesMentioning, READY_LINE } from '../test/support/vm.js';
+import {
+  buildTestImage,
+  hostWithTestGuest,
+  processesMentioning,
+  READY_LINE,
+} from '../test/support/vm.js';
+import { bigFile } from './files.js';
 
 const REPS = Number(process.env['BENCH_VM_REPS'] ?? 5);
 const RATIO_TARGET = 1.15;
@@ -64,7 +68,6 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Short: the VMs' unix sockets live under it (107 bytes at most).
 const root = mkdtempSync(join(process.env['BENCH_DIR'] ?? tmpdir(), 'mvm-bv-'));
-let devHost: TestHost | undefined;
 let barePid: number | undefined;
 
 function run(
@@ -94,7 +97,7 @@ async function mustRun(file: string, args: string[], env: Record<string, string>
   return r;
 }
 
-const dev = (args: string[]) => mustRun(process.execPath, [CLI, 'dev', ...args], devHost!.env);
+const dev = (args: string[]) => mustRun(process.execPath, [CLI, 'dev', ...args], devHost.env);
 
 /** Waits until `pid` (started at `startTime`) has exited; SIGKILL after `boundMs`. */
 async function waitGone(pid: number, startTime: string, boundMs: number): Promise<void> {
@@ -114,22 +117,9 @@ async function waitGone(pid: number, startTime: string, boundMs: number): Promis
 // --- the dev VM's host: the real test guest, imported with its initrd ----------------------------
 
 const image = buildTestImage();
-const pki = await TestPki.create();
-const trustedRoot = pki.writeTrustedRoot(root);
-{
-  const set = await writeReleaseSet(pki, join(root, 'set'), {
-    version: VERSION,
-    arch: HOST_ARCH,
-    kernel: readFileSync(image.vmlinux),
-    rootfs: readFileSync(image.rootfs),
-    initrd: readFileSync(image.initrd),
-  });
-  devHost = testHost(join(root, 'h'), trustedRoot);
-  const imported = await devHost.run([...importArgs(set), '--initrd', set.initrd!]);
-  if (imported.code !== 0) throw new Error(`import exited ${imported.code}: ${imported.stderr}`);
-  rmSync(join(root, 'set'), { recursive: true, force: true });
-}
-const vmDir = join(devHost.env.MVM_DATA_DIR, 'vms', 'dev');
+const guest = await hostWithTestGuest(root);
+const { host: devHost, pki, trustedRoot, vmDir } = guest;
+rmSync(join(root, 'set'), { recursive: true, force: true });
 const bareDir = join(root, 'bare');
 mkdirSync(bareDir, { mode: 0o700 });
 
@@ -142,13 +132,7 @@ const hashHost = testHost(join(root, 'x'), trustedRoot);
   const kernel = join(dir, `dev-vmlinux-${HOST_ARCH}`);
   const rootfs = join(dir, `dev-rootfs-${HOST_ARCH}.ext4`);
   writeFileSync(kernel, readFileSync(image.vmlinux).subarray(0, 4096));
-  const fd = openSync(rootfs, 'w');
-  const chunk = Buffer.alloc(MB);
-  for (let i = 0; i < HASH_MB; i++) {
-    for (let j = 0; j < MB; j += 4096) chunk.writeUInt32LE(((i * 256 + j) ^ 0x9e3779b9) >>> 0, j);
-    writeSync(fd, chunk);
-  }
-  closeSync(fd);
+  bigFile(rootfs, HASH_MB);
   const digest = (p: string) =>
     execFileSync('openssl', ['dgst', '-sha256', '-r', p]).toString().split(' ')[0]!;
   const set = await writeReleaseSet(pki, dir, {
@@ -233,7 +217,7 @@ const openssl256 = async (): Promise<number> =>
 // --- the run ------------------------------------------------------------------------------------
 
 async function cleanup(): Promise<void> {
-  if (devHost) await run(process.execPath, [CLI, 'dev', 'down', '--timeout', '5'], devHost.env);
+  await run(process.execPath, [CLI, 'dev', 'down', '--timeout', '5'], devHost.env);
   if (barePid !== undefined) {
     const p = await probeProcess(barePid);
     if (p.state === 'alive') {

@@ -9,7 +9,6 @@ import assert from 'node:assert/strict';
 import {
   appendFileSync,
   chmodSync,
-  mkdirSync,
   mkdtempSync,
   readFileSync,
   rmSync,
@@ -21,7 +20,7 @@ import { after, before, describe, it } from 'node:test';
 import { HOST_ARCH, importArgs, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, writeRevocationList, type ReleaseFiles } from './support/release.js';
-import { processesMentioning } from './support/vm.js';
+import { processesMentioning, writeVmState } from './support/vm.js';
 
 let root: string;
 let pki: TestPki;
@@ -99,36 +98,8 @@ describe('dev status: the recall state of the version the VM booted', () => {
   it('is read now, from the cached list and the remembered recalls (here for a stale state)', async () => {
     const h = await installed();
     const vmDir = join(h.dir, 'data', 'vms', 'dev');
-    mkdirSync(vmDir, { recursive: true, mode: 0o700 });
-    const zero = '0'.repeat(64);
     // A VM that died: no such process, so the state is stale, and its version is still reported.
-    writeFileSync(
-      join(vmDir, 'state.json'),
-      JSON.stringify({
-        schema: 1,
-        pid: 2147483646,
-        pidStartTime: '1',
-        version: VERSION,
-        accel: 'tcg',
-        cpus: 1,
-        memoryMiB: 256,
-        cmdline: 'console=hvc0 root=/dev/vda rw init=/init',
-        ports: [],
-        digests: { kernel: zero, rootfs: zero },
-        manifestSha256: zero,
-        atRest: 'ok',
-        paths: {
-          consoleSocket: join(vmDir, 'console.sock'),
-          consoleLog: join(vmDir, 'console.log'),
-          qmpSocket: join(vmDir, 'qmp.sock'),
-          pidFile: join(vmDir, 'qemu.pid'),
-          overlay: join(vmDir, 'overlay.qcow2'),
-        },
-        startedAt: new Date().toISOString(),
-        readyLine: 'mvm: ready',
-      }),
-      { mode: 0o600 },
-    );
+    writeVmState(vmDir, 2147483646, '1');
     const before = await h.run(['dev', 'status', '--json']);
     assert.equal(before.code, 0, before.stderr);
     const s0 = JSON.parse(before.stdout);

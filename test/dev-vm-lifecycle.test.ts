@@ -11,16 +11,7 @@
 import assert from 'node:assert/strict';
 import { execFile, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import {
-  existsSync,
-  mkdirSync,
-  mkdtempSync,
-  readFileSync,
-  readlinkSync,
-  realpathSync,
-  rmSync,
-  writeFileSync,
-} from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -29,7 +20,7 @@ import { CLI, type CliResult } from './support/cli.js';
 import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, writeRevocationList, type ReleaseFiles } from './support/release.js';
-import { hostWithTestGuest, processesMentioning, READY_LINE } from './support/vm.js';
+import { hostWithTestGuest, processesMentioning, READY_LINE, writeVmState } from './support/vm.js';
 
 // Bounds on waiting for events on a loaded 2-core host under software emulation, not timing
 // assertions: a boot to the ready line takes about 2-4 s here.
@@ -178,39 +169,6 @@ function assertAlive(b: { pid: number; child: ChildProcess }, after: string): vo
   assert.match(stat.slice(stat.lastIndexOf(')') + 2), /^[RS] /, `${after}: bystander state`);
 }
 
-/** A state.json as dev up writes it, naming `pid` with `startTime`. */
-function writeFakeState(pid: number, startTime: string): void {
-  mkdirSync(vmDir, { recursive: true, mode: 0o700 });
-  const zero = '0'.repeat(64);
-  writeFileSync(
-    join(vmDir, 'state.json'),
-    JSON.stringify({
-      schema: 1,
-      pid,
-      pidStartTime: startTime,
-      version: VERSION,
-      accel: 'tcg',
-      cpus: 1,
-      memoryMiB: 256,
-      cmdline: 'console=hvc0 root=/dev/vda rw init=/init',
-      ports: [],
-      digests: { kernel: zero, rootfs: zero },
-      manifestSha256: zero,
-      atRest: 'ok',
-      paths: {
-        consoleSocket: join(vmDir, 'console.sock'),
-        consoleLog: join(vmDir, 'console.log'),
-        qmpSocket: join(vmDir, 'qmp.sock'),
-        pidFile: join(vmDir, 'qemu.pid'),
-        overlay: join(vmDir, 'overlay.qcow2'),
-      },
-      startedAt: new Date().toISOString(),
-      readyLine: READY_LINE,
-    }),
-    { mode: 0o600 },
-  );
-}
-
 describe('dev VM lifecycle with a real guest', () => {
   it(
     'a file the guest writes survives down and up, the installed rootfs is never written, and --fresh discards the write',
@@ -254,7 +212,7 @@ describe('dev VM lifecycle with a real guest', () => {
     { timeout: 300_000 },
     async () => {
       const b = bystander();
-      writeFakeState(b.pid, String(Number(b.startTime) + 1));
+      writeVmState(vmDir, b.pid, String(Number(b.startTime) + 1));
       const s = await statusJson();
       assert.equal(s['state'], 'stale');
       assert.equal(s['pid'], b.pid);
@@ -270,7 +228,7 @@ describe('dev VM lifecycle with a real guest', () => {
       assertAlive(b, 'dev down');
       assert.equal(existsSync(join(vmDir, 'state.json')), false);
 
-      writeFakeState(b.pid, String(Number(b.startTime) + 1));
+      writeVmState(vmDir, b.pid, String(Number(b.startTime) + 1));
       const booted = await up(['--accel', 'auto']);
       assert.equal(booted.code, 0, booted.stderr);
       assertAlive(b, 'dev up');
@@ -305,7 +263,7 @@ describe('dev VM lifecycle with a real guest', () => {
     { timeout: 300_000 },
     async () => {
       const b = bystander();
-      writeFakeState(b.pid, b.startTime);
+      writeVmState(vmDir, b.pid, b.startTime);
       const s = await statusJson();
       assert.equal(s['state'], 'stale');
       assert.match(String(s['stale_reason']), new RegExp(`pid ${b.pid} is not this VM's QEMU`));

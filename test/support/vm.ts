@@ -3,7 +3,7 @@
 // networking with port forwards. Software emulation (TCG) only: /dev/kvm on these hosts cannot run
 // a stock kernel (see VM-FACTS.md), and a test must not depend on the host's KVM.
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createConnection, createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -80,6 +80,43 @@ export async function hostWithTestGuest(root: string): Promise<{
     throw new Error(`importing the test guest exited ${imported.code}: ${imported.stderr}`);
   }
   return { host, pki, trustedRoot, vmDir: join(root, 'h', 'data', 'vms', 'dev') };
+}
+
+/**
+ * A `state.json` as `dev up` writes it, in the VM state directory `vmDir`,
+ * naming process `pid` with `startTime` (field 22 of /proc/PID/stat): for
+ * tests of what status, up and down do with a state that is not this VM's.
+ */
+export function writeVmState(vmDir: string, pid: number, startTime: string): void {
+  mkdirSync(vmDir, { recursive: true, mode: 0o700 });
+  const zero = '0'.repeat(64);
+  writeFileSync(
+    join(vmDir, 'state.json'),
+    JSON.stringify({
+      schema: 1,
+      pid,
+      pidStartTime: startTime,
+      version: VERSION,
+      accel: 'tcg',
+      cpus: 1,
+      memoryMiB: 256,
+      cmdline: 'console=hvc0 root=/dev/vda rw init=/init',
+      ports: [],
+      digests: { kernel: zero, rootfs: zero },
+      manifestSha256: zero,
+      atRest: 'ok',
+      paths: {
+        consoleSocket: join(vmDir, 'console.sock'),
+        consoleLog: join(vmDir, 'console.log'),
+        qmpSocket: join(vmDir, 'qmp.sock'),
+        pidFile: join(vmDir, 'qemu.pid'),
+        overlay: join(vmDir, 'overlay.qcow2'),
+      },
+      startedAt: new Date().toISOString(),
+      readyLine: READY_LINE,
+    }),
+    { mode: 0o600 },
+  );
 }
 
 export function hostTscKhz(): number | undefined {
