@@ -26,7 +26,13 @@ const IMAGE: VmImage = {
 };
 const STATE = '/d/vms/dev';
 const NO_KVM = { usable: false, reason: 'there is no /dev/kvm', fix: 'Enable it.' };
-const HOST: HostFacts = { cpus: 4, memoryMiB: 8192, tscKhz: 2596140, kvm: NO_KVM };
+const HOST: HostFacts = {
+  cpus: 4,
+  memoryMiB: 8192,
+  tscKhz: 2596140,
+  kvm: NO_KVM,
+  shareTransport: '9p',
+};
 const KVM_HOST: HostFacts = { ...HOST, kvm: { usable: true, reason: 'kvm_intel' } };
 
 const TCG_CMDLINE =
@@ -230,6 +236,11 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       '-pidfile',
       `${STATE}/qemu.pid`,
     ]);
+  });
+
+  it('a host that names no share transport gets virtiofs (the cloud kernel has no 9p)', () => {
+    const unnamed: HostFacts = { cpus: 4, memoryMiB: 8192, tscKhz: 2596140, kvm: NO_KVM };
+    assert.equal(spec({ share: '/srv/work' }, unnamed).share?.transport, 'virtiofs');
   });
 
   it('virtiofs share: shared memfd memory, modern virtio-mmio, the virtiofsd socket in the state directory', () => {

@@ -28,7 +28,10 @@ export interface HostFacts {
   /** TSC frequency in kHz; under TCG the guest needs it or 1 boot in 3 hangs calibrating its timer. */
   readonly tscKhz?: number;
   readonly kvm: KvmVerdict;
-  /** How `--share` is served: virtiofs needs a virtiofsd this user can run, 9p needs a kernel with 9p. */
+  /**
+   * How `--share` is served: virtiofs (the default) needs a virtiofsd this user can run; 9p needs a
+   * guest kernel with 9p, which the Debian cloud kernel lacks.
+   */
   readonly shareTransport?: ShareTransport;
 }
 
@@ -167,7 +170,7 @@ export function vmSpecFrom(
   const share =
     options.share === undefined
       ? undefined
-      : shareFrom(options.share, options.cwd, host.shareTransport ?? '9p', stateDir);
+      : shareFrom(options.share, options.cwd, host.shareTransport ?? 'virtiofs', stateDir);
   for (const socket of [
     state.consoleSocket,
     state.qmpSocket,

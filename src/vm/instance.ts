@@ -101,11 +101,8 @@ async function withVmLock<T>(config: Config, waitMs: number, fn: () => Promise<T
 export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> {
   const timeoutS = opts.timeoutSeconds ?? DEFAULT_UP_TIMEOUT_SECONDS;
   const readyLine = opts.readyLine ?? DEFAULT_READY_LINE;
-  const probed = ctx.host ?? (await probeHost());
-  // --share is served by virtiofsd: the test and upstream kernels have virtio-fs, the Debian cloud
-  // kernel has no 9p at all (VM-FACTS.md section 5).
-  const host: HostFacts =
-    opts.share !== undefined ? { ...probed, shareTransport: 'virtiofs' } : probed;
+  // --share is served by virtiofsd, vmSpecFrom's default: the Debian cloud kernel has no 9p at all.
+  const host: HostFacts = ctx.host ?? (await probeHost());
   // The flags are checked before anything is hashed or started (placeholder image paths).
   const flags = vmSpecFrom(
     { version: '0', kernel: '/k', rootfs: '/r' },
