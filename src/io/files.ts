@@ -95,22 +95,28 @@ export async function readRegularFile(
   const { handle, size } = await openRegularFile(path, what, maxBytes, opts);
   try {
     // Read at most maxBytes + 1 so a file that grows after fstat is still caught.
-    const buf = Buffer.allocUnsafe(Math.min(size, maxBytes) + 1);
-    let off = 0;
-    for (;;) {
-      const { bytesRead } = await handle.read(buf, off, buf.length - off, off);
-      if (bytesRead === 0) break;
-      off += bytesRead;
-      if (off === buf.length) break;
-    }
-    if (off > maxBytes) throw tooLarge(path, what, maxBytes, undefined, opts.limitVariable);
-    return buf.subarray(0, off);
+    const bytes = await readUpTo(handle, Math.min(size, maxBytes) + 1);
+    if (bytes.length > maxBytes)
+      throw tooLarge(path, what, maxBytes, undefined, opts.limitVariable);
+    return bytes;
   } catch (e) {
     if (e instanceof MvmError) throw e;
     throw inputError(path, what, e);
   } finally {
     await handle.close();
   }
+}
+
+/** Reads from the start of an opened file until end of file or `n` bytes, whichever comes first. */
+export async function readUpTo(handle: fs.FileHandle, n: number): Promise<Buffer> {
+  const buf = Buffer.allocUnsafe(n);
+  let off = 0;
+  while (off < n) {
+    const { bytesRead } = await handle.read(buf, off, n - off, off);
+    if (bytesRead === 0) break;
+    off += bytesRead;
+  }
+  return buf.subarray(0, off);
 }
 
 function tooLarge(

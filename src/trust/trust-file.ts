@@ -20,7 +20,7 @@
 import { promises as fs } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { MvmError, type ErrorCode } from '../errors.js';
-import { openRegularFile } from '../io/files.js';
+import { openRegularFile, readUpTo } from '../io/files.js';
 import { ownershipProblem, type OwnershipFacts } from '../io/ownership.js';
 
 const STICKY = 0o1000;
@@ -117,18 +117,12 @@ async function readAll(
   path: string,
   what: string,
 ): Promise<Buffer> {
-  const buf = Buffer.allocUnsafe(size + 1);
-  let off = 0;
-  for (;;) {
-    const { bytesRead } = await handle.read(buf, off, buf.length - off, off);
-    off += bytesRead;
-    if (bytesRead === 0 || off === buf.length) break;
-  }
-  if (off > size) {
+  const bytes = await readUpTo(handle, size + 1);
+  if (bytes.length > size) {
     throw new MvmError('input', `${what} ${path} changed while being read`, {
       cause: `it grew past the ${size} bytes it had when opened`,
       fix: `Wait until ${path} is completely written, then retry.`,
     });
   }
-  return buf.subarray(0, off);
+  return bytes;
 }
