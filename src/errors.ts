@@ -19,6 +19,8 @@ export type ErrorCode =
   | 'rollback'
   | 'tampered'
   | 'store'
+  /** SIGINT / SIGTERM: the work was stopped by the operator (exit 130, as a shell reports Ctrl-C). */
+  | 'interrupted'
   | 'not-implemented'
   | 'internal';
 
@@ -114,6 +116,10 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
     fix: 'The audit log was edited or truncated: keep a copy for investigation; new records still chain on.',
   },
   store: { exit: 17, fix: 'Check free space and the permissions of the data directory.' },
+  interrupted: {
+    exit: 130,
+    fix: 'Run the command again: nothing half-done was kept under a final name.',
+  },
   'not-implemented': {
     exit: 1,
     fix: 'This capability is not built yet; see the project issues.',
