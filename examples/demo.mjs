@@ -7,9 +7,12 @@
 //     sets are signed by the project's GitHub workflow through the public-good
 //     instance; here a local Sigstore deployment (test/support/pki.ts) signs
 //     one, and mvmctl is pointed at its trusted root (MVM_TRUSTED_ROOT), in a
-//     temporary data directory. A tampered rootfs is refused; status and
-//     metrics show the outcome.
-import { spawnSync } from 'node:child_process';
+//     temporary data directory, with the network off (MVM_OFFLINE=1). A
+//     tampered rootfs is refused; the audit log and three counters show the
+//     outcome.
+// Each command's stdout and stderr are shown interleaved, in the order it wrote
+// them (both go to one pipe), as they would appear on a terminal.
+import { spawn } from 'node:child_process';
 import {
   appendFileSync,
   copyFileSync,
@@ -38,30 +41,61 @@ const signer = [
 
 const tmp = mkdtempSync(join(tmpdir(), 'mvm-demo-'));
 
-function mvmctl(title, args, expected, env = { MVM_TRUSTED_ROOT: '' }) {
-  console.log(`\n$ mvmctl ${args.map((a) => a.replace(root, '').replace(tmp, '$DEMO')).join(' ')}`);
-  console.log(`# ${title}`);
-  const r = spawnSync(process.execPath, [cli, ...args], {
-    encoding: 'utf8',
-    env: { ...process.env, ...env },
+/** The demo's temporary directory and the checkout, as a reader would write them. */
+const shorten = (text) => text.replaceAll(tmp, '$DEMO').replaceAll(root, '');
+
+/**
+ * Runs mvmctl with stdout and stderr on one pipe (through sh's 2>&1, so the
+ * order is the order mvmctl wrote in) and prints its lines as they come; only
+ * lines `keep` accepts are shown. Resolves to the exit status and the lines
+ * that were not shown.
+ */
+function run(args, env, keep) {
+  return new Promise((resolve, reject) => {
+    const child = spawn('/bin/sh', ['-c', 'exec "$0" "$@" 2>&1', process.execPath, cli, ...args], {
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let pending = '';
+    const hidden = [];
+    const show = (line) => {
+      if (keep(line)) process.stdout.write(`${shorten(line)}\n`);
+      else hidden.push(shorten(line));
+    };
+    child.stdout.setEncoding('utf8').on('data', (chunk) => {
+      const lines = (pending + chunk).split('\n');
+      pending = lines.pop();
+      lines.forEach(show);
+    });
+    child.once('error', reject);
+    child.once('close', (code) => {
+      if (pending !== '') show(pending);
+      resolve({ status: code, hidden });
+    });
   });
-  process.stdout.write(r.stdout);
-  process.stdout.write(r.stderr);
-  console.log(`[exit ${r.status}]`);
-  if (r.status !== expected) {
-    console.error(`demo: expected exit ${expected}, got ${r.status}`);
-    process.exit(1);
+}
+
+async function mvmctl(title, args, expected, env = { MVM_TRUSTED_ROOT: '' }, filter) {
+  const pipe = filter ? ` | ${filter.shown}` : '';
+  console.log(`\n$ mvmctl ${args.map(shorten).join(' ')}${pipe}`);
+  console.log(`# ${title}`);
+  const { status, hidden } = await run(args, env, filter ? filter.keep : () => true);
+  console.log(`[exit ${status}]`);
+  if (status !== expected) {
+    // What the filter left out is what explains the failure.
+    for (const line of hidden) console.log(line);
+    throw new Error(`expected exit ${expected}, got ${status}`);
   }
 }
 
 try {
-  mvmctl('the runtime version release manifests are pinned to', ['--version'], 0);
-  mvmctl(
+  await mvmctl('the runtime version release manifests are pinned to', ['--version'], 0);
+  await mvmctl(
     'a real public-good signature, verified offline against the embedded root',
     ['verify-blob', '--bundle', bundle, ...signer, artifact],
     0,
   );
-  mvmctl(
+  await mvmctl(
     'what Sigstore signs today: a Rekor v2 entry with an RFC 3161 timestamp (cosign 3, GitHub Actions), with cosign-style flags',
     [
       'verify-blob',
@@ -84,12 +118,12 @@ try {
   const bytes = readFileSync(tampered);
   bytes[5] ^= 0x01;
   writeFileSync(tampered, bytes);
-  mvmctl(
+  await mvmctl(
     'the same file with one flipped bit',
     ['verify-blob', '--bundle', bundle, ...signer, tampered],
     10,
   );
-  mvmctl(
+  await mvmctl(
     'a pattern that would match a longer identity if it were not anchored',
     [
       'verify-blob',
@@ -103,7 +137,7 @@ try {
     ],
     10,
   );
-  mvmctl(
+  await mvmctl(
     'machine-readable verdict',
     ['verify-blob', '--bundle', bundle, ...signer, '--json', artifact],
     0,
@@ -123,11 +157,17 @@ try {
     MVM_TRUSTED_ROOT: pki.writeTrustedRoot(tmp),
     MVM_DATA_DIR: join(tmp, 'mvm'),
     XDG_CACHE_HOME: join(tmp, 'cache'),
+    MVM_OFFLINE: '1',
   };
+  console.log(
+    `# environment: ${Object.entries(env)
+      .map(([k, v]) => `${k}=${shorten(v)}`)
+      .join(' ')}`,
+  );
   await writeRevocationList(pki, join(tmp, 'cache', 'mvm', 'revocations'), [
     { version: '0.1.0', reason: 'CVE-0000-0000: an old recall' },
   ]);
-  mvmctl(
+  await mvmctl(
     'install the four carried-in files of this host arch',
     ['dev', 'import-image', '--dir', usb],
     0,
@@ -137,21 +177,28 @@ try {
   mkdirSync(evil);
   for (const f of readdirSync(usb)) copyFileSync(join(usb, f), join(evil, f));
   appendFileSync(join(evil, `dev-rootfs-${arch}.ext4`), 'implant');
-  mvmctl(
+  await mvmctl(
     'the same set with a modified rootfs: refused, the store untouched',
     ['dev', 'import-image', '--dir', evil],
     14,
     env,
   );
-  mvmctl(
-    'what is installed, the revocation cache, the trusted root, the counters',
-    ['status'],
+  await mvmctl(
+    'both outcomes are on the record, in the hash-chained audit log',
+    ['audit', 'tail', '-n', '2'],
     0,
     env,
   );
-  mvmctl('the same counters for Prometheus (e.g. a node_exporter textfile)', ['metrics'], 0, env);
+  const counters = /^mvm_dev_image_verify_(ok|sig_invalid|digest_mismatch)_total /;
+  await mvmctl('the three counters an alert watches', ['metrics'], 0, env, {
+    shown: "grep -E '^mvm_dev_image_verify_(ok|sig_invalid|digest_mismatch)_total '",
+    keep: (line) => counters.test(line),
+  });
 
   console.log('\ndemo: all outcomes as expected');
+} catch (e) {
+  console.error(`demo: ${e.message}`);
+  process.exitCode = 1;
 } finally {
   rmSync(tmp, { recursive: true, force: true });
 }

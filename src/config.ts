@@ -19,7 +19,13 @@ export interface Config {
   readonly offline: boolean;
   /** Where releases are downloaded from: GitHub Releases of the repo, or an internal mirror with the same layout. */
   readonly releaseBaseUrl: string;
-  /** Upper bound for one HTTP request, connect included (MVM_HTTP_TIMEOUT_SECONDS, default 20). */
+  /**
+   * MVM_RELEASE_TOKEN: a bearer token for a release location that needs one (a
+   * private mirror). Sent only to the origin of releaseBaseUrl, never to a host
+   * a redirect names.
+   */
+  readonly releaseToken: string | undefined;
+  /** Upper bound for connecting, for response headers and for a silent body (MVM_HTTP_TIMEOUT_SECONDS, default 20). */
   readonly httpTimeoutMs: number;
   /** MVM_REQUIRE_FRESH_REVOCATIONS=1: what --require-fresh-revocations asks, as fleet configuration. */
   readonly requireFreshRevocations: boolean;
@@ -92,6 +98,7 @@ export function configFrom(env: Env, home: string): Config {
           )),
     releaseRepo: repo,
     releaseBaseUrl: baseUrl(env['MVM_RELEASE_BASE_URL'], repo),
+    releaseToken: env['MVM_RELEASE_TOKEN'] || undefined,
     httpTimeoutMs: timeout(env['MVM_HTTP_TIMEOUT_SECONDS']),
     trustedRootPath: env['MVM_TRUSTED_ROOT'] || undefined,
     skipHashVerify: flag(env['MVM_SKIP_HASH_VERIFY']),
@@ -146,6 +153,17 @@ function timeout(value: string | undefined): number {
 
 export const revocationsUrl = (c: Config, file: string): string =>
   `${c.releaseBaseUrl}/revocations/${file}`;
+
+/** A release file: `{base}/v{version}/{file}` (GitHub Releases' layout, kept by mirrors). */
+export const releaseFileUrl = (c: Config, version: string, file: string): string =>
+  `${c.releaseBaseUrl}/v${encodeURIComponent(version)}/${encodeURIComponent(file)}`;
+
+/** The token and the one origin it may go to. */
+export const releaseCredential = (c: Config): { origin: string; token: string } | undefined =>
+  c.releaseToken ? { origin: new URL(c.releaseBaseUrl).origin, token: c.releaseToken } : undefined;
+
+/** Where `dev pull` downloads before importing: private, under the data directory, kept for resume. */
+export const downloadsDir = (c: Config): string => join(c.dataDir, 'dev', 'downloads');
 
 export const prebuiltDir = (c: Config): string => join(c.dataDir, 'dev', 'prebuilt');
 export const revocationsDir = (c: Config): string => join(c.cacheDir, 'revocations');

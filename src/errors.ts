@@ -16,6 +16,8 @@ export type ErrorCode =
   | 'digest'
   | 'manifest'
   | 'network'
+  /** No revocation list fresh enough where one is required (--require-fresh-revocations): not a network failure. */
+  | 'stale-revocations'
   | 'rollback'
   | 'tampered'
   | 'store'
@@ -107,6 +109,14 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
     counter: 'dev_image_verify_network_total',
     fix: 'Check connectivity and proxy settings (HTTPS_PROXY), or use the air-gapped path.',
   },
+  'stale-revocations': {
+    exit: 18,
+    // Counted where these refusals were counted before they had a code of their own: on an
+    // air-gapped host they are what a missing network looks like, and fleets' existing rates and
+    // alerts keep their meaning. The audit record's code tells the two apart.
+    counter: 'dev_image_verify_network_total',
+    fix: 'Import a current pair with mvmctl revocations import --list revoked-versions.json --bundle revoked-versions.json.bundle (or run mvmctl revocations refresh where the network allows), then retry.',
+  },
   rollback: {
     exit: 10,
     fix: 'Keep the cached list; fetch or carry in the current pair from the revocations release.',
@@ -139,12 +149,12 @@ export const CHECK_FIX: Readonly<Partial<Record<VerificationCheck, string>>> = {
   identity: 'Check --certificate-identity (or the pattern); the error names who actually signed.',
   issuer: 'Check --certificate-oidc-issuer; the error names the issuer that signed.',
   'certificate-chain':
-    'The signing certificate does not chain to a CA in the trusted root: check --trusted-root.',
+    'The signing certificate does not chain to a CA in the trusted root: check --trusted-root (or MVM_TRUSTED_ROOT).',
   'certificate-validity':
     'The certificate was not valid when the log recorded the signature: the bundle is not genuine.',
   key: 'Use --key for key-signed bundles and the certificate flags for keyless ones, with the right key.',
   'tlog-entry':
-    'The transparency-log evidence is missing or from a log the trusted root does not list: check --trusted-root.',
+    'The transparency-log evidence is missing or from a log the trusted root does not list: check --trusted-root (or MVM_TRUSTED_ROOT).',
   'tlog-inclusion': 'The inclusion proof does not verify: the bundle was altered; fetch it again.',
   checkpoint:
     'The log checkpoint is not signed by the trusted log: the bundle was altered; fetch it again.',

@@ -46,6 +46,7 @@ describe('verifyBlob (library)', () => {
       manifest: 15,
       network: 16,
       store: 17,
+      'stale-revocations': 18,
     };
     for (const [code, exit] of Object.entries(spec))
       assert.equal(ERROR_TABLE[code as ErrorCode].exit, exit, code);

@@ -686,12 +686,12 @@ describe('revocations: a cached list modified in the future', () => {
     assert.equal(served.requests.length, 2);
   });
 
-  it('--require-fresh-revocations refuses it (exit 16)', async () => {
+  it('--require-fresh-revocations refuses it (exit 18, not the network code 16)', async () => {
     const h = host({ MVM_OFFLINE: '1' });
     await cache(h, [OLD]);
     shiftMtime(h, 2 * 86_400_000);
     const r = await h.importSet(good, ['--require-fresh-revocations']);
-    assert.equal(r.code, 16, r.stderr);
+    assert.equal(r.code, 18, r.stderr);
     assert.match(r.stderr, /--require-fresh-revocations is set/);
     assert.equal(h.audit().at(-1)!['outcome'], 'failed');
   });

@@ -14,7 +14,8 @@ Commands:
   dev down          power the dev VM off
   verify-blob       verify a Sigstore/cosign signature offline (cosign-compatible flags)
   status            installed images, revocation cache, trusted root, counters (--json)
-  metrics           verification counters, Prometheus text or --json
+  metrics           verification counters and gauges: Prometheus text, --json, --textfile DIR
+  metrics serve     serve GET /metrics for Prometheus (--listen, default 127.0.0.1:9464)
   revocations       the signed revocation list: import, status, refresh
   audit tail        the last audit records, with the hash chain checked
 
@@ -34,6 +35,8 @@ Environment:
                      --require-fresh-revocations does (fleet configuration)
   MVM_AUDIT_SOCKET   unix datagram socket (syslog / the journal, e.g. /dev/log) that also
                      receives every audit record as it is written
+  MVM_AUDIT_MAX_BYTES  rotate the audit log past this size (default 16 MiB; 5 rotated files
+                     are kept, the totals of older ones carried in a chained checkpoint)
   MVM_MAX_KERNEL_BYTES  largest kernel accepted, checked before any hashing (default 512 MiB)
   MVM_MAX_ROOTFS_BYTES  largest rootfs accepted, checked before any hashing (default 64 GiB)
 
@@ -45,7 +48,8 @@ local writer with your privileges can rewrite the log and its anchor together. S
 each record off the host (MVM_AUDIT_SOCKET) is what defends against that.
 
 Exit status: 0 ok, 2 usage, 3 input, 10 signature, 11 version, 12 arch, 13 revoked,
-14 digest, 15 manifest, 16 network, 17 store.
+14 digest, 15 manifest, 16 network, 17 store, 18 no fresh revocation list where one is
+required, 130 interrupted.
 `;
 
 type Command = (args: string[], io: Output) => Promise<number>;

@@ -16,6 +16,8 @@ export interface ArtifactEntry {
   readonly name: string;
   /** Lower-case hex. */
   readonly sha256: string;
+  /** Fields of the entry this mvmctl does not know (see Manifest.unknownFields); absent when none. */
+  readonly unknownFields?: Readonly<Record<string, unknown>>;
 }
 
 export interface Manifest {
@@ -31,6 +33,13 @@ export interface Manifest {
   readonly addressedAdvisories: readonly string[];
   readonly builtAt: Date;
   readonly notAfter: Date;
+  /**
+   * Top-level fields of this known schema_version that this mvmctl does not
+   * know, as signed. Upstream's producer and its serde parser let a release
+   * add fields without a new schema_version, so they are accepted, shown and
+   * recorded, and never acted on: nothing here decides anything.
+   */
+  readonly unknownFields: Readonly<Record<string, unknown>>;
 }
 
 /** semver.org's grammar, anchored; checked before a version ever reaches a path. */
@@ -42,6 +51,7 @@ const SHA256_HEX = /^[0-9a-fA-F]{64}$/;
 const RFC3339_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?Z$/;
 /** A release file name: no separators, no leading dot, so it can never walk out of a directory. */
 const FILE_NAME = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+const ARTIFACT_FIELDS = new Set(['name', 'sha256']);
 const FIELDS = new Set([
   'schema_version',
   'version',
@@ -80,9 +90,8 @@ export function parseManifest(bytes: Uint8Array): Manifest {
       },
     );
   }
-  for (const key of Object.keys(m)) {
-    if (!FIELDS.has(key)) throw invalid(`unknown field ${JSON.stringify(key.slice(0, 64))}`);
-  }
+  // Unknown fields of a known schema are signed data a newer producer added: kept, never used.
+  const unknownFields = unknownOf(m, FIELDS);
 
   const version = str(m, 'version');
   if (!isSemver(version))
@@ -111,7 +120,12 @@ export function parseManifest(bytes: Uint8Array): Manifest {
     names.add(name);
     const sha256 = str(entry, 'sha256', `artifacts[${i}].sha256`);
     if (!SHA256_HEX.test(sha256)) throw invalid(`artifacts[${i}].sha256 is not 64 hex digits`);
-    return { name, sha256: sha256.toLowerCase() };
+    const unknown = unknownOf(entry, ARTIFACT_FIELDS);
+    return {
+      name,
+      sha256: sha256.toLowerCase(),
+      ...(Object.keys(unknown).length ? { unknownFields: unknown } : {}),
+    };
   });
 
   const flakeLocksRaw = m['flake_locks'];
@@ -147,6 +161,7 @@ export function parseManifest(bytes: Uint8Array): Manifest {
     addressedAdvisories: advisories as string[],
     builtAt,
     notAfter,
+    unknownFields,
   };
   // Kernel and rootfs must be named: a missing entry fails here, not mid-install (an initrd is optional).
   artifactFor(manifest, 'kernel');
@@ -196,6 +211,51 @@ export function hostArch(nodeArch: string): Arch | undefined {
 
 /** Hex digests compare case-insensitively (SPEC.md section 2). */
 export const sameDigest = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase();
+
+/** The fields of `o` not in `known`, as own data properties (a "__proto__" key stays a plain key). */
+function unknownOf(
+  o: Record<string, unknown>,
+  known: ReadonlySet<string>,
+): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(o).filter(([k]) => !known.has(k)));
+}
+
+/** Bounds for recording unknown fields: the receipt stays small and readable whatever a manifest adds. */
+const MAX_RECORDED_FIELDS = 64;
+const MAX_RECORDED_VALUE_CHARS = 1024;
+
+/**
+ * The manifest's unknown fields, flattened for the receipt and `status`:
+ * `name` for a top-level field, `artifacts[<artifact name>].name` for an
+ * artifact's. A value longer than 1 KiB of JSON is replaced by a note (the
+ * installed manifest.json holds it whole), and at most 64 fields are listed.
+ */
+export function unknownFieldsOf(m: Manifest): Record<string, unknown> {
+  const all: [string, unknown][] = [
+    ...Object.entries(m.unknownFields),
+    ...m.artifacts.flatMap((a) =>
+      Object.entries(a.unknownFields ?? {}).map(([k, v]): [string, unknown] => [
+        `artifacts[${a.name}].${k}`,
+        v,
+      ]),
+    ),
+  ];
+  const recorded = all.slice(0, MAX_RECORDED_FIELDS).map(([k, v]): [string, unknown] => {
+    const json = JSON.stringify(v);
+    return [
+      k,
+      json.length > MAX_RECORDED_VALUE_CHARS
+        ? { omitted: `${json.length} characters of JSON; the installed manifest.json holds it` }
+        : v,
+    ];
+  });
+  if (all.length > MAX_RECORDED_FIELDS)
+    recorded.push([
+      '(more)',
+      `${all.length - MAX_RECORDED_FIELDS} more unknown fields are in the installed manifest.json`,
+    ]);
+  return Object.fromEntries(recorded);
+}
 
 function str(o: Record<string, unknown>, key: string, label = key): string {
   const v = o[key];

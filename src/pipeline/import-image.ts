@@ -14,6 +14,7 @@ import {
   listedArtifact,
   parseManifest,
   sameDigest,
+  unknownFieldsOf,
   type Arch,
   type ArtifactRole,
   type Manifest,
@@ -26,7 +27,14 @@ import {
   readRegularFile,
   type OpenedFile,
 } from '../io/files.js';
-import { readCachedRevocations, type CachedRevocations } from '../revocations/cache.js';
+import {
+  MAX_LIST_BYTES,
+  readCachedRevocations,
+  REVOCATIONS_BUNDLE,
+  REVOCATIONS_JSON,
+  type CachedRevocations,
+} from '../revocations/cache.js';
+import { installCarriedPair } from '../revocations/install.js';
 import type { Fetcher } from '../revocations/fetch.js';
 import {
   checkFreshness,
@@ -38,7 +46,15 @@ import { refreshAndAudit } from '../revocations/refresh.js';
 import { copyAndHash, type CopiedFile } from '../store/copy-hash.js';
 import { ImageStore } from '../store/image-store.js';
 import { audit, type AuditRecord, type Bypass } from '../telemetry/audit.js';
-import { parseBundle } from '../trust/bundle.js';
+import { parseBundle, type ParsedBundle } from '../trust/bundle.js';
+import {
+  checkStoreWritable,
+  manifestSignatureFailure,
+  refuseMisplacedArtifacts,
+  refuseMissingFiles,
+  refuseMixedUpDocuments,
+  SIGNATURE_FAILED,
+} from './import-mistakes.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { verifyArtifact, type VerifiedSignature } from '../trust/verify.js';
 
@@ -53,6 +69,13 @@ export interface ReleaseSet {
    * or its release name in --dir (`dir`: used only when the manifest lists one).
    */
   readonly initrd?: { readonly path: string; readonly from: 'flag' | 'dir' };
+  /**
+   * A revocation pair carried with the set (`--dir`, as dev fetch writes it):
+   * used when present, installed before the recall check.
+   */
+  readonly revocations?: { readonly json: string; readonly bundle: string };
+  /** The directory the files were found in by their release names (--dir), for errors that name it. */
+  readonly dir?: string;
 }
 
 export const MAX_MANIFEST_BYTES = 1024 * 1024;
@@ -65,6 +88,8 @@ export function releaseSetIn(dir: string, arch: Arch): ReleaseSet {
     vmlinux: join(dir, `dev-vmlinux-${arch}`),
     rootfs: join(dir, `dev-rootfs-${arch}.ext4`),
     initrd: { path: join(dir, `dev-initrd-${arch}`), from: 'dir' },
+    revocations: { json: join(dir, REVOCATIONS_JSON), bundle: join(dir, REVOCATIONS_BUNDLE) },
+    dir,
   };
 }
 
@@ -81,8 +106,25 @@ export type ImportEvent =
       ageHours?: number;
       entries?: number;
     }
+  | { step: 'carried-list'; installed: boolean; entries: number; reason?: string }
   | { step: 'digest'; role: ArtifactRole; sha256: string; bytes: number; skipped: boolean }
-  | { step: 'install'; path: string; alreadyInstalled: boolean };
+  | { step: 'install'; path: string; alreadyInstalled: boolean; replaced?: Replacement };
+
+/** Another build of the same version was installed, and this import replaced it. */
+export interface Replacement {
+  /** The build replaced: when it was built (null: its receipt and manifest do not say) and installed. */
+  readonly previous: {
+    readonly builtAt: string | null;
+    readonly installedAt: string | null;
+    readonly manifestSha256: string | null;
+  };
+  /** When the build now installed was built (the signed manifest's built_at). */
+  readonly builtAt: string;
+  /** The new build is older than the one it replaced: warned. */
+  readonly older: boolean;
+  /** The new build is already past its not_after: warned. */
+  readonly expired: boolean;
+}
 
 export interface ImportContext {
   readonly config: Config;
@@ -99,6 +141,13 @@ export interface ImportContext {
   readonly report: (e: ImportEvent) => void;
   readonly warn: (message: string) => void;
   readonly onProgress?: (role: ArtifactRole, bytes: number, total: number) => void;
+  /**
+   * Aborted by Ctrl-C or SIGTERM (its reason names the signal): the copy is
+   * stopped (its cp children killed), the staging object removed, and the
+   * import fails with `interrupted` (exit 130), audited. Once published, the
+   * import completes.
+   */
+  readonly signal?: AbortSignal;
 }
 
 /** One verified file of an installed image: its name in the object, its release name, digest and size. */
@@ -134,12 +183,20 @@ export interface Receipt {
     /** Present only when the manifest lists an initrd. */
     readonly initrd?: InstalledArtifact;
   };
+  /** The manifest's built_at (receipts written before it was recorded lack it: see builtAtOf). */
+  readonly builtAt?: string;
   readonly notAfter: string;
   readonly expiredAtInstall: boolean;
   readonly revocation: { state: string; ageHours?: number };
   readonly installedAt: string;
   readonly mvmctlVersion: string;
   readonly trustedRoot: { source: string; sha256: string };
+  /**
+   * Signed manifest fields this mvmctl does not know (unknownFieldsOf: top-level by name,
+   * an artifact's as `artifacts[<name>].<field>`), recorded as they were, never acted on.
+   * Absent when the manifest has none.
+   */
+  readonly manifestUnknownFields?: Readonly<Record<string, unknown>>;
 }
 
 export interface ImportResult {
@@ -147,6 +204,8 @@ export interface ImportResult {
   readonly path: string;
   readonly alreadyInstalled: boolean;
   readonly receipt: Receipt;
+  /** Present when another build of this version was installed and is now replaced. */
+  readonly replaced?: Replacement;
 }
 
 /** Every installed image with its receipt (undefined when unreadable), for status reports. */
@@ -193,7 +252,8 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
   }
   const facts: { -readonly [K in keyof AuditRecord]?: AuditRecord[K] } = { bypassed };
   try {
-    const inputs = await openReleaseSet(set, ctx.config);
+    const inputs = await openReleaseSet(set, ctx);
+    await checkStoreWritable(ctx.config); //                              (the store can take it, before any work)
     let initrd: OpenedFile | undefined;
     try {
       facts.manifestSha256 = sha256(inputs.manifest);
@@ -210,7 +270,7 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
       checkArch(manifest, ctx); //                                        4. arch
       initrd = await openInitrd(set, manifest, ctx); //                    (the set the manifest lists)
       const expired = (facts.expired = checkMaxAge(manifest, ctx)); //    5. max-age (warn)
-      const revocation = await checkRevocation(manifest, ctx); //        6. revocation
+      const revocation = await checkRevocation(manifest, set, ctx); //   6. revocation
       const result = await withStagedObject(ctx, async (store, staged) => {
         const copied = await copyAndCheckDigests(inputs, initrd, manifest, staged, ctx); // 7. digests
         const receipt = makeReceipt(inputs, manifest, signature, revocation, copied, expired, ctx);
@@ -222,7 +282,9 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
         ctx,
         {
           ...facts,
-          outcome: 'ok',
+          // Counted honestly: a re-import found already installed is not a second install, and an
+          // install with an escape hatch is not a verification that passed.
+          outcome: result.alreadyInstalled ? 'unchanged' : bypassed.length > 0 ? 'bypassed' : 'ok',
           signer: signature?.signer.kind === 'certificate' ? signature.signer.identity : undefined,
         },
         started,
@@ -274,9 +336,12 @@ interface OpenedSet {
 }
 
 /** Reads the small files and opens the large ones; any unusable input is an input error (exit 3). */
-async function openReleaseSet(set: ReleaseSet, config: Config): Promise<OpenedSet> {
+async function openReleaseSet(set: ReleaseSet, ctx: ImportContext): Promise<OpenedSet> {
+  const config = ctx.config;
+  await refuseMissingFiles(set, ctx.hostArch);
   const manifest = await readRegularFile(set.manifest, 'manifest', MAX_MANIFEST_BYTES);
   const bundle = await readRegularFile(set.bundle, 'bundle', MAX_BUNDLE_BYTES);
+  refuseMixedUpDocuments(set, manifest, bundle);
   // Bounded before any hashing: a sparse file can claim a terabyte and cost nothing to carry in.
   const vmlinux = await openRegularFile(set.vmlinux, 'kernel', config.maxKernelBytes, {
     limitVariable: 'MVM_MAX_KERNEL_BYTES',
@@ -356,8 +421,6 @@ async function openInitrd(
   }
 }
 
-const SIGNATURE_FAILED = 'Cosign verification failed for the imported manifest';
-
 function verifySignature(inputs: OpenedSet, ctx: ImportContext): VerifiedSignature | undefined {
   if (ctx.config.skipCosignVerify) {
     ctx.warn(
@@ -366,10 +429,12 @@ function verifySignature(inputs: OpenedSet, ctx: ImportContext): VerifiedSignatu
     ctx.report({ step: 'signature-skipped' });
     return undefined;
   }
+  let parsed: ParsedBundle | undefined;
   try {
+    parsed = parseBundle(inputs.bundle);
     const v = verifyArtifact(
       inputs.manifest,
-      parseBundle(inputs.bundle),
+      parsed,
       ctx.trustedRoot,
       releasePolicy(ctx.config.releaseRepo),
     );
@@ -383,13 +448,15 @@ function verifySignature(inputs: OpenedSet, ctx: ImportContext): VerifiedSignatu
     }
     return v;
   } catch (e) {
+    // Cause and fix follow the check that failed (a root lacking the log is no tampering).
     if (e instanceof MvmError && e.code === 'signature') {
-      throw new MvmError('signature', `${SIGNATURE_FAILED}: ${e.message}`, {
-        cause: `Manifest + bundle don’t match, or manifest was tampered with after signing${e.cause ? ` (${e.cause})` : ''}`,
-        fix: 'Re-export both files together from the same release tag.',
-        ...(e.check ? { check: e.check } : {}),
-        underlying: e,
-      });
+      throw manifestSignatureFailure(
+        e,
+        parsed,
+        ctx.trustedRoot,
+        ctx.config.releaseRepo,
+        inputs.set.bundle,
+      );
     }
     throw e;
   }
@@ -464,7 +531,12 @@ function checkMaxAge(m: Manifest, ctx: ImportContext): boolean {
 }
 
 /** Step 6: the list (refreshed when old), the recalls remembered on this host, freshness, then matching. */
-async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedRevocations> {
+async function checkRevocation(
+  m: Manifest,
+  set: ReleaseSet,
+  ctx: ImportContext,
+): Promise<CachedRevocations> {
+  await installCarriedList(set, ctx);
   // The cache as the refresh step read and verified it, unless it changed or did not verify.
   const cached = (await refreshIfStale(ctx)) ?? (await readCache(ctx));
   const recalls = await recallsInForce(cached, ctx, { warnForgotten: true });
@@ -472,6 +544,47 @@ async function checkRevocation(m: Manifest, ctx: ImportContext): Promise<CachedR
   refuseIfRecalled(m, recalls);
   reportRevocation(cached, recalls, ctx);
   return cached;
+}
+
+/**
+ * The list carried with the set, when there is one: verified against the
+ * revocations workflow (a pair that fails is a signature error: the set was
+ * tampered with), then installed unless it would roll the cached list back
+ * (then the newer cached list stays in force, with a warning).
+ */
+async function installCarriedList(set: ReleaseSet, ctx: ImportContext): Promise<void> {
+  if (!set.revocations) return;
+  const [json, bundle] = await Promise.all(
+    [set.revocations.json, set.revocations.bundle].map(async (path) =>
+      (await lstat(path).catch(() => undefined))
+        ? readRegularFile(path, 'revocation list', MAX_LIST_BYTES)
+        : undefined,
+    ),
+  );
+  if (!json && !bundle) return;
+  if (!json || !bundle) {
+    const missing = json ? set.revocations.bundle : set.revocations.json;
+    throw new MvmError('input', `The set carries half a revocation pair: ${missing} is missing`, {
+      cause: 'a revocation list is used only with its bundle, from the same revocations release',
+      fix: `Carry both ${REVOCATIONS_JSON} and ${REVOCATIONS_BUNDLE} (dev fetch writes both), or neither.`,
+    });
+  }
+  try {
+    const list = await installCarriedPair(ctx.config, ctx.trustedRoot, json, bundle, ctx.now());
+    await audit(ctx.config, { event: 'revocations.import', outcome: 'ok' }, ctx.now());
+    ctx.report({ step: 'carried-list', installed: true, entries: list.list.revocations.length });
+  } catch (e) {
+    if (!(e instanceof MvmError && e.code === 'rollback')) throw e;
+    ctx.warn(
+      `The revocation list in the set is older than the one cached here (${e.message}); the cached list stays in force.`,
+    );
+    await audit(
+      ctx.config,
+      { event: 'revocations.import', outcome: 'failed', code: 'rollback', message: e.message },
+      ctx.now(),
+    );
+    ctx.report({ step: 'carried-list', installed: false, entries: 0, reason: e.message });
+  }
 }
 
 const readCache = (ctx: ImportContext): Promise<CachedRevocations> =>
@@ -545,20 +658,49 @@ async function refreshIfStale(ctx: ImportContext): Promise<CachedRevocations | u
   return outcome.unchanged;
 }
 
-/** Runs `build` in a fresh staging object of the store; the object is removed unless it was published. */
+/**
+ * Runs `build` in a fresh staging object of the store; the object is removed
+ * unless it was published. Interrupted (ctx.signal: Ctrl-C, SIGTERM), the
+ * copy stops and the object is removed before the import fails with
+ * `interrupted` (exit 130): 1.5 GB of half-copied rootfs is never left behind.
+ */
 async function withStagedObject<T>(
   ctx: ImportContext,
   build: (store: ImageStore, staged: string) => Promise<T>,
 ): Promise<T> {
+  if (ctx.signal?.aborted) throw interrupted(ctx, 'nothing was copied into the store');
   const store = new ImageStore(prebuiltDir(ctx.config), ctx.config.dataDir);
   await store.open();
   const staged = await store.stage();
   try {
     return await build(store, staged);
   } catch (e) {
-    await store.discard(staged);
+    // The first failure is the one to report; an object left here is collected by the next run.
+    await store
+      .discard(staged)
+      .catch((d: unknown) => ctx.warn(`could not remove ${staged}: ${(d as Error).message}`));
+    if (stoppedBySignal(e, ctx))
+      throw interrupted(ctx, 'its partial copy was removed from the store; nothing was installed');
     throw e;
   }
+}
+
+/**
+ * Whether a failure is the interruption's doing: a copy stopped (its cp
+ * killed) or any store-side failure once the signal came. A verification
+ * verdict (digest, recall) reached meanwhile stays what it is.
+ */
+function stoppedBySignal(e: unknown, ctx: ImportContext): boolean {
+  if (e instanceof MvmError && e.code === 'interrupted') return true;
+  if (!ctx.signal?.aborted) return false;
+  return !(e instanceof MvmError) || ['store', 'input', 'internal'].includes(e.code);
+}
+
+function interrupted(ctx: ImportContext, what: string): MvmError {
+  const reason = ctx.signal?.aborted ? String(ctx.signal.reason) : 'a signal';
+  return new MvmError('interrupted', `The import was interrupted (${reason}): ${what}`, {
+    cause: `mvmctl received ${reason} while importing`,
+  });
 }
 
 interface CopiedImage {
@@ -579,15 +721,27 @@ async function copyAndCheckDigests(
   ctx.onProgress?.('rootfs', 0, inputs.rootfs.size);
   if (initrdFile) ctx.onProgress?.('initrd', 0, initrdFile.size);
   const [kernel, rootfs, initrd] = await Promise.all([
-    copyAndHash(inputs.vmlinux, join(staged, INSTALLED_FILES.kernel), (b) =>
-      ctx.onProgress?.('kernel', b, inputs.vmlinux.size),
+    copyAndHash(
+      inputs.vmlinux,
+      join(staged, INSTALLED_FILES.kernel),
+      (b) => ctx.onProgress?.('kernel', b, inputs.vmlinux.size),
+      'auto',
+      ctx.signal,
     ),
-    copyAndHash(inputs.rootfs, join(staged, INSTALLED_FILES.rootfs(m.rootfsFormat)), (b) =>
-      ctx.onProgress?.('rootfs', b, inputs.rootfs.size),
+    copyAndHash(
+      inputs.rootfs,
+      join(staged, INSTALLED_FILES.rootfs(m.rootfsFormat)),
+      (b) => ctx.onProgress?.('rootfs', b, inputs.rootfs.size),
+      'auto',
+      ctx.signal,
     ),
     initrdFile
-      ? copyAndHash(initrdFile, join(staged, INSTALLED_FILES.initrd), (b) =>
-          ctx.onProgress?.('initrd', b, initrdFile.size),
+      ? copyAndHash(
+          initrdFile,
+          join(staged, INSTALLED_FILES.initrd),
+          (b) => ctx.onProgress?.('initrd', b, initrdFile.size),
+          'auto',
+          ctx.signal,
         )
       : undefined,
   ]).catch((e: unknown) => {
@@ -598,6 +752,18 @@ async function copyAndCheckDigests(
       underlying: e,
     });
   });
+  // A file given in another's place is the operator's slip, said as such before any mismatch.
+  if (!ctx.config.skipHashVerify) {
+    refuseMisplacedArtifacts(
+      { ...inputs.set, initrd: initrdFile?.path },
+      {
+        kernel: kernel.sha256,
+        rootfs: rootfs.sha256,
+        ...(initrd ? { initrd: initrd.sha256 } : {}),
+      },
+      m,
+    );
+  }
   checkDigest('kernel', kernel, inputs.set.vmlinux, m, ctx);
   checkDigest('rootfs', rootfs, inputs.set.rootfs, m, ctx);
   if (initrd && initrdFile) checkDigest('initrd', initrd, initrdFile.path, m, ctx);
@@ -648,6 +814,7 @@ function makeReceipt(
         ? { initrd: artifact('initrd', INSTALLED_FILES.initrd, copied.initrd) }
         : {}),
     },
+    builtAt: m.builtAt.toISOString(),
     notAfter: m.notAfter.toISOString(),
     expiredAtInstall: expired,
     revocation:
@@ -657,6 +824,9 @@ function makeReceipt(
     installedAt: ctx.now().toISOString(),
     mvmctlVersion: ctx.mvmctlVersion,
     trustedRoot: { source: ctx.trustedRoot.source, sha256: ctx.trustedRoot.sha256 },
+    ...(Object.keys(unknownFieldsOf(m)).length
+      ? { manifestUnknownFields: unknownFieldsOf(m) }
+      : {}),
   };
 }
 
@@ -672,23 +842,114 @@ async function writeStagedImage(
   await store.writeFile(staged, INSTALLED_FILES.receipt, `${JSON.stringify(receipt, null, 2)}\n`);
 }
 
-/** One atomic publish, unless the same verified image is already installed (then it is left as it is). */
+/**
+ * One atomic publish, unless the same verified image is already installed
+ * (then it is left as it is). Another build of the version in its place is
+ * replaced, and said so: both built_at times, and a warning when the new
+ * build is older or already expired. Interrupted before this point, nothing
+ * is published.
+ */
 async function publishOnce(
   store: ImageStore,
   staged: string,
   receipt: Receipt,
   ctx: ImportContext,
 ): Promise<ImportResult> {
+  if (ctx.signal?.aborted) throw new MvmError('interrupted', 'interrupted before the publish');
   const existing = await sameImageInstalled(store, receipt);
   if (existing) {
     await store.discard(staged);
     ctx.report({ step: 'install', path: existing, alreadyInstalled: true });
     return { version: receipt.version, path: existing, alreadyInstalled: true, receipt };
   }
+  const previous = await installedBuild(store, receipt.version);
   await store.publish(receipt.version, staged);
   const path = join(store.root, `v${receipt.version}`);
-  ctx.report({ step: 'install', path, alreadyInstalled: false });
-  return { version: receipt.version, path, alreadyInstalled: false, receipt };
+  const replaced = previous ? replacement(previous, receipt, ctx) : undefined;
+  ctx.report({ step: 'install', path, alreadyInstalled: false, ...(replaced ? { replaced } : {}) });
+  return {
+    version: receipt.version,
+    path,
+    alreadyInstalled: false,
+    receipt,
+    ...(replaced ? { replaced } : {}),
+  };
+}
+
+/** The build of `version` installed right now, if any: its receipt (when readable) and built_at. */
+async function installedBuild(
+  store: ImageStore,
+  version: string,
+): Promise<{ receipt: Receipt | undefined; builtAt: string | undefined } | undefined> {
+  const img = await store.installed(version);
+  if (!img) return undefined;
+  const receipt = await readRegularFile(
+    join(img.dir, INSTALLED_FILES.receipt),
+    'receipt',
+    MAX_MANIFEST_BYTES,
+    { noFollow: true },
+  )
+    .then((b) => JSON.parse(b.toString('utf8')) as Receipt)
+    .catch(() => undefined);
+  return { receipt, builtAt: await builtAtOf(img.dir, receipt) };
+}
+
+/** What replacing `previous` with the build of `receipt` means, warned where it is a step back. */
+function replacement(
+  previous: { receipt: Receipt | undefined; builtAt: string | undefined },
+  receipt: Receipt,
+  ctx: ImportContext,
+): Replacement {
+  const builtAt = receipt.builtAt ?? '';
+  const older =
+    previous.builtAt !== undefined && Date.parse(builtAt) < Date.parse(previous.builtAt);
+  const was = `the build of ${previous.builtAt ?? 'an unknown date'}`;
+  if (older) {
+    ctx.warn(
+      `v${receipt.version}: the build installed now (built ${builtAt}) is OLDER than ${was} it replaced. If that was not intended, import the newer set again.`,
+    );
+  }
+  if (receipt.expiredAtInstall) {
+    ctx.warn(
+      `v${receipt.version}: the build installed now is already past its not_after (${receipt.notAfter}); it replaced ${was}.`,
+    );
+  }
+  return {
+    previous: {
+      builtAt: previous.builtAt ?? null,
+      installedAt: previous.receipt?.installedAt ?? null,
+      manifestSha256: previous.receipt?.manifestSha256 ?? null,
+    },
+    builtAt,
+    older,
+    expired: receipt.expiredAtInstall,
+  };
+}
+
+/**
+ * When an installed build was built: its receipt says, or (a receipt written
+ * before builtAt was recorded) the verified manifest beside it.
+ */
+export async function builtAtOf(
+  dir: string,
+  receipt: Pick<Receipt, 'builtAt'> | undefined,
+): Promise<string | undefined> {
+  if (typeof receipt?.builtAt === 'string') return receipt.builtAt;
+  try {
+    const bytes = await readRegularFile(
+      join(dir, INSTALLED_FILES.manifest),
+      'manifest',
+      MAX_MANIFEST_BYTES,
+      { noFollow: true },
+    );
+    const parsed = JSON.parse(bytes.toString('utf8')) as { built_at?: unknown } | null;
+    const builtAt = parsed?.built_at;
+    return typeof builtAt === 'string' && !Number.isNaN(Date.parse(builtAt))
+      ? new Date(builtAt).toISOString()
+      : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function checkDigest(

@@ -46,7 +46,8 @@ export async function recallsInForce(
 /**
  * Seed policy: a stale list is still enforced, loudly; no list, or a stale
  * one, is fatal when fresh revocations are required (by the command's flag,
- * `requireFreshRevocations`, or by MVM_REQUIRE_FRESH_REVOCATIONS=1).
+ * `requireFreshRevocations`, or by MVM_REQUIRE_FRESH_REVOCATIONS=1): code
+ * stale-revocations (exit 18): not a network failure, even where a failed refresh led to it.
  */
 export function checkFreshness(
   cached: CachedRevocations,
@@ -62,7 +63,7 @@ export function checkFreshness(
   if (cached.state === 'absent') {
     if (required) {
       throw new MvmError(
-        'network',
+        'stale-revocations',
         `No revocation list is cached in ${cached.dir} and fresh revocations are required (${byFlag ? '--require-fresh-revocations' : 'MVM_REQUIRE_FRESH_REVOCATIONS=1'})`,
         { cause: 'with no list, a recall of this release cannot be ruled out', fix },
       );
@@ -74,7 +75,7 @@ export function checkFreshness(
   const why = cached.staleReason ?? `it is ${hours(cached.ageMs)} hours old (more than 7 days)`;
   if (required) {
     throw new MvmError(
-      'network',
+      'stale-revocations',
       `The cached revocation list is stale (${why}) and ${byFlag ? '--require-fresh-revocations is set' : 'fresh revocations are required (MVM_REQUIRE_FRESH_REVOCATIONS=1)'}`,
       { cause: 'no fresh revocation list is available on this host', fix },
     );

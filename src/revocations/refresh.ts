@@ -6,7 +6,7 @@
  * fails is ever cached; the previous verified list stays in force.
  */
 import { printable } from '../core/printable.js';
-import { revocationsDir, revocationsUrl, type Config } from '../config.js';
+import { releaseCredential, revocationsDir, revocationsUrl, type Config } from '../config.js';
 import { MvmError } from '../errors.js';
 import { droppedEntries } from '../core/revocation.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
@@ -83,6 +83,7 @@ export async function refreshRevocations(
     (await import('./fetch.js')).httpFetcher({
       timeoutMs: ctx.config.httpTimeoutMs,
       maxBytes: MAX_LIST_BYTES,
+      ...(releaseCredential(ctx.config) ? { credential: releaseCredential(ctx.config)! } : {}),
     });
 
   let json: Buffer;

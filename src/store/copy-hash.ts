@@ -24,6 +24,11 @@ export interface CopiedFile {
  * kernel time on these machines. Elsewhere a user-space pipeline hashes each
  * chunk as it writes it. A source that changes size while being copied is
  * refused.
+ *
+ * `signal` stops the copy (Ctrl-C): the cp child is killed at once and an
+ * `interrupted` error is thrown; so is a cp killed by SIGINT or SIGTERM (a
+ * terminal's Ctrl-C reaches the whole process group). What was copied stays
+ * in `dest` for the caller to remove.
  */
 export async function copyAndHash(
   src: OpenedFile,
@@ -31,7 +36,9 @@ export async function copyAndHash(
   onProgress?: (bytes: number) => void,
   /** Tests force the portable path; 'auto' uses the kernel copy where /proc allows it. */
   strategy: 'auto' | 'user-space' = 'auto',
+  signal?: AbortSignal,
 ): Promise<CopiedFile> {
+  throwIfInterrupted(signal);
   // Created here, exclusively and without following links, before anything copies into it.
   await (
     await fs.open(
@@ -40,10 +47,11 @@ export async function copyAndHash(
       0o600,
     )
   ).close();
+  throwIfInterrupted(signal);
   const result =
     strategy === 'auto' && existsSync('/dev/stdin') && process.platform === 'linux'
-      ? await kernelCopyHashBehind(src, dest, onProgress)
-      : await userSpaceCopyAndHash(src, dest, onProgress);
+      ? await kernelCopyHashBehind(src, dest, onProgress, signal)
+      : await userSpaceCopyAndHash(src, dest, onProgress, signal);
   await fs.chmod(dest, 0o600); // whatever the copy did, the store's files are 0600
   if (result.bytes !== src.size) {
     throw new MvmError(
@@ -58,10 +66,21 @@ export async function copyAndHash(
   return result;
 }
 
+/** The copy was stopped by a signal: the caller removes what it copied and says so. */
+function interruptedCopy(signal: AbortSignal | undefined, why?: string): MvmError {
+  const by = why ?? (typeof signal?.reason === 'string' ? signal.reason : 'a signal');
+  return new MvmError('interrupted', `The copy into the store was interrupted (${by})`);
+}
+
+function throwIfInterrupted(signal: AbortSignal | undefined): void {
+  if (signal?.aborted) throw interruptedCopy(signal);
+}
+
 async function kernelCopyHashBehind(
   src: OpenedFile,
   dest: string,
   onProgress?: (bytes: number) => void,
+  signal?: AbortSignal,
 ): Promise<CopiedFile> {
   // coreutils cp copies in the kernel (copy_file_range) and stops at end of
   // file, even if the source shrinks meanwhile; fs.copyFile would loop forever
@@ -75,8 +94,11 @@ async function kernelCopyHashBehind(
   let exit: { code: number | null; signal?: NodeJS.Signals | null; error?: Error } | undefined;
   const exited = new Promise<void>((resolve) => {
     child.once('error', (error) => ((exit = { code: null, error }), resolve()));
-    child.once('exit', (code, signal) => ((exit ??= { code, signal }), resolve()));
+    child.once('exit', (code, how) => ((exit ??= { code, signal: how }), resolve()));
   });
+  // Killed from the abort itself, synchronously: no cp outlives an interrupted import.
+  const stop = (): void => void (exit === undefined && child.kill('SIGKILL'));
+  signal?.addEventListener('abort', stop, { once: true });
   const reader = await fs.open(dest, constants.O_RDONLY | constants.O_NOFOLLOW);
   try {
     const hash = createHash('sha256');
@@ -105,11 +127,16 @@ async function kernelCopyHashBehind(
       await new Promise((r) => setTimeout(r, 1)); // the copy is not ahead yet: let it run
       pending = issue(i, pos);
     }
+    throwIfInterrupted(signal);
+    if (exit?.signal === 'SIGINT' || exit?.signal === 'SIGTERM') {
+      throw interruptedCopy(signal, `cp was stopped by ${exit.signal}`);
+    }
     if (exit?.error || exit?.code !== 0) {
       throw new Error(`copying into the store failed: ${copyFailure(exit, stderr)}`);
     }
     return { sha256: hash.digest('hex'), bytes: pos };
   } finally {
+    signal?.removeEventListener('abort', stop);
     if (exit === undefined) child.kill('SIGKILL');
     await exited;
     await reader.close();
@@ -133,6 +160,7 @@ async function userSpaceCopyAndHash(
   src: OpenedFile,
   dest: string,
   onProgress?: (bytes: number) => void,
+  signal?: AbortSignal,
 ): Promise<CopiedFile> {
   const out = await fs.open(dest, constants.O_WRONLY | constants.O_NOFOLLOW);
   try {
@@ -144,6 +172,10 @@ async function userSpaceCopyAndHash(
     for (let i = 0; ; i++) {
       const { bytesRead } = await reading;
       if (bytesRead === 0) break;
+      if (signal?.aborted) {
+        await Promise.allSettled([writing]);
+        throw interruptedCopy(signal);
+      }
       const chunk = bufs[i % 3]!.subarray(0, bytesRead);
       pos += bytesRead;
       // The buffer read into next was last written two rounds ago, and that write has finished.

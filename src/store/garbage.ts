@@ -22,23 +22,44 @@ export interface Collectable {
   readonly graceMs?: number;
 }
 
-/** Removes the unlinked entries of dead creators; returns their names. Errors leave an entry for the next run. */
-export async function collectUnlinked(c: Collectable): Promise<string[]> {
+/** An entry nothing links to, and whether the process that made it still runs. */
+export interface UnlinkedEntry {
+  readonly name: string;
+  /** The creator's pid, from the name. */
+  readonly pid: number;
+  /** A live creator may still be building it (an import in progress): never collected. */
+  readonly creatorAlive: boolean;
+}
+
+/**
+ * Every entry matching the pattern that nothing links to, with its creator's
+ * liveness (checked before the links are read, as collection requires).
+ * Links unreadable: nothing can be known unlinked, so nothing is returned.
+ */
+export async function findUnlinked(c: Collectable): Promise<UnlinkedEntry[]> {
   const names = await fs.readdir(c.dir).catch(() => [] as string[]);
-  const orphans = names.filter((name) => {
+  const found: UnlinkedEntry[] = [];
+  for (const name of names) {
     const m = c.pattern.exec(name);
-    return m !== null && !processAlive(Number(m[1]));
-  });
-  if (orphans.length === 0) return [];
+    if (m === null) continue;
+    const pid = Number(m[1]);
+    found.push({ name, pid, creatorAlive: processAlive(pid) });
+  }
+  if (found.length === 0) return [];
   let linked: ReadonlySet<string>;
   try {
     linked = await c.linked();
   } catch {
-    return []; // links unreadable: nothing can be known unlinked
+    return [];
   }
+  return found.filter((e) => !linked.has(e.name));
+}
+
+/** Removes the unlinked entries of dead creators; returns their names. Errors leave an entry for the next run. */
+export async function collectUnlinked(c: Collectable): Promise<string[]> {
   const removed: string[] = [];
-  for (const name of orphans) {
-    if (linked.has(name)) continue;
+  for (const { name, creatorAlive } of await findUnlinked(c)) {
+    if (creatorAlive) continue;
     const path = join(c.dir, name);
     if (c.graceMs) {
       const age = await fs.lstat(path).then(

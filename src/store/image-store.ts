@@ -12,19 +12,51 @@
  * next run. Whatever mvmctl did not make (a real directory or file where a
  * version link belongs, a link pointing anywhere but one of our objects) is
  * refused and left exactly as it is: the store never moves or deletes it.
+ *
+ * Removal (`dev rm`, `dev prune`) is publishing in reverse, under the store's
+ * lock so two removals never work on the same image: the version link is
+ * renamed out first (readers see the version absent from then on, never half
+ * an image), then the object is renamed to a name of this process and only
+ * then deleted, without following links. A removal killed halfway leaves an
+ * object of a dead creator that nothing links to: the next run collects it.
  */
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { isSemver } from '../core/manifest.js';
-import { collectUnlinked } from './garbage.js';
+import { withLock } from '../io/lock.js';
+import { collectUnlinked, findUnlinked } from './garbage.js';
 import { ensurePrivateDir } from './secure-dir.js';
 
 const OBJECTS = '.objects';
 const OBJECT_ID = /^([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
 const LINK_TMP = /^\.link-([1-9][0-9]{0,9})-[0-9a-f]{16}$/;
 const VERSION_LINK = /^v(.+)$/;
+/** The store's lock file (src/io/lock.ts), held by removals. */
+const LOCK = '.lock';
+
+/** What an interrupted import (or removal) left in the store, found by `leftovers()`. */
+export interface Leftover {
+  /** Relative to the store: `.objects/<pid>-<random>` or `.link-<pid>-<random>`. */
+  readonly name: string;
+  readonly path: string;
+  /** The process that made it. */
+  readonly pid: number;
+  /** Its creator still runs (an import in progress): it is never removed. */
+  readonly creatorAlive: boolean;
+  /** Space it takes on disk. */
+  readonly bytes: number;
+}
+
+/** An image taken out of the store by `remove()`. */
+export interface RemovedImage {
+  readonly version: string;
+  /** The object directory it was in (gone now). */
+  readonly dir: string;
+  /** Space it took on disk. */
+  readonly bytes: number;
+}
 
 export interface InstalledImage {
   readonly version: string;
@@ -78,7 +110,8 @@ export class ImageStore {
   }
 
   async discard(dir: string): Promise<void> {
-    await fs.rm(dir, { recursive: true, force: true });
+    // Retried: a copy being killed (an interrupted import) can still be closing its file in there.
+    await fs.rm(dir, { recursive: true, force: true, maxRetries: 5, retryDelay: 50 });
   }
 
   /** Writes a new file (0600) into a staging directory. */
@@ -183,20 +216,160 @@ export class ImageStore {
     return out;
   }
 
-  /** Removes objects no version links to, and temporary links, when their creator is gone. */
-  private async collectGarbage(): Promise<void> {
-    const linked = async (): Promise<ReadonlySet<string>> => {
-      const out = new Set<string>();
-      for (const name of await fs.readdir(this.root)) {
-        if (!VERSION_LINK.test(name)) continue;
-        const target = await fs.readlink(join(this.root, name)).catch(() => '');
-        const m = /^\.objects\/(.+)$/.exec(target);
-        if (m) out.add(m[1]!);
-      }
-      return out;
-    };
-    await collectUnlinked({ dir: this.objects, pattern: OBJECT_ID, linked });
-    // Nothing ever links to a temporary link.
-    await collectUnlinked({ dir: this.root, pattern: LINK_TMP, linked: async () => new Set() });
+  /**
+   * Runs `fn` holding the store's lock. Removals take it; imports need none
+   * (each builds its own object and publishes with one rename).
+   */
+  async withLock<T>(fn: () => Promise<T>): Promise<T> {
+    return withLock(join(this.root, LOCK), 'the image store', fn);
   }
+
+  /** Checks the store's directories (owner, mode, no symlinks) without creating or collecting anything. */
+  async check(): Promise<void> {
+    await ensurePrivateDir(this.objects, this.base);
+  }
+
+  /**
+   * What interrupted imports left: objects no version links to and temporary
+   * links, each with its creator's liveness (a live creator is an import in
+   * progress) and its size. Reads only.
+   */
+  async leftovers(): Promise<Leftover[]> {
+    const objects = await findUnlinked({
+      dir: this.objects,
+      pattern: OBJECT_ID,
+      linked: () => this.linkedObjects(),
+    });
+    const links = await findUnlinked({
+      dir: this.root,
+      pattern: LINK_TMP,
+      linked: async () => new Set(),
+    });
+    const out: Leftover[] = [];
+    for (const [dir, rel, entries] of [
+      [this.objects, `${OBJECTS}/`, objects],
+      [this.root, '', links],
+    ] as const) {
+      for (const e of entries) {
+        const path = join(dir, e.name);
+        out.push({ ...e, name: `${rel}${e.name}`, path, bytes: await diskUsage(path) });
+      }
+    }
+    return out;
+  }
+
+  /** Removes the leftovers of processes that are gone; returns their names (as `leftovers()` names them). */
+  async collectLeftovers(): Promise<string[]> {
+    return this.collectGarbage();
+  }
+
+  /**
+   * Takes `version` out of the store: its link renamed out (the version is
+   * absent from that instant), its object renamed to a name of this process,
+   * then deleted; links are never followed. Undefined when it is not
+   * installed. A link or directory mvmctl did not make is refused, never
+   * touched. Callers hold the store's lock.
+   */
+  async remove(version: string): Promise<RemovedImage | undefined> {
+    if (!isSemver(version))
+      throw new MvmError('internal', `refusing to remove a non-semver version ${version}`);
+    if (!(await this.installed(version))) return undefined; // refuses what is not ours
+    const link = join(this.root, `v${version}`);
+    const out = join(this.root, `.link-${process.pid}-${randomBytes(8).toString('hex')}`);
+    try {
+      await fs.rename(link, out);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw storeError(`Cannot remove v${version} from ${this.root}`, e);
+    }
+    // The link taken out is the one that counts: an import may have replaced it since it was read.
+    const target = await fs.readlink(out).catch(() => '');
+    const m = /^\.objects\/(.+)$/.exec(target);
+    if (!m || !OBJECT_ID.test(m[1]!)) {
+      await fs.rename(out, link).catch(() => undefined);
+      throw notOurs(
+        link,
+        `points outside the store (${target})`,
+        `a version link of mvmctl points at ${OBJECTS}/<id> in ${this.root}, nowhere else`,
+      );
+    }
+    const id = m[1]!;
+    const dir = join(this.objects, id);
+    let bytes = 0;
+    // Each publish has an object of its own; one another version links to all the same is left alone.
+    if (!(await this.linkedObjects()).has(id)) {
+      const doomed = join(this.objects, `${process.pid}-${randomBytes(8).toString('hex')}`);
+      try {
+        await fs.rename(dir, doomed);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'ENOENT') {
+          throw storeError(
+            `v${version} was unlinked, but its files in ${dir} cannot be removed`,
+            e,
+            'Run mvmctl dev prune to remove them.',
+          );
+        }
+      }
+      bytes = await diskUsage(doomed);
+      try {
+        await fs.rm(doomed, { recursive: true, force: true, maxRetries: 3 });
+      } catch (e) {
+        throw storeError(
+          `v${version} was removed, but deleting its files (${doomed}) failed`,
+          e,
+          'Run mvmctl dev prune once this process is gone: it removes what is left.',
+        );
+      }
+    }
+    await fs.rm(out, { force: true });
+    return { version, dir, bytes };
+  }
+
+  /** The object ids the version links point at right now. */
+  private async linkedObjects(): Promise<ReadonlySet<string>> {
+    const out = new Set<string>();
+    for (const name of await fs.readdir(this.root)) {
+      if (!VERSION_LINK.test(name)) continue;
+      const target = await fs.readlink(join(this.root, name)).catch(() => '');
+      const m = /^\.objects\/(.+)$/.exec(target);
+      if (m) out.add(m[1]!);
+    }
+    return out;
+  }
+
+  /** Removes objects no version links to, and temporary links, when their creator is gone. */
+  private async collectGarbage(): Promise<string[]> {
+    const objects = await collectUnlinked({
+      dir: this.objects,
+      pattern: OBJECT_ID,
+      linked: () => this.linkedObjects(),
+    });
+    // Nothing ever links to a temporary link.
+    const links = await collectUnlinked({
+      dir: this.root,
+      pattern: LINK_TMP,
+      linked: async () => new Set(),
+    });
+    return [...objects.map((id) => `${OBJECTS}/${id}`), ...links];
+  }
+}
+
+/**
+ * Space a file or directory takes on disk (allocated blocks, so a sparse
+ * rootfs counts what it really uses), walked without following links;
+ * 0 when it is gone.
+ */
+export async function diskUsage(path: string): Promise<number> {
+  let st;
+  try {
+    st = await fs.lstat(path);
+  } catch {
+    return 0;
+  }
+  let bytes = st.blocks * 512;
+  if (st.isDirectory()) {
+    const names = await fs.readdir(path).catch(() => [] as string[]);
+    for (const name of names) bytes += await diskUsage(join(path, name));
+  }
+  return bytes;
 }

@@ -1,13 +1,16 @@
 /**
- * The append-only audit log (JSON lines), the anchor that tells when it was
- * shortened, the external sink, and the counters derived from the log.
+ * The append-only audit log (JSON lines): appending, the anchor that tells
+ * when it was shortened, size-based rotation, and the external sink.
+ * Reading it (whole or incrementally, across rotated files) is
+ * src/telemetry/audit-log.ts; the chain check is src/telemetry/chain.ts; the
+ * counters it implies are src/telemetry/tally.ts.
  *
  * Each record is chained to the one before it (`seq` counts up, `prev` is the
  * SHA-256 of the previous line). Reading the last line and appending the next
  * must not interleave with another writer, so appends run under a lock
  * (src/io/lock.ts); the Prometheus counters of SPEC.md section 6 are computed
  * from the records, not kept beside them, so a counter cannot disagree with
- * the log.
+ * the log. Each record carries the uid that ran the command.
  *
  * What the chain proves, and what it does not: an edited, inserted, removed
  * or reordered line breaks it. Records removed from the end, or the whole log
@@ -16,18 +19,48 @@
  * user's rights who rewrites the log, recomputes every hash and rewrites the
  * anchor too cannot be caught on this host: that is what the external sink
  * (MVM_AUDIT_SOCKET, syslog / the journal) is for, once records have left it.
+ *
+ * Rotation (see audit-log.ts for the layout and why totals travel in a
+ * checkpoint record): when audit.jsonl has reached MVM_AUDIT_MAX_BYTES, the
+ * next append rotates it, under the same lock, and the new file's first
+ * record is the checkpoint, chained to the rotated file's last line.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
 import { auditLogPath, telemetryDir, type Config } from '../config.js';
 import { printable } from '../core/printable.js';
-import type { CounterName, ErrorCode, VerificationCheck } from '../errors.js';
-import { ERROR_TABLE, MvmError } from '../errors.js';
+import type { ErrorCode, VerificationCheck } from '../errors.js';
+import { MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
 import { runWithInput } from '../io/process.js';
 import { ensurePrivateDir } from '../store/secure-dir.js';
 import { MVMCTL_VERSION } from '../version.js';
+import {
+  AUDIT_KEEP,
+  auditAnchorDir,
+  auditAnchorPath,
+  auditMaxBytes,
+  checkpointFrom,
+  DEFAULT_AUDIT_MAX_BYTES,
+  lastLineOf,
+  readAnchor,
+  rotatedPath,
+  shiftRotated,
+} from './audit-log.js';
+import { CHECKPOINT_EVENT, GENESIS, sha256, type AnchorState, type AuditAnchor } from './chain.js';
+import { tallyToJson, type Outcome, type TallyJson } from './tally.js';
+
+export {
+  AUDIT_KEEP,
+  auditAnchorDir,
+  auditAnchorPath,
+  DEFAULT_AUDIT_MAX_BYTES,
+  readAnchor,
+  readAuditAnchor,
+} from './audit-log.js';
+export { checkChain, type AnchorState, type AuditAnchor, type ChainCheck } from './chain.js';
+export { COUNTER_NAMES, DURATION_BUCKETS, type Outcome } from './tally.js';
 
 export type Bypass = 'cosign' | 'hash';
 export type AuditEvent =
@@ -36,17 +69,31 @@ export type AuditEvent =
   | 'revocations.import'
   /** A dev VM boot attempt (mvmctl dev up): ok, or failed with the code that stopped it. */
   | 'dev.up'
+  /** mvmctl dev fetch / dev pull: a release set fetched and verified on a connected host (failures counted like an import's). */
+  | 'dev.fetch'
+  /** mvmctl dev rm / dev prune: installed images removed. */
+  | 'dev.rm'
+  | 'dev.prune'
   /** A last line left incomplete by a crash or short write, set aside. */
   | 'audit.torn-tail'
   /** The log was shorter than the anchor says, missing, or the anchor unreadable. */
   | 'audit.anchor-mismatch'
   /** A record was written here but could not be sent to MVM_AUDIT_SOCKET. */
-  | 'audit.sink-failed';
+  | 'audit.sink-failed'
+  /** The first record of a file after a rotation: the totals so far (src/telemetry/audit-log.ts). */
+  | 'audit.rotated';
 
 export interface AuditRecord {
   readonly ts: string;
   readonly event: AuditEvent;
-  readonly outcome: 'ok' | 'failed';
+  /**
+   * An import: 'ok' installed and verified; 'bypassed' installed with an
+   * escape hatch (UNVERIFIED); 'unchanged' the same verified image was
+   * already installed (nothing written); 'failed'. Logs written before this
+   * split recorded 'ok' with `bypassed` set for a bypassed install: readers
+   * take that as 'bypassed' (outcomeOf, src/telemetry/tally.ts).
+   */
+  readonly outcome: Outcome;
   readonly code?: ErrorCode;
   readonly check?: VerificationCheck;
   readonly message?: string;
@@ -67,21 +114,26 @@ export interface AuditRecord {
   /** audit.anchor-mismatch: the last seq the log had and the one the anchor named. */
   readonly logSeq?: number;
   readonly anchorSeq?: number;
+  /** audit.rotated: the rotation's number, the totals of every record before it, the file it follows. */
+  readonly rotation?: number;
+  readonly totals?: TallyJson;
+  readonly previous?: {
+    readonly file: string;
+    readonly firstSeq: number;
+    readonly lastSeq: number;
+    readonly records: number;
+  };
+  /** audit.rotated: the chain was already broken before this rotation (carried forward, never dropped). */
+  readonly brokenBefore?: { readonly seq: number; readonly reason: string };
   readonly mvmctlVersion: string;
   readonly pid: number;
+  /** The user that ran the command (absent only where the platform has no uids). */
+  readonly uid?: number;
   /** Position in the chain (1, 2, …), set when appended. */
   readonly seq?: number;
   /** SHA-256 of the previous line (64 zeros for the first), set when appended. */
   readonly prev?: string;
 }
-
-/** The last record's position and line hash, kept outside the log. */
-export interface AuditAnchor {
-  readonly seq: number;
-  readonly hash: string;
-}
-/** What was found where the anchor belongs: none yet (a log from before anchors), one, or something unreadable. */
-export type AnchorState = AuditAnchor | { readonly unreadable: string } | undefined;
 
 export interface AppendOptions {
   /** Where the anchor is kept (absent: no anchor is checked or written). */
@@ -90,43 +142,42 @@ export interface AppendOptions {
   readonly sink?: string;
   /** Where warnings go (default: stderr). */
   readonly warn?: (message: string) => void;
+  /** Rotate audit.jsonl once it has reached this size (default 16 MiB, MVM_AUDIT_MAX_BYTES). */
+  readonly maxBytes?: number;
 }
 
-const GENESIS = '0'.repeat(64);
-const sha256 = (data: string | Uint8Array): string =>
-  createHash('sha256').update(data).digest('hex');
 const stderrWarning = (m: string): void =>
   void process.stderr.write(`warning: ${printable(m, 4096)}\n`);
-
-/** Where the anchor lives: beside the recall memory, outside the telemetry directory. */
-export const auditAnchorDir = (c: Config): string => join(c.dataDir, 'revocations');
-export const auditAnchorPath = (c: Config): string => join(auditAnchorDir(c), 'audit-anchor.json');
 
 /**
  * Appends one record, chained to the one before it, under the log's lock.
  * Before it, in the same chain: a torn last line is set aside and recorded,
- * and a log shorter than its anchor is recorded (so the evidence is not lost
- * when the anchor moves on). After it: the anchor is rewritten and the lines
- * are sent to the sink; neither failure loses the local record (a warning,
- * and a sink failure is itself recorded).
+ * a log shorter than its anchor is recorded (so the evidence is not lost
+ * when the anchor moves on), and a log that reached its size is rotated, the
+ * new file starting with the checkpoint. After it: the anchor is rewritten
+ * and the lines are sent to the sink; neither failure loses the local record
+ * (a warning, and a sink failure is itself recorded).
  */
 export async function appendAudit(
   path: string,
   record: AuditRecord,
   options: AppendOptions = {},
 ): Promise<void> {
+  await appendAuditRecords(path, [record], options);
+}
+
+/** appendAudit for several records in one locked append (one fsync): the same chain, the same checks. */
+export async function appendAuditRecords(
+  path: string,
+  records: readonly AuditRecord[],
+  options: AppendOptions = {},
+): Promise<void> {
+  const trigger = records[0];
+  if (trigger === undefined) return;
   const warn = options.warn ?? stderrWarning;
+  const maxBytes = options.maxBytes ?? DEFAULT_AUDIT_MAX_BYTES;
   await withLock(`${path}.lock`, 'the audit log', async () => {
-    let fh;
-    try {
-      fh = await fs.open(
-        path,
-        constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
-        0o600,
-      );
-    } catch (e) {
-      throw storeError(`Cannot open the audit log ${path}`, e);
-    }
+    let fh = await openLog(path);
     try {
       const tail = await readTail(fh);
       const before: AuditRecord[] = [];
@@ -135,31 +186,44 @@ export async function appendAudit(
         const msg = `the audit log ${path} ended in an incomplete line (${tail.torn.length} bytes, a crash or short write); it was moved to ${setAside} and new records chain on`;
         warn(msg);
         before.push({
-          ...systemRecord(record, 'audit.torn-tail', msg),
+          ...systemRecord(trigger, 'audit.torn-tail', msg),
           tornBytes: tail.torn.length,
           tornSha256: sha256(tail.torn),
           tornFile: printable(basename(setAside)),
         });
       }
+      // The line the next record chains to: this file's last, or, in a file a
+      // rotation has just begun (or a crash interrupted), the rotated file's last.
+      let last = tail.last;
+      let rotate: 'now' | 'resume' | undefined;
+      if (last !== undefined && tail.end >= maxBytes) rotate = 'now';
+      else if (tail.end === 0) {
+        last = await lastLineOf(rotatedPath(path, 1));
+        if (last !== undefined) rotate = 'resume';
+      }
       const anchor = options.anchorPath ? await readAnchor(options.anchorPath) : undefined;
       // An unreadable last line (the chain check names it) cannot say where it was: the anchor can.
       let seq =
-        tail.last === undefined
-          ? 0
-          : (lastSeq(tail.last) ?? (anchor && 'seq' in anchor ? anchor.seq : 0));
-      let prev = tail.last === undefined ? GENESIS : sha256(tail.last);
+        last === undefined ? 0 : (lastSeq(last) ?? (anchor && 'seq' in anchor ? anchor.seq : 0));
+      let prev = last === undefined ? GENESIS : sha256(last);
       const mismatch = anchorMismatch(anchor, seq, prev);
       if (mismatch) {
         const msg = `${mismatch.text}; recorded, and new records chain on`;
         warn(msg);
         before.push({
-          ...systemRecord(record, 'audit.anchor-mismatch', mismatch.text),
+          ...systemRecord(trigger, 'audit.anchor-mismatch', mismatch.text),
           logSeq: seq,
           ...(mismatch.anchorSeq === undefined ? {} : { anchorSeq: mismatch.anchorSeq }),
         });
       }
+      if (rotate === 'now') {
+        await fh.close();
+        await shiftRotated(path);
+        fh = await openLog(path);
+      }
+      if (rotate) before.unshift(await checkpointRecord(path, trigger, tail.end, maxBytes));
       const lines: string[] = [];
-      for (const r of [...before, record]) {
+      for (const r of [...before, ...records]) {
         const line = JSON.stringify({ ...r, seq: ++seq, prev });
         lines.push(line);
         prev = sha256(line);
@@ -168,13 +232,13 @@ export async function appendAudit(
       if (options.anchorPath)
         await writeAnchorOrWarn(options.anchorPath, { seq, hash: prev }, warn);
       if (options.sink) {
-        const failure = await sendToSink(options.sink, lines, record.pid);
+        const failure = await sendToSink(options.sink, lines, trigger.pid);
         if (failure) {
           const msg = `the audit record was written to ${path} but not sent to ${options.sink}: ${failure}`;
           warn(msg);
           // Recorded here only: the collector sees the gap in seq.
           const line = JSON.stringify({
-            ...systemRecord(record, 'audit.sink-failed', printable(msg, 2000)),
+            ...systemRecord(trigger, 'audit.sink-failed', printable(msg, 2000)),
             seq: ++seq,
             prev,
           });
@@ -189,10 +253,46 @@ export async function appendAudit(
   });
 }
 
+async function openLog(path: string): Promise<fs.FileHandle> {
+  try {
+    return await fs.open(
+      path,
+      constants.O_RDWR | constants.O_APPEND | constants.O_CREAT | constants.O_NOFOLLOW,
+      0o600,
+    );
+  } catch (e) {
+    throw storeError(`Cannot open the audit log ${path}`, e);
+  }
+}
+
+/** The first record of a new file: what the rotated file and everything before it counted. */
+async function checkpointRecord(
+  path: string,
+  trigger: AuditRecord,
+  rotatedBytes: number,
+  maxBytes: number,
+): Promise<AuditRecord> {
+  const c = await checkpointFrom(rotatedPath(path, 1));
+  // eslint-disable-next-line @typescript-eslint/no-unused-vars -- a checkpoint is no failure: no code
+  const { code, ...stamp } = systemRecord(
+    trigger,
+    CHECKPOINT_EVENT,
+    `${basename(path)} was rotated to ${c.previous.file}${rotatedBytes ? ` at ${rotatedBytes} bytes (limit ${maxBytes}, MVM_AUDIT_MAX_BYTES)` : ''}; ${AUDIT_KEEP} rotated files are kept, and the totals of every record before this one are carried here`,
+  );
+  return {
+    ...stamp,
+    outcome: 'ok',
+    rotation: c.rotation,
+    totals: tallyToJson(c.totals),
+    previous: c.previous,
+    ...(c.brokenBefore ? { brokenBefore: c.brokenBefore } : {}),
+  };
+}
+
 /** A record the log writes about itself, stamped like the record that triggered it. */
 function systemRecord(
   trigger: AuditRecord,
-  event: 'audit.torn-tail' | 'audit.anchor-mismatch' | 'audit.sink-failed',
+  event: 'audit.torn-tail' | 'audit.anchor-mismatch' | 'audit.sink-failed' | 'audit.rotated',
   message: string,
 ): AuditRecord {
   return {
@@ -203,6 +303,7 @@ function systemRecord(
     message: printable(message, 2000),
     mvmctlVersion: trigger.mvmctlVersion,
     pid: trigger.pid,
+    ...(trigger.uid === undefined ? {} : { uid: trigger.uid }),
   };
 }
 
@@ -322,34 +423,6 @@ async function appendLines(fh: fs.FileHandle, path: string, lines: string[]): Pr
   }
 }
 
-/** Reads the anchor; a missing one is undefined, anything else that is not an anchor is unreadable. */
-export async function readAnchor(path: string): Promise<AnchorState> {
-  let text: string | undefined;
-  try {
-    text = await readIfPresent(path);
-  } catch (e) {
-    return { unreadable: (e as Error).message };
-  }
-  if (text === undefined) return undefined;
-  try {
-    const a = JSON.parse(text) as { seq?: unknown; hash?: unknown } | null;
-    if (
-      typeof a?.seq === 'number' &&
-      Number.isSafeInteger(a.seq) &&
-      a.seq > 0 &&
-      typeof a.hash === 'string' &&
-      /^[0-9a-f]{64}$/.test(a.hash)
-    )
-      return { seq: a.seq, hash: a.hash };
-  } catch {
-    // falls through
-  }
-  return { unreadable: `${path} is not an audit anchor` };
-}
-
-/** This host's anchor, for whatever verifies the chain. */
-export const readAuditAnchor = (c: Config): Promise<AnchorState> => readAnchor(auditAnchorPath(c));
-
 /** temp + fsync + rename: the anchor is the old one or the new one, never a partial one. */
 async function writeAnchorOrWarn(
   path: string,
@@ -415,94 +488,6 @@ async function sendToSink(
   return printable(r.error, 500);
 }
 
-export interface ChainCheck {
-  readonly records: number;
-  /** 1-based line number of the first line that does not chain to the one before, if any. */
-  readonly brokenAt?: number;
-  readonly reason?: string;
-  /** Whether the log chains and agrees with its anchor. */
-  readonly intact: boolean;
-  /** The seq of the log's last record (0 for an empty log). */
-  readonly lastSeq: number;
-  /** The anchor it was checked against, if there was one. */
-  readonly anchor?: AuditAnchor;
-}
-
-/**
- * Pure: checks that every line chains to the one before it, that no record
- * says the log was found shortened, and, given the anchor, that the log
- * reaches it and its record there is the one the anchor names.
- */
-export function checkChain(text: string, anchor?: AnchorState): ChainCheck {
-  const lines = text.split('\n').filter((l) => l !== '');
-  const records = lines.length;
-  const broken = (brokenAt: number, reason: string, seq: number): ChainCheck => ({
-    records,
-    brokenAt,
-    reason,
-    intact: false,
-    lastSeq: seq,
-    ...(anchor && 'seq' in anchor ? { anchor } : {}),
-  });
-  let prev = GENESIS;
-  let seq = 0;
-  for (let i = 0; i < lines.length; i++) {
-    let r: { seq?: unknown; prev?: unknown; event?: unknown; message?: unknown };
-    try {
-      r = JSON.parse(lines[i]!) as typeof r;
-      if (r === null || typeof r !== 'object' || Array.isArray(r)) throw new Error('not an object');
-    } catch {
-      const torn = i === lines.length - 1 && !text.endsWith('\n');
-      return broken(
-        i + 1,
-        torn
-          ? 'the last line is incomplete (a crash or a short write); the next record written sets it aside'
-          : 'the line is not a JSON record',
-        seq,
-      );
-    }
-    if (r.prev !== prev || r.seq !== seq + 1) {
-      return broken(i + 1, 'the line does not follow the one before it', seq);
-    }
-    if (r.event === 'audit.anchor-mismatch') {
-      return broken(
-        i + 1,
-        `the record says ${typeof r.message === 'string' ? printable(r.message, 500) : 'the log did not match its anchor'}`,
-        seq + 1,
-      );
-    }
-    prev = sha256(lines[i]!);
-    seq++;
-  }
-  if (anchor !== undefined) {
-    if (!('seq' in anchor))
-      return broken(
-        records + 1,
-        `the audit anchor is unreadable: ${printable(anchor.unreadable, 500)}`,
-        seq,
-      );
-    if (records === 0)
-      return broken(
-        1,
-        `the log is missing or empty but the anchor says it ended at seq ${anchor.seq}`,
-        seq,
-      );
-    if (anchor.seq > seq)
-      return broken(
-        records + 1,
-        `the log ends at seq ${seq} but the anchor says ${anchor.seq}: records were removed from its end`,
-        seq,
-      );
-    if (sha256(lines[anchor.seq - 1]!) !== anchor.hash)
-      return broken(
-        anchor.seq,
-        `the record at seq ${anchor.seq} is not the one the anchor names: the log was rewritten`,
-        seq,
-      );
-  }
-  return { records, intact: true, lastSeq: seq, ...(anchor && 'seq' in anchor ? { anchor } : {}) };
-}
-
 /** Strings stored in a record may come from carried-in files: escaped and bounded. */
 function bounded(fields: Record<string, unknown>): Record<string, unknown> {
   return Object.fromEntries(
@@ -516,9 +501,10 @@ function bounded(fields: Record<string, unknown>): Record<string, unknown> {
 /** Appends one outcome to this host's audit log, creating its private directories if needed. */
 export async function audit(
   config: Config,
-  fields: Omit<AuditRecord, 'ts' | 'mvmctlVersion' | 'pid'>,
+  fields: Omit<AuditRecord, 'ts' | 'mvmctlVersion' | 'pid' | 'uid'>,
   now: Date = new Date(),
 ): Promise<void> {
+  const uid = process.getuid?.();
   await ensurePrivateDir(telemetryDir(config), config.dataDir);
   await ensurePrivateDir(auditAnchorDir(config), config.dataDir);
   await appendAudit(
@@ -528,83 +514,12 @@ export async function audit(
       ...(bounded(fields) as typeof fields),
       mvmctlVersion: MVMCTL_VERSION,
       pid: process.pid,
+      ...(uid === undefined ? {} : { uid }),
     },
     {
       anchorPath: auditAnchorPath(config),
+      maxBytes: auditMaxBytes(process.env),
       ...(config.auditSocket ? { sink: config.auditSocket } : {}),
     },
   );
-}
-
-export async function readAudit(
-  path: string,
-): Promise<{ records: AuditRecord[]; unreadable: number }> {
-  const text = await readIfPresent(path);
-  if (text === undefined) return { records: [], unreadable: 0 };
-  const records: AuditRecord[] = [];
-  let unreadable = 0;
-  for (const line of text.split('\n')) {
-    if (line === '') continue;
-    try {
-      const r = JSON.parse(line) as AuditRecord;
-      if (r && typeof r === 'object' && typeof r.outcome === 'string') records.push(r);
-      else unreadable++;
-    } catch {
-      unreadable++;
-    }
-  }
-  return { records, unreadable };
-}
-
-export const COUNTER_NAMES: readonly CounterName[] = [
-  'dev_image_verify_ok_total',
-  'dev_image_verify_sig_invalid_total',
-  'dev_image_verify_digest_mismatch_total',
-  'dev_image_verify_version_skew_total',
-  'dev_image_verify_arch_mismatch_total',
-  'dev_image_verify_revoked_total',
-  'dev_image_verify_expired_total',
-  'dev_image_verify_network_total',
-  'dev_image_verify_bypassed_total',
-  'dev_image_verify_manifest_invalid_total',
-];
-
-/** Histogram buckets for a verification's wall time, in seconds. */
-export const DURATION_BUCKETS = [0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
-
-export interface Metrics {
-  readonly counters: Readonly<Record<CounterName, number>>;
-  readonly durations: readonly number[];
-}
-
-/** Pure: the counters and duration samples a list of audit records implies. */
-export function metricsFrom(records: readonly AuditRecord[]): Metrics {
-  const counters = Object.fromEntries(COUNTER_NAMES.map((n) => [n, 0])) as Record<
-    CounterName,
-    number
-  >;
-  const durations: number[] = [];
-  for (const r of records) {
-    // Only image imports are verifications that pass; a refresh or list import counts only its failures.
-    if (r.outcome === 'ok' && r.event === 'dev.import-image') counters.dev_image_verify_ok_total++;
-    const counter = r.outcome === 'failed' && r.code ? ERROR_TABLE[r.code]?.counter : undefined;
-    if (counter) counters[counter]++;
-    if (r.expired) counters.dev_image_verify_expired_total++;
-    counters.dev_image_verify_bypassed_total += r.bypassed?.length ?? 0;
-    if (typeof r.durationSeconds === 'number') durations.push(r.durationSeconds);
-  }
-  return { counters, durations };
-}
-
-/** The file's text, never through a symlink; undefined when it does not exist. */
-async function readIfPresent(path: string): Promise<string | undefined> {
-  try {
-    return await fs.readFile(path, {
-      encoding: 'utf8',
-      flag: constants.O_RDONLY | constants.O_NOFOLLOW,
-    });
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw e;
-  }
 }

@@ -18,7 +18,7 @@ import { audit } from '../telemetry/audit.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { lastConsoleLines, ConsoleWatch } from './console-log.js';
 import { probeHost } from './kvm.js';
-import { preflightDevImage, type BootableImage } from './preflight.js';
+import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
 import { QEMU_BINARY, qemuArgs } from './qemu-args.js';
 import { findVirtiofsd, shareDirectory, startVirtiofsd, stopVirtiofsd } from './virtiofsd.js';
@@ -75,6 +75,11 @@ export interface UpContext {
   readonly report: (e: UpEvent) => void;
   /** Default: this host (tests of the pure parts pass their own). */
   readonly host?: HostFacts;
+  /**
+   * Installs this mvmctl's image when none is (dev pull), after the flags
+   * checked out and before the boot; absent when offline, so nothing is fetched.
+   */
+  readonly pullIfMissing?: () => Promise<void>;
 }
 
 export interface UpResult {
@@ -116,6 +121,7 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
     const realPath = await shareDirectory(flags.share.hostPath);
     share = { realPath, binary: await findVirtiofsd() };
   }
+  if (ctx.pullIfMissing && !(await imageInstalled(ctx.config))) await ctx.pullIfMissing();
   // A concurrent up waits while this one boots, then finds the VM running.
   return withVmLock(ctx.config, (timeoutS + 60) * 1000, async () => {
     const current = await readVmState(ctx.config);

@@ -63,14 +63,23 @@ export async function preflightDevImage(ctx: PreflightContext): Promise<Bootable
   };
 }
 
-/** Offline, nothing installed: the clear error of SPEC.md section 8 (the online pipeline comes with section 11). */
+/** Whether `version` is installed, without creating anything (dev up pulls when it is not and the network is allowed). */
+export async function imageInstalled(
+  config: Config,
+  version: string = MVMCTL_VERSION,
+): Promise<boolean> {
+  const store = new ImageStore(resolve(prebuiltDir(config)), config.dataDir);
+  return (await store.installed(version)) !== undefined;
+}
+
+/** Nothing installed and nothing pulled (offline): the clear error of SPEC.md section 8. */
 async function findInstalledImage(config: Config, version: string): Promise<InstalledImage> {
   const store = new ImageStore(resolve(prebuiltDir(config)), config.dataDir);
   // Looked up first, so asking on an empty host creates nothing.
   if (!(await store.installed(version))) {
     throw new MvmError('input', `No dev image is installed for v${version}`, {
-      cause: `${join(store.root, `v${version}`)} does not exist: dev up boots only an image verified and installed on this host, and never fetches one itself`,
-      fix: `Carry in the release set of v${version} (dev-image-{arch}.manifest.json and its .bundle, dev-vmlinux-{arch}, dev-rootfs-{arch}.ext4, and dev-initrd-{arch} when the manifest lists one), install it with mvmctl dev import-image --dir DIR, then run mvmctl dev up again.`,
+      cause: `${join(store.root, `v${version}`)} does not exist, and dev up downloads one only when the network is allowed (not with MVM_OFFLINE=1 or --offline)`,
+      fix: `On an air-gapped host: prepare a transfer set on a connected host (mvmctl dev fetch --version ${version} --out DIR), carry DIR in, install it with mvmctl dev import-image --dir DIR, then run mvmctl dev up again. On a connected host: mvmctl dev pull.`,
     });
   }
   // The store's owner/mode rule on every level, and what killed imports left behind.

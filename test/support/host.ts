@@ -1,6 +1,6 @@
 /** A simulated host for CLI tests: its own data and cache directories, and the test trusted root. */
 import assert from 'node:assert/strict';
-import { execFile, execFileSync } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CLI, runCli, type CliResult } from './cli.js';
@@ -130,4 +130,64 @@ export function failingCp(dir: string, status = 1): { PATH: string } {
   mkdirSync(bin, { recursive: true });
   writeFileSync(join(bin, 'cp'), `#!/bin/sh\nexit ${status}\n`, { mode: 0o755 });
   return { PATH: `${bin}:${process.env['PATH'] ?? '/usr/bin:/bin'}` };
+}
+
+/** A running `mvmctl metrics serve` of a test host (startMetricsServe). */
+export interface MetricsServe {
+  /** http://127.0.0.1:PORT/metrics, as it printed it. */
+  readonly url: string;
+  readonly child: ChildProcess;
+  /** Everything it wrote to stderr so far. */
+  stderr(): string;
+  /** Sends `signal` and resolves with how it exited. */
+  stop(signal?: NodeJS.Signals): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+}
+
+/**
+ * `mvmctl metrics serve` for `host` on a free loopback port (--listen 127.0.0.1:0), resolved once
+ * it prints "listening on URL"; fails with its output if it exits first.
+ */
+export function startMetricsServe(
+  host: TestHost,
+  extraEnv: Record<string, string> = {},
+): Promise<MetricsServe> {
+  const env: NodeJS.ProcessEnv = { ...process.env, MVM_TRUSTED_ROOT: undefined };
+  Object.assign(env, host.env, extraEnv);
+  for (const k of Object.keys(env)) if (env[k] === undefined) delete env[k];
+  const child = spawn(process.execPath, [CLI, 'metrics', 'serve', '--listen', '127.0.0.1:0'], {
+    env,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let err = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (err += d));
+  child.stdout!.resume();
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal })),
+  );
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`metrics serve did not start in 20 s:\n${err}`));
+    }, 20_000);
+    const onData = () => {
+      const m = /listening on (http:\/\/\S+)/.exec(err);
+      if (!m) return;
+      clearTimeout(timer);
+      child.stderr!.off('data', onData);
+      resolve({
+        url: m[1]!,
+        child,
+        stderr: () => err,
+        stop: (signal = 'SIGTERM') => {
+          if (child.exitCode === null && child.signalCode === null) child.kill(signal);
+          return exited;
+        },
+      });
+    };
+    child.stderr!.on('data', onData);
+    void exited.then(({ code, signal }) => {
+      clearTimeout(timer);
+      reject(new Error(`metrics serve exited (${code ?? signal}) before listening:\n${err}`));
+    });
+  });
 }

@@ -1,9 +1,10 @@
-import { constants, promises as fs } from 'node:fs';
 import { homedir } from 'node:os';
 import { auditLogPath, configFrom } from '../../config.js';
-import { MvmError } from '../../errors.js';
+import { isMvmError, MvmError } from '../../errors.js';
 import { printable } from '../../core/printable.js';
-import { checkChain, readAuditAnchor, type ChainCheck } from '../../telemetry/audit.js';
+import { readHostAuditLog } from '../../telemetry/audit-log.js';
+import type { ChainCheck } from '../../telemetry/chain.js';
+import { outcomeOf } from '../../telemetry/tally.js';
 import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
@@ -51,25 +52,26 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
   }
   const config = configFrom(process.env, homedir());
   const path = auditLogPath(config);
-  const text = await fs
-    .readFile(path, { encoding: 'utf8', flag: constants.O_RDONLY | constants.O_NOFOLLOW })
-    .catch((e: NodeJS.ErrnoException) => {
-      if (e.code === 'ENOENT') return '';
+  // Every kept file (rotated ones too), the chain followed across them and checked against the
+  // anchor outside the log, which tells a log shortened or deleted from an intact one.
+  const log = await readHostAuditLog(config, { tail: count, partial: 'consume' }).catch(
+    (e: unknown) => {
+      if (isMvmError(e)) throw e;
       throw new MvmError('store', `Cannot read the audit log ${path}`, {
-        cause: e.message,
+        cause: (e as Error)?.message ?? String(e),
         underlying: e,
       });
-    });
-  const lines = text.split('\n').filter((l) => l !== '');
-  const tail = count === 0 ? [] : lines.slice(-count);
-  // The anchor outside the log tells a log shortened or deleted from an intact one.
-  const chain = chainState(checkChain(text, await readAuditAnchor(config)));
+    },
+  );
+  const tail = count === 0 ? [] : log.tail;
+  const chain = chainState(log.check);
+  const brokenPath = log.brokenPath ?? path;
   // Broken or not, the outcome is one document (--json) or one error (human): never both.
   const broken = chain.intact
     ? undefined
     : new MvmError(
         'tampered',
-        `The audit log ${path} does not chain${chain.brokenAt === undefined ? '' : ` at line ${chain.brokenAt}`}: ${chain.reason ?? 'the chain check failed'}`,
+        `The audit log ${brokenPath} does not chain${chain.brokenAt === undefined ? '' : ` at line ${chain.brokenAt}`}: ${chain.reason ?? 'the chain check failed'}`,
         {
           cause:
             'a record was edited, inserted, removed or reordered, or the log shortened or deleted, after it was written',
@@ -93,7 +95,7 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
     );
     return broken ? broken.exitCode : 0;
   }
-  for (const l of tail) io.out(humanLine(l));
+  if (tail.length) io.out(renderTable(tail));
   io.err(
     broken
       ? `chain: BROKEN${chain.brokenAt === undefined ? '' : ` at line ${chain.brokenAt}`} of ${chain.records}`
@@ -103,21 +105,75 @@ export async function auditCommand(args: string[], io: Output): Promise<number> 
   return 0;
 }
 
-/** One record as a line of text; every field came from a file anyone with the user's rights can write. */
-function humanLine(line: string): string {
-  let r: Record<string, unknown>;
-  try {
-    const parsed = JSON.parse(line) as unknown;
-    if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error();
-    r = parsed as Record<string, unknown>;
-  } catch {
-    return `(unreadable) ${printable(line, 200)}`;
+const COLUMNS = ['TIME', 'SEQ', 'UID', 'EVENT', 'OUTCOME', 'CODE', 'WHAT', 'VERSION'] as const;
+
+/**
+ * The records as aligned columns (two spaces apart, `-` for an empty cell,
+ * no spaces inside a cell), the message last; a line that is not a record is
+ * shown escaped. Every field came from a file anyone with the user's rights
+ * can write: all of it goes through printable().
+ */
+function renderTable(lines: string[]): string {
+  const rows = lines.map((l): string[] | string => {
+    let r: Record<string, unknown>;
+    try {
+      const parsed = JSON.parse(l) as unknown;
+      if (parsed === null || typeof parsed !== 'object' || Array.isArray(parsed)) throw new Error();
+      r = parsed as Record<string, unknown>;
+    } catch {
+      return `(unreadable) ${printable(l, 200)}`;
+    }
+    const cell = (v: unknown): string => {
+      const t = v === undefined || v === null || v === '' ? '-' : printable(String(v), 120);
+      return t.replace(/ /g, '_');
+    };
+    return [
+      cell(r['ts']),
+      cell(r['seq']),
+      cell(r['uid']),
+      cell(r['event']),
+      cell(outcomeOf(r)),
+      cell(r['code']),
+      cell(what(r)),
+      cell(r['version'] === undefined ? undefined : `v${String(r['version'] as string)}`),
+      printable(String((r['message'] as string | undefined) ?? '')),
+    ];
+  });
+  const widths = COLUMNS.map((h, i) =>
+    Math.max(h.length, ...rows.map((r) => (typeof r === 'string' ? 0 : r[i]!.length))),
+  );
+  const line = (cells: readonly string[]) =>
+    cells
+      .map((c, i) => (i < widths.length ? c.padEnd(widths[i]!) : c))
+      .join('  ')
+      .trimEnd();
+  return [
+    line([...COLUMNS, 'MESSAGE']),
+    ...rows.map((r) => (typeof r === 'string' ? r : line(r))),
+  ].join('\n');
+}
+
+/**
+ * What an import's outcome was, in the operator's words: an install, an
+ * unchanged re-import, an expired install, an UNVERIFIED install (and which
+ * escape hatch); the check that failed; a boot; a rotation.
+ */
+function what(r: Record<string, unknown>): string | undefined {
+  const outcome = outcomeOf(r);
+  const event = r['event'];
+  const expired = r['expired'] === true ? ',EXPIRED' : '';
+  if (event === 'dev.import-image') {
+    const hatches = Array.isArray(r['bypassed']) ? (r['bypassed'] as unknown[]).map(String) : [];
+    if (outcome === 'ok') return `install${expired}`;
+    if (outcome === 'unchanged') return `unchanged-re-import${expired}`;
+    if (outcome === 'bypassed')
+      return `UNVERIFIED-install(skip:${hatches.join('+') || '?'})${expired}`;
   }
-  const field = (k: string, width = 0): string =>
-    printable(r[k] === undefined ? '' : String(r[k] as string), 200).padEnd(width);
-  const code = r['code'] ? `${field('code')} ` : '';
-  const version = r['version'] ? `v${field('version')} ` : '';
-  return `${field('ts')}  ${field('event', 19)} ${field('outcome', 6)} ${code}${version}${printable(String((r['message'] as string | undefined) ?? ''))}`.trimEnd();
+  if (event === 'dev.up' && outcome !== 'failed') return 'boot';
+  if (event === 'audit.rotated') return `rotation-${String(r['rotation'] as number)}`;
+  if (outcome === 'failed' && r['check'] !== undefined)
+    return `check:${String(r['check'] as string)}`;
+  return undefined;
 }
 
 interface ChainState {

@@ -32,14 +32,17 @@ import {
   runConsole,
 } from '../../vm/console.js';
 import { readVmState, statePaths } from '../../vm/state.js';
+import { MVMCTL_VERSION } from '../../version.js';
 import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const UP_HELP = `Usage: mvmctl dev up [flags]
 
 Boot the installed dev image (v{mvmctl --version}) in a QEMU VM that keeps
-running after this command returns. Before anything boots: the image must be
-installed (mvmctl dev import-image; exit 3 if not), its version must not be
+running after this command returns. With no image installed, it is first
+downloaded and installed as mvmctl dev pull does (verified the same way),
+unless offline (MVM_OFFLINE=1 or --offline: exit 3, install it with
+mvmctl dev import-image). Before anything boots: its version must not be
 recalled in the cached signed revocation list or in the recalls this host
 remembers (exit 13), and the installed kernel, rootfs (and initrd) are
 re-hashed against the digests verified at import (exit 14 on a mismatch). No
@@ -77,6 +80,8 @@ Flags:
                          timeout the error names the stage that did not complete, the last
                          console lines are shown and QEMU is stopped
   --no-wait              return once QEMU runs, without waiting for the ready line
+  --offline              never download: with no image installed, fail (exit 3) instead of
+                         pulling it (also MVM_OFFLINE=1)
   --json                 print one JSON object with the result (or the error)
   --debug                show internal detail on errors
 
@@ -84,10 +89,16 @@ Environment:
   MVM_DATA_DIR        data directory (default ~/.mvm)
   MVM_CACHE_DIR       cache directory holding revocations/ (default ~/.cache/mvm)
   MVM_TRUSTED_ROOT    Sigstore trusted_root.json verifying the cached revocation list
+                      and, when pulling, the manifest
+  MVM_OFFLINE=1       never download
+  MVM_RELEASE_BASE_URL, MVM_RELEASE_TOKEN, HTTPS_PROXY, ...
+                      where a missing image is pulled from (see mvmctl dev pull --help)
 
 Exit status: 0 running (or already running), 2 usage, 3 no image installed,
 13 version recalled, 14 installed file changed since import, 17 store,
-1 the VM did not start or did not become ready.
+18 no fresh revocation list (MVM_REQUIRE_FRESH_REVOCATIONS=1),
+1 the VM did not start or did not become ready; when pulling, also the exit
+codes of mvmctl dev pull (10, 11, 12, 15, 16, 130).
 `;
 
 export const DOWN_HELP = `Usage: mvmctl dev down [--reset] [--timeout SECONDS]
@@ -244,6 +255,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
     'ready-line': { type: 'string' },
     timeout: { type: 'string' },
     'no-wait': { type: 'boolean' },
+    offline: { type: 'boolean' },
   });
   if (values.help) {
     io.out(UP_HELP);
@@ -280,6 +292,18 @@ async function upCommand(args: string[], io: Output): Promise<number> {
       now: () => new Date(),
       warn: (m) => io.err(`warning: ${safe(m)}`),
       report: (e) => io.err(describeUp(e)),
+      // Online and nothing installed: the same download and import as dev pull, then the boot.
+      ...(values.offline === true || config.offline
+        ? {}
+        : {
+            pullIfMissing: async () => {
+              io.err(
+                `No dev image v${MVMCTL_VERSION} is installed: pulling it from ${safe(config.releaseBaseUrl)} (MVM_OFFLINE=1 or --offline never does)`,
+              );
+              const { pull } = await import('./dev-fetch.js');
+              await pull(config, trustedRoot, io, { json });
+            },
+          }),
     },
   );
   const s = result.state;

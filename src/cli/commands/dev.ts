@@ -10,8 +10,10 @@ import {
   type ReleaseSet,
 } from '../../pipeline/import-image.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
+import { devUpBlocker } from '../../vm/can-boot.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseFlags } from '../args.js';
+import { watchInterrupts } from '../interrupt.js';
 import { jsonLine, type Output } from '../render.js';
 
 export const IMPORT_IMAGE_HELP = `Usage: mvmctl dev import-image --manifest M --bundle B --vmlinux K --rootfs R [--initrd I] [flags]
@@ -25,7 +27,9 @@ identity, the version pin (manifest.version == mvmctl --version), the arch, the
 90-day max-age (warns only), the cached revocation list, and the SHA-256 of the
 kernel and rootfs (and initrd) as they are copied into ~/.mvm/dev/prebuilt/v{version}/.
 Nothing is written to the store unless every check passes; your files are
-never modified.
+never modified. Fields a newer release adds to a schema_version 1 manifest are
+accepted (they are signed), recorded in the receipt and shown by mvmctl status,
+and never acted on; an unknown schema_version is refused (exit 15).
 
 Flags:
   --manifest FILE              dev-image-{arch}.manifest.json
@@ -60,16 +64,24 @@ Environment:
   MVM_SKIP_COSIGN_VERIFY=1, MVM_SKIP_HASH_VERIFY=1
                           emergency exits only: loud, counted, audited, image marked UNVERIFIED
 
-Exit status: 0 installed, 3 input (including an initrd the manifest lists but that was not
-given, or --initrd for a manifest that lists none), 10 signature, 11 version, 12 arch,
-13 revoked, 14 digest, 15 manifest invalid (or not the dev variant), 16 no fresh revocation
-list (when required), 17 store, 2 usage (including an empty HOME or MVM_DATA_DIR).
+Exit status: 0 installed, 3 input (missing files, all named at once; a --dir that does not
+exist or holds another arch's set; the manifest and bundle, or the kernel and rootfs, given
+the wrong way round, which is not counted as tampering; an initrd the manifest lists but that
+was not given, or --initrd for a manifest that lists none), 10 signature, 11 version, 12 arch,
+13 revoked, 14 digest, 15 manifest invalid (or not the dev variant), 17 store (including a
+data directory that cannot be created or is read-only, found before any verification),
+18 no fresh revocation list (when required), 2 usage (including an empty HOME or MVM_DATA_DIR).
 `;
 
 export const DEV_HELP = `Usage: mvmctl dev <command>
 
 Commands:
+  fetch           download a verified transfer set for an air-gapped host (connected host)
+  pull            download and install the dev image of this mvmctl (connected host)
   import-image    install a verified dev image from local files (air-gapped)
+  images          the installed versions: state, size, signer, which one dev up boots (--json)
+  rm VERSION      remove an installed version (never the running dev VM's)
+  prune           remove other versions and leftovers of interrupted imports (--dry-run)
   up              boot the installed dev image in a QEMU VM (detached)
   status          whether the dev VM runs, and what it booted (--json)
   logs            the guest console's log (-f follows it)
@@ -82,6 +94,14 @@ Run 'mvmctl dev <command> --help' for a command's flags.
 export async function devCommand(args: string[], io: Output): Promise<number> {
   const [sub, ...rest] = args;
   if (sub === 'import-image') return importImageCommand(rest, io);
+  if (sub === 'images' || sub === 'rm' || sub === 'prune') {
+    const { storeCommand } = await import('./dev-images.js');
+    return storeCommand(sub, rest, io);
+  }
+  if (sub === 'fetch' || sub === 'pull') {
+    const { fetchCommand, pullCommand } = await import('./dev-fetch.js');
+    return sub === 'fetch' ? fetchCommand(rest, io) : pullCommand(rest, io);
+  }
   if (sub === undefined || sub === '--help' || sub === '-h') {
     io.out(DEV_HELP);
     return sub === undefined ? 2 : 0;
@@ -140,7 +160,10 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
   const json = values.json === true;
   const progress = !json && process.stderr.isTTY ? progressBar() : undefined;
+  // Ctrl-C / SIGTERM: the partial copy is removed and the interruption audited (exit 130).
+  const interrupts = watchInterrupts(io);
   const result = await importImage(set, {
+    signal: interrupts.signal,
     config,
     trustedRoot,
     mvmctlVersion: MVMCTL_VERSION,
@@ -157,15 +180,22 @@ async function importImageCommand(args: string[], io: Output): Promise<number> {
       io.err(`warning: ${safeLines(m)}`);
     },
     ...(progress ? { onProgress: progress.update } : {}),
-  });
+  }).finally(interrupts.release);
   progress?.clear();
   if (json) {
     io.out(jsonLine({ installed: true, ...result }));
   } else {
+    // The next step, only where it can work: dev up needs QEMU on an x86_64 host.
+    const blocker = await devUpBlocker(arch, process.env['PATH']);
     io.out(
       `${result.alreadyInstalled ? 'Already installed' : 'Installed'} dev image v${result.version}` +
         `${result.receipt.verification === 'UNVERIFIED' ? ' (UNVERIFIED)' : ''} at ${printable(result.path)}\n` +
-        `Run 'mvmctl dev up' to boot the dev VM from the imported artifacts (no re-verification, no network).`,
+        (result.replaced
+          ? `It replaced another build of v${result.version}: built ${printable(result.replaced.previous.builtAt ?? 'at an unknown date')}, now built ${result.replaced.builtAt}${result.replaced.older ? ' (OLDER)' : ''}.\n`
+          : '') +
+        (blocker
+          ? `mvmctl dev up cannot boot it on this host yet: ${blocker}.`
+          : `Run 'mvmctl dev up' to boot the dev VM from it (no network: the installed files are re-hashed and the cached revocation list checked before each boot).`),
     );
   }
   return 0;
@@ -205,13 +235,13 @@ function releaseSetFrom(v: Record<string, unknown>, arch: 'x86_64' | 'aarch64'):
 }
 
 /** Step lines and warnings quote file names and signed fields: each line is escaped on its own. */
-const safeLines = (text: string): string =>
+export const safeLines = (text: string): string =>
   text
     .split('\n')
     .map((line) => printable(line, 4096))
     .join('\n');
 
-function describe(e: ImportEvent): string {
+export function describe(e: ImportEvent): string {
   switch (e.step) {
     case 'signature':
       return `✓ signature   signed by ${e.identity} (issuer ${e.issuer}), Rekor log index ${e.logIndex}`;
@@ -232,7 +262,11 @@ function describe(e: ImportEvent): string {
     case 'digest':
       return `${e.skipped ? '!' : '✓'} ${e.role.padEnd(11)} sha256 ${e.sha256} (${e.bytes} bytes)${e.skipped ? ' NOT COMPARED (MVM_SKIP_HASH_VERIFY=1)' : ''}`;
     case 'install':
-      return `✓ install     ${e.path}${e.alreadyInstalled ? ' (already installed, unchanged)' : ''}`;
+      return `✓ install     ${e.path}${e.alreadyInstalled ? ' (already installed, unchanged)' : ''}${e.replaced ? `\n  replaced the build of ${e.replaced.previous.builtAt ?? 'an unknown date'} with the build of ${e.replaced.builtAt}` : ''}`;
+    case 'carried-list':
+      return e.installed
+        ? `✓ revocation  installed the set's revocation list (${e.entries} ${e.entries === 1 ? 'entry' : 'entries'})`
+        : `! revocation  kept the cached list: the set's list is older`;
   }
 }
 

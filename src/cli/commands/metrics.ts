@@ -1,95 +1,157 @@
 import { homedir } from 'node:os';
-import { auditLogPath, configFrom, type Config } from '../../config.js';
-import { isMvmError, MvmError } from '../../errors.js';
-import { DURATION_BUCKETS, metricsFrom, readAudit, type Metrics } from '../../telemetry/audit.js';
+import { configFrom, type Config } from '../../config.js';
+import { MvmError } from '../../errors.js';
+import { metricsJson, renderExposition } from '../../telemetry/exposition.js';
+import { MetricsSource, type MetricsSnapshot } from '../../telemetry/snapshot.js';
 import { parseFlags } from '../args.js';
-import type { Output } from '../render.js';
+import { jsonLine, type Output } from '../render.js';
 
-export const METRICS_HELP = `Usage: mvmctl metrics [--json]
+export { metricsJson } from '../../telemetry/exposition.js';
 
-Print the dev-image verification counters of this host, which persist across
-invocations (they are computed from the audit log), in Prometheus text
-exposition format: for a node_exporter textfile collector, e.g.
-  mvmctl metrics > /var/lib/node_exporter/textfile/mvm.prom
---json prints the same values keyed by name without the mvm_ prefix.
+export const METRICS_HELP = `Usage: mvmctl metrics [--json] [--textfile DIR]
+       mvmctl metrics serve [--listen ADDR:PORT]
+
+This host's dev-image verification metrics. The counters persist across
+invocations: they are computed from the audit log (~/.mvm/telemetry/audit.jsonl
+and its rotated files), not kept beside it.
+
+  mvmctl metrics              Prometheus text exposition (format 0.0.4) on stdout
+  mvmctl metrics --json       the same values keyed by name without the mvm_ prefix
+                              (the histogram's buckets a list, le ascending, "+Inf" last)
+  mvmctl metrics --textfile DIR
+                              writes DIR/mvmctl.prom atomically (temp file, fsync, rename;
+                              mode 0644) for node_exporter's textfile collector
+  mvmctl metrics serve        serves GET /metrics over HTTP for Prometheus (see below)
+
+Counters (mvm_ prefix): dev_image_verify_ok_total (verified and installed),
+dev_image_verify_unchanged_total (verified, already installed: nothing written),
+dev_image_verify_bypassed_total (each escape hatch used; such an install is
+UNVERIFIED, never ok), and dev_image_verify_{sig_invalid, digest_mismatch,
+version_skew, arch_mismatch, revoked, expired, network, manifest_invalid}_total.
+Histogram: mvm_dev_image_verify_duration_seconds. Gauges:
+  mvm_revocation_list_age_seconds                 absent when no usable list is cached
+  mvm_dev_image_verified{version}                 1 verified, 0 UNVERIFIED
+  mvm_dev_image_recalled{version}                 1 when recalled (cached list or remembered recall)
+  mvm_dev_image_not_after_timestamp_seconds{version}
+  mvm_dev_vm_up                                   1 while the dev VM runs
+  mvm_dev_vm_running_version_info{version}        1, present only while it runs
+  mvm_dev_image_last_verified_timestamp_seconds   absent until an import verified
+  mvm_audit_chain_valid                           0 when the audit log does not chain
+A broken audit chain also prints a warning on stderr (exit status stays 0).
+
+metrics serve:
+  --listen ADDR:PORT   where to listen (default 127.0.0.1:9464; [::1]:9464 for IPv6;
+                       port 0 takes a free one). Prints "listening on http://ADDR:PORT/metrics"
+                       on stderr once listening.
+  GET /metrics answers in the Prometheus text format, or OpenMetrics 1.0.0 when the
+  Accept header prefers application/openmetrics-text (as Prometheus sends); any other
+  path is 404, any other method 405 (HEAD works), a request body 413. At most 256
+  connections, 8 KiB of headers, 5 s to send them and 10 s per request. The audit log
+  is read incrementally: each scrape reads only what was appended since the last one
+  (a rotation is followed; a log shrunk or replaced is read again from its start).
+  SIGTERM or SIGINT stops it cleanly (exit 0). An address in use exits 2.
+
+A systemd timer for the textfile collector (as the user whose ~/.mvm holds the
+images; give it write access to the collector's directory, e.g.
+setfacl -m u:USER:rwx /var/lib/prometheus/node-exporter). The same units are in
+deploy/systemd/:
+
+  # /etc/systemd/system/mvmctl-metrics.service
+  [Unit]
+  Description=Export mvmctl metrics for node_exporter's textfile collector
+  [Service]
+  Type=oneshot
+  User=USER
+  ExecStart=/usr/local/bin/mvmctl metrics --textfile /var/lib/prometheus/node-exporter
+
+  # /etc/systemd/system/mvmctl-metrics.timer
+  [Unit]
+  Description=Export mvmctl metrics every minute
+  [Timer]
+  OnBootSec=30s
+  OnUnitActiveSec=60s
+  AccuracySec=5s
+  [Install]
+  WantedBy=timers.target
+
+  systemctl daemon-reload && systemctl enable --now mvmctl-metrics.timer
 `;
 
-const HELP_TEXT: Record<string, string> = {
-  dev_image_verify_ok_total: 'Dev image verifications that passed and installed.',
-  dev_image_verify_sig_invalid_total: 'Manifest signature verification failures.',
-  dev_image_verify_digest_mismatch_total: 'Kernel, rootfs or initrd SHA-256 mismatches.',
-  dev_image_verify_version_skew_total: 'Manifests for a different mvmctl version.',
-  dev_image_verify_arch_mismatch_total: 'Manifests for another architecture.',
-  dev_image_verify_revoked_total: 'Imports refused because the release is recalled.',
-  dev_image_verify_expired_total: 'Manifests past their max-age (warned, installed).',
-  dev_image_verify_network_total: 'Network failures (and refused stale revocation lists).',
-  dev_image_verify_bypassed_total: 'Uses of MVM_SKIP_COSIGN_VERIFY or MVM_SKIP_HASH_VERIFY.',
-  dev_image_verify_manifest_invalid_total: 'Signed manifests that are not valid schema v1.',
-};
-
-export async function currentMetrics(config: Config): Promise<Metrics & { unreadable: number }> {
-  const path = auditLogPath(config);
-  const { records, unreadable } = await readAudit(path).catch((e: unknown) => {
-    // An unreadable log (a directory, a symlink, no permission) is a store problem, not a crash.
-    if (isMvmError(e)) throw e;
-    throw new MvmError('store', `Cannot read the audit log ${path}`, {
-      cause: (e as Error)?.message ?? String(e),
-      fix: 'The audit log must be a regular file owned by you; check the data directory (telemetry/audit.jsonl).',
-      underlying: e,
-    });
-  });
-  return { ...metricsFrom(records), unreadable };
+/** Everything the metrics say, read once (status shows it too). */
+export async function currentMetrics(config: Config): Promise<MetricsSnapshot> {
+  return new MetricsSource(config).collect();
 }
 
 export async function metricsCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('metrics', args, {});
+  if (args[0] === 'serve') return serveCommand(args.slice(1), io);
+  const { values, positionals } = parseFlags('metrics', args, {
+    textfile: { type: 'string' },
+  });
   if (values.help) {
     io.out(METRICS_HELP);
     return 0;
   }
   if (positionals.length)
-    throw new MvmError('usage', 'metrics takes no arguments', {
-      fix: "Run 'mvmctl metrics --help'.",
+    throw new MvmError(
+      'usage',
+      `metrics takes no arguments (got ${JSON.stringify(positionals[0])})`,
+      {
+        fix: "Run 'mvmctl metrics --help' (the server is 'mvmctl metrics serve').",
+      },
+    );
+  if (values.textfile !== undefined && values.json)
+    throw new MvmError('usage', '--textfile and --json do not go together', {
+      fix: 'The textfile is always the Prometheus text format; drop --json.',
     });
-  const m = await currentMetrics(configFrom(process.env, homedir()));
-  io.out(values.json ? JSON.stringify(metricsJson(m)) : await prometheusText(m));
+  const snapshot = await currentMetrics(configFrom(process.env, homedir()));
+  for (const w of snapshot.warnings) io.err(`warning: ${w}`);
+  if (values.textfile !== undefined) {
+    if (values.textfile === '')
+      throw new MvmError('usage', '--textfile needs a directory', {
+        fix: "Name node_exporter's --collector.textfile.directory.",
+      });
+    const { writeTextfile } = await import('../../telemetry/textfile.js');
+    await writeTextfile(values.textfile, renderExposition(snapshot, 'prometheus'));
+    return 0;
+  }
+  io.out(values.json ? jsonLine(metricsJson(snapshot)) : renderExposition(snapshot, 'prometheus'));
   return 0;
 }
 
-/** Values keyed without the mvm_ prefix (SPEC.md section 6). */
-export function metricsJson(m: Metrics): Record<string, unknown> {
-  const buckets: Record<string, number> = {};
-  for (const le of DURATION_BUCKETS)
-    buckets[String(le)] = m.durations.filter((d) => d <= le).length;
-  buckets['+Inf'] = m.durations.length;
-  return {
-    ...m.counters,
-    dev_image_verify_duration_seconds: {
-      count: m.durations.length,
-      sum: m.durations.reduce((a, b) => a + b, 0),
-      buckets,
-    },
-  };
-}
-
-/** Prometheus text exposition, formatted by prom-client. */
-export async function prometheusText(m: Metrics): Promise<string> {
-  const mod = await import('prom-client');
-  // A CommonJS package: Node's loader exposes named exports, the CLI bundle only `default`.
-  const { Registry, Counter, Histogram } =
-    typeof mod.Registry === 'function' ? mod : (mod as unknown as { default: typeof mod }).default;
-  const registry = new Registry();
-  for (const [name, value] of Object.entries(m.counters)) {
-    new Counter({ name: `mvm_${name}`, help: HELP_TEXT[name] ?? name, registers: [registry] }).inc(
-      value,
-    );
-  }
-  const h = new Histogram({
-    name: 'mvm_dev_image_verify_duration_seconds',
-    help: 'Wall time of a dev image verification, success or failure.',
-    buckets: DURATION_BUCKETS,
-    registers: [registry],
+async function serveCommand(args: string[], io: Output): Promise<number> {
+  const { values, positionals } = parseFlags('metrics serve', args, {
+    listen: { type: 'string' },
   });
-  for (const d of m.durations) h.observe(d);
-  return registry.metrics();
+  if (values.help) {
+    io.out(METRICS_HELP);
+    return 0;
+  }
+  if (positionals.length)
+    throw new MvmError('usage', 'metrics serve takes no arguments', {
+      fix: "Run 'mvmctl metrics --help'.",
+    });
+  if (values.json)
+    throw new MvmError('usage', 'metrics serve has no --json', {
+      fix: "GET /metrics serves the exposition formats; 'mvmctl metrics --json' prints JSON.",
+    });
+  const { DEFAULT_LISTEN, parseListen, startMetricsServer, urlOf } =
+    await import('../../telemetry/server.js');
+  const listen = parseListen(values.listen ?? DEFAULT_LISTEN);
+  const source = new MetricsSource(configFrom(process.env, homedir()));
+  // The log is read once before listening: a log that cannot be read at all is an error now, not per scrape.
+  const first = await source.collect();
+  const server = await startMetricsServer({
+    listen,
+    source,
+    warn: (m) => io.err(`warning: ${m}`),
+    warned: first.warnings,
+  });
+  for (const w of first.warnings) io.err(`warning: ${w}`);
+  io.err(`listening on ${urlOf(server.address)}`);
+  const signal = await new Promise<NodeJS.Signals>((resolve) => {
+    for (const s of ['SIGTERM', 'SIGINT'] as const) process.once(s, () => resolve(s));
+  });
+  await server.close();
+  io.err(`stopped (${signal})`);
+  return 0;
 }

@@ -13,13 +13,12 @@ import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { readRegularFile } from '../../io/files.js';
 import {
-  installRevocationPair,
   MAX_LIST_BYTES,
   REVOCATIONS_JSON,
   summarizeRevocationCache,
-  verifyRevocationPair,
 } from '../../revocations/cache.js';
-import { checkNoRollback, refreshAndAudit, rememberInstalled } from '../../revocations/refresh.js';
+import { refreshAndAudit } from '../../revocations/refresh.js';
+import { installCarriedPair } from '../../revocations/install.js';
 import { ImageStore } from '../../store/image-store.js';
 import { audit } from '../../telemetry/audit.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
@@ -99,29 +98,7 @@ async function importList(
   const list = await readRegularFile(listPath, 'revocation list', MAX_LIST_BYTES);
   const bundle = await readRegularFile(bundlePath, 'revocation list bundle', MAX_LIST_BYTES);
   try {
-    let verified;
-    try {
-      verified = verifyRevocationPair(list, bundle, config.releaseRepo, trustedRoot);
-    } catch (e) {
-      if (e instanceof MvmError && e.code === 'signature') {
-        throw new MvmError(
-          'signature',
-          `Cosign verification failed for the revocation list: ${e.message}`,
-          {
-            cause: `${e.cause ? `${e.cause}; ` : ''}the list and bundle do not match, or the list was not signed by the revocations workflow`,
-            fix: 'Copy both files together from the revocations release; nothing was installed.',
-            ...(e.check ? { check: e.check } : {}),
-            underlying: e,
-          },
-        );
-      }
-      throw e;
-    }
-    const incoming = verified;
-    await installRevocationPair(revocationsDir(config), list, bundle, () =>
-      checkNoRollback(config, trustedRoot, new Date(), incoming),
-    );
-    await rememberInstalled(config, incoming);
+    const verified = await installCarriedPair(config, trustedRoot, list, bundle, new Date());
     await audit(config, { event: 'revocations.import', outcome: 'ok' });
     const result = {
       installed: true,

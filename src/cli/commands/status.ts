@@ -72,8 +72,21 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     trustedRoot: { source: trustedRoot.source, sha256: trustedRoot.sha256 },
     metrics: metricsJson(metrics),
     auditLogUnreadableLines: metrics.unreadable,
+    // A broken chain is loud wherever the log is read (issue 12), not only in audit tail.
+    auditChain: {
+      intact: metrics.chain.intact,
+      records: metrics.chain.records,
+      ...(metrics.chain.intact
+        ? {}
+        : {
+            path: metrics.chainPath,
+            brokenAt: metrics.chain.brokenAt,
+            reason: metrics.chain.reason,
+          }),
+    },
     devVm: { state: 'not built yet' },
   };
+  for (const w of metrics.warnings) io.err(`warning: ${w}`);
   if (values.json) {
     io.out(jsonLine(status));
     return 0;
@@ -94,6 +107,12 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
         `    initrd ${p(i.initrd.name)}  sha256 ${p(i.initrd.sha256)} (${Number(i.initrd.bytes)} bytes)`,
       );
     }
+    // Signed fields a newer producer added: shown so an operator sees them, never acted on.
+    const unknown = Object.entries(i.receipt?.manifestUnknownFields ?? {});
+    if (unknown.length) {
+      lines.push('    manifest fields this mvmctl does not know (signed; recorded, not acted on):');
+      for (const [k, v] of unknown) lines.push(`      ${p(k, 200)} = ${p(JSON.stringify(v), 300)}`);
+    }
   }
   lines.push('', 'Revocation list:');
   if (revocations.state === 'verified') {
@@ -112,6 +131,12 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     'Counters:',
   );
   for (const [k, v] of Object.entries(metrics.counters)) lines.push(`  ${k.padEnd(44)} ${v}`);
+  lines.push(
+    '',
+    metrics.chain.intact
+      ? `Audit log: chain intact (${metrics.chain.records} records)`
+      : `Audit log: CHAIN BROKEN${metrics.chain.brokenAt === undefined ? '' : ` at line ${metrics.chain.brokenAt}`} of ${p(metrics.chainPath)}: ${p(metrics.chain.reason ?? '')} (mvmctl audit tail shows the records)`,
+  );
   io.out(lines.join('\n'));
   return 0;
 }

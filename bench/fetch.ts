@@ -1,0 +1,135 @@
+/**
+ * Fetch benchmark: `mvmctl dev fetch` of a release set (32 MB kernel and the
+ * import benchmark's rootfs sizes) from a loopback server, beside `curl -o` of
+ * the same two files from the same server in the same run (in parallel, as
+ * dev fetch downloads them). dev fetch does more than curl: it verifies the
+ * signature and the revocation list first, hashes every byte, and syncs the
+ * files to disk before renaming them; curl only writes. The ratio printed is
+ * throughput relative to curl (curl time / fetch time, median of per-round
+ * ratios), target >= 0.80x. Targets are printed, not asserted.
+ *
+ * BENCH_SIZES_MB="256,2048" sets the rootfs sizes; BENCH_REPS (default 5) the
+ * repetitions, in a rotated order each round.
+ */
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { TestPki } from '../test/support/pki.js';
+import { writeReleaseSet, writeRevocationList } from '../test/support/release.js';
+import { bigFile } from './files.js';
+
+const sizes = (process.env['BENCH_SIZES_MB'] ?? '256,2048').split(',').map(Number);
+const reps = Number(process.env['BENCH_REPS'] ?? 5);
+const cli = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
+const serverScript = fileURLToPath(new URL('./release-server.mjs', import.meta.url));
+const arch = process.arch === 'arm64' ? 'aarch64' : 'x86_64';
+const version = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8'))
+  .version as string;
+
+const work = mkdtempSync(join(process.env['BENCH_DIR'] ?? tmpdir(), 'mvm-bench-fetch-'));
+const pki = await TestPki.create();
+const trustedRoot = pki.writeTrustedRoot(work);
+const releases = join(work, 'releases');
+await writeRevocationList(pki, join(releases, 'revocations'), [{ version: '0.0.1' }]);
+
+const server = spawn(process.execPath, [serverScript, releases], {
+  stdio: ['ignore', 'pipe', 'inherit'],
+});
+const port = await new Promise<string>((resolve) =>
+  createInterface({ input: server.stdout! }).once('line', resolve),
+);
+const base = `http://127.0.0.1:${port}`;
+
+/** The set of this version with a rootfs of `mb` MiB, served under /v{version}/. */
+async function serveSet(mb: number): Promise<{ kernel: string; rootfs: string }> {
+  const dir = join(releases, `v${version}`);
+  rmSync(dir, { recursive: true, force: true });
+  mkdirSync(dir, { recursive: true });
+  const kernel = join(dir, `dev-vmlinux-${arch}`);
+  const rootfs = join(dir, `dev-rootfs-${arch}.ext4`);
+  bigFile(kernel, 32);
+  bigFile(rootfs, mb);
+  const digest = (p: string) =>
+    execFileSync('openssl', ['dgst', '-sha256', '-r', p]).toString().split(' ')[0]!;
+  await writeReleaseSet(pki, dir, {
+    version,
+    arch,
+    artifactsInPlace: { kernelSha256: digest(kernel), rootfsSha256: digest(rootfs) },
+  });
+  return { kernel, rootfs };
+}
+
+function timed(cmd: string, args: string[], env: Record<string, string> = {}): number {
+  spawnSync('sync'); // no dirty pages of the previous run throttle this one
+  const t0 = process.hrtime.bigint();
+  const r = spawnSync(cmd, args, {
+    stdio: ['ignore', 'ignore', 'pipe'],
+    env: { ...process.env, ...env },
+  });
+  const s = Number(process.hrtime.bigint() - t0) / 1e9;
+  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
+  return s;
+}
+
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+
+function measure() {
+  const out = join(work, 'out');
+  const fetchOnce = () => {
+    rmSync(out, { recursive: true, force: true });
+    const s = timed(process.execPath, [cli, 'dev', 'fetch', '--out', out], {
+      MVM_RELEASE_BASE_URL: base,
+      MVM_TRUSTED_ROOT: trustedRoot,
+      MVM_DATA_DIR: join(work, 'data'),
+      XDG_CACHE_HOME: join(work, 'cache'),
+    });
+    rmSync(out, { recursive: true, force: true });
+    return s;
+  };
+  const curlOnce = () => {
+    rmSync(out, { recursive: true, force: true });
+    mkdirSync(out);
+    const url = (f: string) => `${base}/v${version}/${f}`;
+    const s = timed('curl', [
+      '-sSf',
+      '--parallel',
+      '-o',
+      join(out, 'k'),
+      url(`dev-vmlinux-${arch}`),
+      '-o',
+      join(out, 'r'),
+      url(`dev-rootfs-${arch}.ext4`),
+    ]);
+    rmSync(out, { recursive: true, force: true });
+    return s;
+  };
+  const f: number[] = [];
+  const c: number[] = [];
+  const runs = [() => f.push(fetchOnce()), () => c.push(curlOnce())];
+  for (let i = 0; i < reps; i++) for (let k = 0; k < runs.length; k++) runs[(i + k) % 2]!();
+  const ratios = f.map((t, i) => c[i]! / t);
+  const fmt = (xs: number[]) => xs.map((x) => x.toFixed(2)).join(' ');
+  console.log(`  samples (s) dev fetch [${fmt(f)}]  curl [${fmt(c)}]  ratio [${fmt(ratios)}]`);
+  return { fetch: median(f), curl: median(c), ratio: median(ratios) };
+}
+
+console.log(
+  `Fetch benchmark: node ${process.version}, ${process.platform}/${process.arch}, median of ${reps}, loopback server, work dir ${work}`,
+);
+try {
+  for (const mb of sizes) {
+    await serveSet(mb);
+    timed('sh', ['-c', `cat "$1"/* > /dev/null`, 'sh', join(releases, `v${version}`)]); // page cache
+    const r = measure();
+    const total = (mb + 32) * 1024 * 1024;
+    console.log(
+      `rootfs ${String(mb).padStart(5)} MB + kernel 32 MB: dev fetch ${r.fetch.toFixed(3)} s (${(total / r.fetch / 1e6).toFixed(0)} MB/s)   curl ${r.curl.toFixed(3)} s (${(total / r.curl / 1e6).toFixed(0)} MB/s)   fetch throughput / curl ${r.ratio.toFixed(2)}x (target >= 0.80x)`,
+    );
+  }
+} finally {
+  server.kill();
+  rmSync(work, { recursive: true, force: true });
+}

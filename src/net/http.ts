@@ -1,0 +1,359 @@
+/**
+ * The one HTTP client (undici) for everything the tool fetches: release files
+ * and the revocation list (SPEC.md section 11).
+ *
+ * - Proxies from HTTPS_PROXY / HTTP_PROXY / NO_PROXY.
+ * - Bounded connect, response-header and body-idle time: an unreachable host
+ *   is found out in seconds, and a stalled body is a failure, not a hang.
+ * - Redirects are followed here, not by undici, so that the credential
+ *   (MVM_RELEASE_TOKEN) goes to the release location's own origin and never to
+ *   the host a redirect names (GitHub sends downloads to another host).
+ * - Every failure is a network error (exit 16) naming the URL and the cause,
+ *   marked retryable or not; nothing here decides whether bytes are good
+ *   (every byte is verified after, which is why http: mirrors are allowed).
+ */
+import { EnvHttpProxyAgent, request, util, type Dispatcher } from 'undici';
+import { MvmError } from '../errors.js';
+
+export interface HttpOptions {
+  /** Upper bound for connecting, for the response headers, and for silence inside a body. */
+  readonly timeoutMs: number;
+  /** A bearer token and the one origin it may be sent to. */
+  readonly credential?: { readonly origin: string; readonly token: string };
+  /** Where the failure's fix points (the revocation refresh and a release download differ). */
+  readonly fix?: string;
+}
+
+/** What a streamed GET does with the response: the body goes to `data` without a stream in between. */
+export interface StreamHandler {
+  /** The final (not a redirect) response's status and headers; false discards its body. */
+  response(
+    status: number,
+    headers: Readonly<Record<string, string | string[] | undefined>>,
+  ): boolean;
+  /** A body chunk (only valid during the call); false pauses the socket until `resume()`. */
+  data(chunk: Buffer, resume: () => void): boolean;
+}
+
+export interface HttpResponse {
+  readonly status: number;
+  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
+  readonly body: Dispatcher.ResponseData['body'];
+  /** The URL that answered, after redirects. */
+  readonly url: string;
+}
+
+const MAX_REDIRECTS = 5;
+const REDIRECTS = new Set([301, 302, 303, 307, 308]);
+const CONNECT_TIMEOUT_MS = 3_000;
+/** undici's error codes for its connect, headers and body timeouts. */
+const TIMEOUT_CODES = new Set([
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_HEADERS_TIMEOUT',
+  'UND_ERR_BODY_TIMEOUT',
+]);
+
+const DEFAULT_FIX =
+  'Check connectivity and proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and the release location (MVM_RELEASE_BASE_URL); on an air-gapped host, carry the files in and use dev import-image.';
+
+/** A network error that says whether trying again could help (connection trouble and 5xx can; a 404 cannot). */
+export class TransferError extends MvmError {
+  readonly retryable: boolean;
+  constructor(
+    message: string,
+    retryable: boolean,
+    cause: string,
+    fix: string,
+    underlying?: unknown,
+  ) {
+    super('network', message, { cause, fix, underlying });
+    this.retryable = retryable;
+  }
+}
+
+export const isRetryable = (e: unknown): boolean => e instanceof TransferError && e.retryable;
+
+const INTERRUPTED = 'interrupted';
+/** A request stopped by its abort signal (Ctrl-C, or a sibling download's failure). */
+export const isInterruption = (e: unknown): boolean =>
+  e instanceof TransferError && e.cause === INTERRUPTED;
+
+/**
+ * undici 6 flags EnvHttpProxyAgent as experimental with a process warning on
+ * every run; operators should not see that on stderr. Other warnings pass.
+ */
+function quietly<T>(make: () => T): T {
+  const emit = process.emitWarning;
+  process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+    const code = (rest[0] as { code?: string } | undefined)?.code ?? rest[1];
+    if (code === 'UNDICI-EHPA') return;
+    (emit as (...a: unknown[]) => void).call(process, warning, ...rest);
+  }) as typeof process.emitWarning;
+  try {
+    return make();
+  } finally {
+    process.emitWarning = emit;
+  }
+}
+
+export class HttpClient {
+  private readonly dispatcher: Dispatcher;
+  private readonly fix: string;
+
+  constructor(private readonly opts: HttpOptions) {
+    this.dispatcher = quietly(
+      () =>
+        new EnvHttpProxyAgent({
+          connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, opts.timeoutMs) },
+          headersTimeout: opts.timeoutMs,
+          bodyTimeout: opts.timeoutMs,
+        }),
+    );
+    this.fix = opts.fix ?? DEFAULT_FIX;
+  }
+
+  /**
+   * GET `url` (from byte `from` with a Range request when given), following
+   * redirects. Any status comes back; the caller decides what it means. The
+   * body must be consumed or destroyed.
+   */
+  async open(url: string, o: { from?: number; signal?: AbortSignal } = {}): Promise<HttpResponse> {
+    let current = url;
+    for (let hop = 0; ; hop++) {
+      const target = parseHttpUrl(current, url, this.fix);
+      const headers = this.headersFor(target, o.from);
+      let res: Dispatcher.ResponseData;
+      try {
+        res = await request(current, {
+          dispatcher: this.dispatcher,
+          method: 'GET',
+          headers,
+          maxRedirections: 0,
+          ...(o.signal ? { signal: o.signal } : {}),
+        });
+      } catch (e) {
+        throw this.failure(current, e);
+      }
+      const location = res.headers['location'];
+      if (!REDIRECTS.has(res.statusCode) || typeof location !== 'string') {
+        return { status: res.statusCode, headers: res.headers, body: res.body, url: current };
+      }
+      await res.body.dump().catch(() => undefined);
+      if (hop >= MAX_REDIRECTS) {
+        throw new TransferError(
+          `GET ${url} failed: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
+          false,
+          'the release location redirects in a loop or too deep',
+          this.fix,
+        );
+      }
+      current = new URL(location, current).toString();
+    }
+  }
+
+  /**
+   * GET `url` (from byte `from` with a Range request), following redirects,
+   * handing the body straight to `handler`: the large-file path, where a
+   * Readable stream per chunk would cost more than the hashing does. Resolves
+   * once the body is complete; rejects with a TransferError.
+   */
+  async stream(
+    url: string,
+    o: { from?: number; signal?: AbortSignal },
+    handler: StreamHandler,
+  ): Promise<void> {
+    let current = url;
+    for (let hop = 0; ; hop++) {
+      const target = parseHttpUrl(current, url, this.fix);
+      const location = await this.streamOnce(target, o, handler).catch((e: unknown) => {
+        throw this.failure(current, e);
+      });
+      if (location === undefined) return;
+      if (hop >= MAX_REDIRECTS) {
+        throw new TransferError(
+          `GET ${url} failed: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
+          false,
+          'the release location redirects in a loop or too deep',
+          this.fix,
+        );
+      }
+      current = new URL(location, current).toString();
+    }
+  }
+
+  /** One request; resolves to the redirect's location, or undefined when the body was delivered. */
+  private streamOnce(
+    target: URL,
+    o: { from?: number; signal?: AbortSignal },
+    handler: StreamHandler,
+  ): Promise<string | undefined> {
+    return new Promise((resolve, reject) => {
+      let location: string | undefined;
+      let accepted = false;
+      let settled = false;
+      let abortRequest: ((e?: Error) => void) | undefined;
+      let resumeSocket: () => void = () => undefined;
+      const onAbort = (): void =>
+        abortRequest?.(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+      const settle = (f: () => void): void => {
+        if (settled) return;
+        settled = true;
+        o.signal?.removeEventListener('abort', onAbort);
+        f();
+      };
+      if (o.signal?.aborted) {
+        reject(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+        return;
+      }
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      this.dispatcher.dispatch(
+        {
+          origin: target.origin,
+          path: `${target.pathname}${target.search}`,
+          method: 'GET',
+          headers: this.headersFor(target, o.from),
+        },
+        {
+          onConnect: (abort) => {
+            abortRequest = abort;
+            if (o.signal?.aborted) onAbort();
+          },
+          onHeaders: (status, raw, resume) => {
+            if (status < 200) return true; // 1xx: the real answer follows
+            const headers = util.parseHeaders(raw) as Record<string, string | string[] | undefined>;
+            const loc = headers['location'];
+            if (REDIRECTS.has(status) && typeof loc === 'string') {
+              location = loc;
+              return true;
+            }
+            accepted = handler.response(status, headers);
+            resumeSocket = resume;
+            return true;
+          },
+          onData: (chunk) => (accepted ? handler.data(chunk, resumeSocket) : true),
+          onComplete: () => settle(() => resolve(location)),
+          onError: (e) => settle(() => reject(e)),
+        },
+      );
+    });
+  }
+
+  private headersFor(target: URL, from: number | undefined): Record<string, string> {
+    const headers: Record<string, string> = { 'user-agent': 'mvmctl' };
+    if (from) headers['range'] = `bytes=${from}-`;
+    if (this.opts.credential && target.origin === this.opts.credential.origin) {
+      headers['authorization'] = `Bearer ${this.opts.credential.token}`;
+    }
+    return headers;
+  }
+
+  /** A small document (manifest, bundle, revocation list), read whole and bounded. */
+  async get(
+    url: string,
+    maxBytes: number,
+    o: { signal?: AbortSignal } = {},
+  ): Promise<{ status: number; body: Buffer; url: string }> {
+    const res = await this.open(url, o);
+    const chunks: Buffer[] = [];
+    let size = 0;
+    try {
+      for await (const chunk of res.body) {
+        size += (chunk as Buffer).length;
+        if (size > maxBytes) {
+          res.body.destroy();
+          throw new TransferError(
+            `GET ${url}: response larger than ${maxBytes} bytes`,
+            false,
+            'the server sent more than this document can be',
+            this.fix,
+          );
+        }
+        chunks.push(chunk as Buffer);
+      }
+    } catch (e) {
+      if (e instanceof MvmError) throw e;
+      throw this.failure(url, e);
+    }
+    return { status: res.status, body: Buffer.concat(chunks), url: res.url };
+  }
+
+  /** An error for an HTTP status that is not the one wanted: 5xx and 429 may pass, the rest will not. */
+  statusError(url: string, status: number, what = 'the file'): TransferError {
+    const retryable = status >= 500 || status === 429 || status === 408;
+    return new TransferError(
+      `GET ${url} failed: HTTP ${status}`,
+      retryable,
+      status === 404
+        ? `the release location has no ${what} at this URL`
+        : `the server answered HTTP ${status}`,
+      status === 404
+        ? 'Check the version and arch (--version, --arch) and the release location (MVM_RELEASE_BASE_URL): no unsigned fallback is ever used.'
+        : status === 401 || status === 403
+          ? 'The release location refused access: set MVM_RELEASE_TOKEN for a private mirror, or check the URL.'
+          : this.fix,
+    );
+  }
+
+  /** A transport failure: always retryable (a reset, a refusal, a timeout can pass). */
+  failure(url: string, e: unknown): TransferError {
+    if (e instanceof TransferError) return e;
+    const err = e as Error & { code?: string };
+    if (err?.name === 'AbortError') {
+      return new TransferError(`GET ${url} was interrupted`, false, INTERRUPTED, this.fix, e);
+    }
+    const timedOut = TIMEOUT_CODES.has(err?.code ?? '') || err?.name === 'TimeoutError';
+    return new TransferError(
+      `GET ${url} failed: ${timedOut ? `no answer within ${this.opts.timeoutMs / 1000} s` : (err?.code ?? err?.message ?? String(e))}`,
+      true,
+      timedOut ? 'the server did not answer in time' : (err?.message ?? String(e)),
+      this.fix,
+      e,
+    );
+  }
+
+  async close(): Promise<void> {
+    await this.dispatcher.close().catch(() => undefined);
+  }
+}
+
+/** Only http: and https: are ever requested, whatever a redirect names. */
+function parseHttpUrl(current: string, first: string, fix: string): URL {
+  let u: URL;
+  try {
+    u = new URL(current);
+  } catch {
+    throw new TransferError(`GET ${first} failed: bad URL ${current}`, false, 'not a URL', fix);
+  }
+  if (u.protocol !== 'http:' && u.protocol !== 'https:') {
+    throw new TransferError(
+      `GET ${first} failed: redirected to ${u.protocol} (${current})`,
+      false,
+      'only http and https are fetched',
+      fix,
+    );
+  }
+  return u;
+}
+
+/** Backoff before attempt `n` (1-based retries): 250 ms, 500 ms, 1 s. */
+export const RETRY_DELAYS_MS = [250, 500, 1000] as const;
+
+/**
+ * Runs `attempt` up to 1 + RETRY_DELAYS_MS.length times while it fails with a
+ * retryable transfer error; `onRetry` hears of each failure that is retried.
+ */
+export async function withRetries<T>(
+  attempt: (n: number) => Promise<T>,
+  o: { signal?: AbortSignal; onRetry?: (e: TransferError, delayMs: number) => void } = {},
+): Promise<T> {
+  for (let n = 0; ; n++) {
+    try {
+      return await attempt(n);
+    } catch (e) {
+      const delay = RETRY_DELAYS_MS[n];
+      if (!isRetryable(e) || delay === undefined || o.signal?.aborted) throw e;
+      o.onRetry?.(e as TransferError, delay);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
+}

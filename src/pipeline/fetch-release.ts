@@ -1,0 +1,511 @@
+/**
+ * `mvmctl dev fetch`: a transfer set for an air-gapped host, from the release
+ * location (SPEC.md section 11). The small signed files come first and their
+ * signature is verified before any large download (a wrong signer costs
+ * seconds, not the rootfs); the artifacts follow concurrently, each renamed
+ * into place only when its digest is the signed one. Nothing here installs:
+ * `dev import-image --dir` (or `dev pull`, which runs the import pipeline on
+ * this directory) is the one verifier that decides what reaches the store.
+ */
+import { createHash } from 'node:crypto';
+import { promises as fs } from 'node:fs';
+import { join } from 'node:path';
+import { releaseCredential, releaseFileUrl, revocationsUrl, type Config } from '../config.js';
+import {
+  artifactName,
+  listedArtifact,
+  parseManifest,
+  type Arch,
+  type ArtifactRole,
+  type Manifest,
+} from '../core/manifest.js';
+import { findRecall } from '../core/revocation.js';
+import { releasePolicy, releaseTagVersion } from '../core/release.js';
+import { MvmError } from '../errors.js';
+import { MAX_BUNDLE_BYTES } from '../io/files.js';
+import { download, type DownloadResult } from '../net/download.js';
+import { HttpClient, isInterruption, withRetries, type TransferError } from '../net/http.js';
+import {
+  MAX_LIST_BYTES,
+  REVOCATIONS_BUNDLE,
+  REVOCATIONS_JSON,
+  verifyRevocationPair,
+  type VerifiedList,
+} from '../revocations/cache.js';
+import { audit, type AuditRecord } from '../telemetry/audit.js';
+import { parseBundle } from '../trust/bundle.js';
+import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
+import { verifyArtifact, type VerifiedSignature } from '../trust/verify.js';
+
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
+
+export type FetchEvent =
+  | { step: 'signature'; identity: string; issuer: string; logIndex: string }
+  | { step: 'revocations'; state: 'fetched' | 'none'; entries: number }
+  | { step: 'recalled-kept'; reason: string }
+  | {
+      step: 'download';
+      role: ArtifactRole;
+      name: string;
+      bytes: number;
+      sha256: string;
+      reused: number;
+      alreadyThere: boolean;
+    }
+  | { step: 'retry'; message: string; delayMs: number };
+
+export interface FetchContext {
+  readonly config: Config;
+  readonly trustedRoot: LoadedTrustedRoot;
+  readonly version: string;
+  readonly arch: Arch;
+  /** The transfer set's directory: created when missing. */
+  readonly dir: string;
+  /** Keep going when the release is recalled (for investigation); warned, never silent. */
+  readonly allowRecalled: boolean;
+  /** `input` for the operator's --out (exit 3), `store` for dev pull's private staging (exit 17). */
+  readonly diskErrorCode: 'input' | 'store';
+  readonly now: () => Date;
+  readonly signal?: AbortSignal;
+  readonly report: (e: FetchEvent) => void;
+  readonly warn: (message: string) => void;
+  readonly onProgress?: (role: ArtifactRole, bytes: number, total: number | undefined) => void;
+}
+
+export interface TransferSet {
+  readonly version: string;
+  readonly arch: Arch;
+  readonly dir: string;
+  readonly files: readonly { name: string; bytes: number; sha256: string }[];
+  readonly signer: { identity: string; issuer: string; logIndex: string } | null;
+  readonly revocations: { state: 'fetched' | 'none'; entries: number };
+  /** Bytes actually transferred for the artifacts (less than their size when resumed or already there). */
+  readonly transferred: number;
+}
+
+/** Release file names of a set (SPEC.md section 1). */
+export const setFileNames = (arch: Arch) => ({
+  manifest: `dev-image-${arch}.manifest.json`,
+  bundle: `dev-image-${arch}.manifest.json.bundle`,
+});
+
+export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
+  refuseOffline(ctx.config);
+  const client = new HttpClient({
+    timeoutMs: ctx.config.httpTimeoutMs,
+    ...(releaseCredential(ctx.config) ? { credential: releaseCredential(ctx.config)! } : {}),
+  });
+  const facts = { version: ctx.version, arch: ctx.arch };
+  try {
+    await prepareDir(ctx);
+    const signed = await fetchSigned(client, ctx); //                  manifest + bundle
+    const signature = verifySignature(signed, ctx); //                  the signature, before any large download
+    const manifest = checkManifest(signed.manifest, signature, ctx); // the set asked for
+    const list = await fetchRevocations(client, ctx); //               the revocation pair (404: none)
+    checkRecall(manifest, list, ctx); //                                a recalled release stops here
+    const downloaded = await downloadArtifacts(client, manifest, ctx); // kernel, rootfs, initrd at once
+    await writeSmallFiles(signed, list, ctx); //                        the set is complete
+    await record(ctx, { ...facts, outcome: 'ok' });
+    return summary(manifest, signed, signature, list, downloaded, ctx);
+  } catch (e) {
+    const err = asFetchError(e, ctx);
+    if (err.code !== 'usage') {
+      await record(ctx, {
+        ...facts,
+        outcome: 'failed',
+        code: err.code,
+        ...(err.check ? { check: err.check } : {}),
+        message: err.message,
+      }).catch((auditError: unknown) =>
+        ctx.warn(`could not write the audit record: ${(auditError as Error).message}`),
+      );
+    }
+    throw err;
+  } finally {
+    await client.close();
+  }
+}
+
+function refuseOffline(config: Config): void {
+  if (!config.offline) return;
+  throw new MvmError('network', 'Offline (MVM_OFFLINE=1 or --offline): nothing was fetched', {
+    cause: 'this command downloads from the release location, and the network is off by request',
+    fix: 'On an air-gapped host, carry a transfer set in and run mvmctl dev import-image --dir DIR; on a connected host, unset MVM_OFFLINE.',
+  });
+}
+
+/** An interruption is the operator's, not the network's: exit 130, partials kept for the next run. */
+function asFetchError(e: unknown, ctx: FetchContext): MvmError {
+  if (ctx.signal?.aborted) {
+    return new MvmError('interrupted', `Interrupted: the download into ${ctx.dir} stopped`, {
+      cause: 'SIGINT or SIGTERM',
+      fix: 'Run the same command again: the partial downloads (NAME.partial) are resumed, not started over.',
+    });
+  }
+  if (e instanceof MvmError) return e;
+  return new MvmError('internal', String((e as Error)?.message ?? e), { underlying: e });
+}
+
+/** The output directory: created when missing, refused (exit 3) when it cannot hold the set. */
+async function prepareDir(ctx: FetchContext): Promise<void> {
+  try {
+    await fs.mkdir(ctx.dir, { recursive: true, mode: 0o755 });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new MvmError(ctx.diskErrorCode, `Cannot use ${ctx.dir} for the transfer set`, {
+      cause:
+        code === 'EEXIST' || code === 'ENOTDIR'
+          ? 'it (or a parent) exists and is not a directory'
+          : (e as Error).message,
+      fix: 'Name a directory you can write with --out (it is created when missing).',
+      underlying: e,
+    });
+  }
+  const st = await fs.stat(ctx.dir);
+  if (!st.isDirectory()) {
+    throw new MvmError(ctx.diskErrorCode, `Cannot use ${ctx.dir} for the transfer set`, {
+      cause: 'it is not a directory',
+      fix: 'Name a directory you can write with --out (it is created when missing).',
+    });
+  }
+  // Found before any download, not after the rootfs: a read-only or foreign directory.
+  await fs.access(ctx.dir, fs.constants.W_OK).catch((e: unknown) => {
+    throw new MvmError(ctx.diskErrorCode, `Cannot write in ${ctx.dir}`, {
+      cause: (e as Error).message,
+      fix: 'Name a directory you can write with --out.',
+      underlying: e,
+    });
+  });
+}
+
+interface SignedFiles {
+  readonly manifest: Buffer;
+  readonly bundle: Buffer;
+  readonly manifestUrl: string;
+}
+
+/** A small file, retried like any transfer; a 404 names the URL (no unsigned fallback, ever). */
+async function getSmall(
+  client: HttpClient,
+  url: string,
+  maxBytes: number,
+  what: string,
+  ctx: FetchContext,
+): Promise<Buffer | undefined> {
+  return withRetries(
+    async () => {
+      const res = await client.get(url, maxBytes, ctx.signal ? { signal: ctx.signal } : {});
+      if (res.status === 200) return res.body;
+      if (res.status === 404 && what === 'revocation list') return undefined;
+      throw client.statusError(url, res.status, what);
+    },
+    { ...(ctx.signal ? { signal: ctx.signal } : {}), onRetry: retryReporter(ctx) },
+  );
+}
+
+const retryReporter =
+  (ctx: FetchContext) =>
+  (e: TransferError, delayMs: number): void =>
+    ctx.report({ step: 'retry', message: e.message, delayMs });
+
+async function fetchSigned(client: HttpClient, ctx: FetchContext): Promise<SignedFiles> {
+  const names = setFileNames(ctx.arch);
+  const manifestUrl = releaseFileUrl(ctx.config, ctx.version, names.manifest);
+  const manifest = await getSmall(client, manifestUrl, MAX_MANIFEST_BYTES, 'manifest', ctx);
+  const bundle = await getSmall(
+    client,
+    releaseFileUrl(ctx.config, ctx.version, names.bundle),
+    MAX_BUNDLE_BYTES,
+    'manifest bundle',
+    ctx,
+  );
+  return { manifest: manifest!, bundle: bundle!, manifestUrl };
+}
+
+const SIGNATURE_FAILED = 'Cosign verification failed for the downloaded manifest';
+
+function verifySignature(signed: SignedFiles, ctx: FetchContext): VerifiedSignature {
+  try {
+    const v = verifyArtifact(
+      signed.manifest,
+      parseBundle(signed.bundle),
+      ctx.trustedRoot,
+      releasePolicy(ctx.config.releaseRepo),
+    );
+    if (v.signer.kind === 'certificate') {
+      ctx.report({
+        step: 'signature',
+        identity: v.signer.identity,
+        issuer: v.signer.issuer,
+        logIndex: v.tlog.logIndex,
+      });
+    }
+    return v;
+  } catch (e) {
+    if (e instanceof MvmError && e.code === 'signature') {
+      throw new MvmError('signature', `${SIGNATURE_FAILED} (${signed.manifestUrl}): ${e.message}`, {
+        cause: `${e.cause ?? 'the manifest and its bundle do not verify'}; nothing large was downloaded`,
+        fix:
+          e.check === 'identity' || e.check === 'issuer'
+            ? `The release location serves a manifest not signed by ${ctx.config.releaseRepo}'s release workflow: check MVM_RELEASE_BASE_URL and MVM_RELEASE_REPO.`
+            : e.fix,
+        ...(e.check ? { check: e.check } : {}),
+        underlying: e,
+      });
+    }
+    throw e;
+  }
+}
+
+/** After the signature: the manifest is for the version, arch and variant asked for, under its own tag. */
+function checkManifest(bytes: Buffer, signature: VerifiedSignature, ctx: FetchContext): Manifest {
+  const m = parseManifest(bytes);
+  if (signature.signer.kind === 'certificate') {
+    const tag = releaseTagVersion(signature.signer.identity, ctx.config.releaseRepo);
+    if (tag !== m.version) {
+      throw new MvmError(
+        'signature',
+        `${SIGNATURE_FAILED}: it was signed at tag v${tag} but says version ${m.version}`,
+        {
+          check: 'identity',
+          cause: 'a manifest is only trusted under the release tag it was signed at',
+        },
+      );
+    }
+  }
+  if (m.version !== ctx.version) {
+    throw new MvmError(
+      'version',
+      `The release location serves a manifest for ${m.version} under v${ctx.version}`,
+      {
+        cause: 'manifest.version is not the version asked for',
+        fix: 'Check MVM_RELEASE_BASE_URL.',
+      },
+    );
+  }
+  if (m.arch !== ctx.arch) {
+    throw new MvmError('arch', `The manifest is for arch ${m.arch}, not ${ctx.arch}`, {
+      cause: 'the release location serves another arch’s manifest under this name',
+      fix: 'Check MVM_RELEASE_BASE_URL.',
+    });
+  }
+  if (m.variant !== 'dev') {
+    throw new MvmError('manifest', `The manifest is for the ${m.variant} variant, not dev`, {
+      fix: 'Check MVM_RELEASE_BASE_URL: dev fetch takes the dev image.',
+    });
+  }
+  return m;
+}
+
+interface FetchedList {
+  readonly json: Buffer;
+  readonly bundle: Buffer;
+  readonly verified: VerifiedList;
+}
+
+/** The revocation pair, verified against the revocations workflow; a 404 is "no recalls today". */
+async function fetchRevocations(
+  client: HttpClient,
+  ctx: FetchContext,
+): Promise<FetchedList | undefined> {
+  const json = await getSmall(
+    client,
+    revocationsUrl(ctx.config, REVOCATIONS_JSON),
+    MAX_LIST_BYTES,
+    'revocation list',
+    ctx,
+  );
+  if (!json) return undefined;
+  const bundle = await getSmall(
+    client,
+    revocationsUrl(ctx.config, REVOCATIONS_BUNDLE),
+    MAX_LIST_BYTES,
+    'revocation list bundle',
+    ctx,
+  );
+  if (!bundle) throw client.statusError(revocationsUrl(ctx.config, REVOCATIONS_BUNDLE), 404);
+  let verified: VerifiedList;
+  try {
+    verified = verifyRevocationPair(json, bundle, ctx.config.releaseRepo, ctx.trustedRoot);
+  } catch (e) {
+    if (e instanceof MvmError && e.code === 'signature') {
+      throw new MvmError(
+        'signature',
+        `Cosign verification failed for the revocation list at ${revocationsUrl(ctx.config, REVOCATIONS_JSON)}: ${e.message}`,
+        {
+          cause: `${e.cause ? `${e.cause}; ` : ''}a list that does not verify is never carried or trusted`,
+          fix: 'Check the release location (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
+          ...(e.check ? { check: e.check } : {}),
+          underlying: e,
+        },
+      );
+    }
+    throw e;
+  }
+  return { json, bundle, verified };
+}
+
+/** Reported only after the match: the step line says whether this release is recalled. */
+function checkRecall(m: Manifest, list: FetchedList | undefined, ctx: FetchContext): void {
+  const recall = list && findRecall(list.verified.list, m);
+  if (!recall) {
+    ctx.report(
+      list
+        ? { step: 'revocations', state: 'fetched', entries: list.verified.list.revocations.length }
+        : { step: 'revocations', state: 'none', entries: 0 },
+    );
+    return;
+  }
+  if (ctx.allowRecalled) {
+    ctx.warn(
+      `v${m.version} ${m.variant} ${m.arch} is RECALLED (${recall.reason}); fetching anyway (--allow-recalled). dev import-image will refuse it.`,
+    );
+    ctx.report({ step: 'recalled-kept', reason: recall.reason });
+    return;
+  }
+  throw new MvmError(
+    'revoked',
+    `The release is on the project's revocation list: ${m.version} ${m.variant} ${m.arch} was recalled: ${recall.reason}`,
+    {
+      cause: `The release was recalled (${recall.revokedAt}); nothing large was downloaded`,
+      fix: 'Fetch another release (--version), or pass --allow-recalled to fetch this one for investigation (dev import-image refuses it).',
+    },
+  );
+}
+
+interface Downloaded {
+  readonly role: ArtifactRole;
+  readonly name: string;
+  readonly result: DownloadResult;
+}
+
+/** Kernel, rootfs (and the initrd when listed), at once; each checked against the signed digest. */
+async function downloadArtifacts(
+  client: HttpClient,
+  m: Manifest,
+  ctx: FetchContext,
+): Promise<Downloaded[]> {
+  const roles = (['kernel', 'rootfs', 'initrd'] as const).filter((r) => listedArtifact(m, r));
+  const limits = {
+    kernel: [ctx.config.maxKernelBytes, 'MVM_MAX_KERNEL_BYTES'],
+    rootfs: [ctx.config.maxRootfsBytes, 'MVM_MAX_ROOTFS_BYTES'],
+    initrd: [ctx.config.maxRootfsBytes, 'MVM_MAX_ROOTFS_BYTES'],
+  } as const;
+  // One failure stops the others (their partials stay for the next run).
+  const stop = new AbortController();
+  const signal = ctx.signal ? AbortSignal.any([ctx.signal, stop.signal]) : stop.signal;
+  const results = await Promise.allSettled(
+    roles.map(async (role): Promise<Downloaded> => {
+      const entry = listedArtifact(m, role)!;
+      const name = artifactName(m, role);
+      try {
+        const result = await download(
+          client,
+          {
+            url: releaseFileUrl(ctx.config, m.version, name),
+            dest: join(ctx.dir, name),
+            sha256: entry.sha256,
+            maxBytes: limits[role][0],
+            limitVariable: limits[role][1],
+            role,
+            diskErrorCode: ctx.diskErrorCode,
+          },
+          {
+            signal,
+            onProgress: (bytes, total) => ctx.onProgress?.(role, bytes, total),
+            onRetry: retryReporter(ctx),
+          },
+        );
+        ctx.report({ step: 'download', role, name, ...result });
+        return { role, name, result };
+      } catch (e) {
+        stop.abort();
+        throw e;
+      }
+    }),
+  );
+  // The failure that stopped the others, not the interruptions it caused in them.
+  const reasons = results
+    .filter((r): r is PromiseRejectedResult => r.status === 'rejected')
+    .map((r) => r.reason as unknown);
+  if (reasons.length) throw reasons.find((e) => !isInterruption(e)) ?? reasons[0];
+  return results.map((r) => (r as PromiseFulfilledResult<Downloaded>).value);
+}
+
+/** Manifest, bundle and revocation pair into the set, each written whole then renamed. */
+async function writeSmallFiles(
+  signed: SignedFiles,
+  list: FetchedList | undefined,
+  ctx: FetchContext,
+): Promise<void> {
+  const names = setFileNames(ctx.arch);
+  const files: [string, Buffer][] = [
+    [names.manifest, signed.manifest],
+    [names.bundle, signed.bundle],
+    ...(list
+      ? ([
+          [REVOCATIONS_BUNDLE, list.bundle],
+          [REVOCATIONS_JSON, list.json],
+        ] as [string, Buffer][])
+      : []),
+  ];
+  for (const [name, bytes] of files) {
+    const tmp = join(ctx.dir, `${name}.partial`);
+    try {
+      // A fresh file each time: a planted symlink at the temporary name is replaced, never followed.
+      await fs.rm(tmp, { force: true });
+      await fs.writeFile(tmp, bytes, { flag: 'wx', mode: 0o644 });
+      await fs.rename(tmp, join(ctx.dir, name));
+    } catch (e) {
+      throw new MvmError(ctx.diskErrorCode, `Cannot write ${join(ctx.dir, name)}`, {
+        cause: (e as Error).message,
+        underlying: e,
+      });
+    }
+  }
+}
+
+const small = (name: string, bytes: Buffer) => ({
+  name,
+  bytes: bytes.length,
+  sha256: createHash('sha256').update(bytes).digest('hex'),
+});
+
+function summary(
+  m: Manifest,
+  signed: SignedFiles,
+  signature: VerifiedSignature,
+  list: FetchedList | undefined,
+  downloaded: Downloaded[],
+  ctx: FetchContext,
+): TransferSet {
+  return {
+    version: m.version,
+    arch: m.arch,
+    dir: ctx.dir,
+    files: [
+      small(setFileNames(ctx.arch).manifest, signed.manifest),
+      small(setFileNames(ctx.arch).bundle, signed.bundle),
+      ...downloaded.map((d) => ({ name: d.name, bytes: d.result.bytes, sha256: d.result.sha256 })),
+      ...(list ? [small(REVOCATIONS_JSON, list.json), small(REVOCATIONS_BUNDLE, list.bundle)] : []),
+    ],
+    signer:
+      signature.signer.kind === 'certificate'
+        ? {
+            identity: signature.signer.identity,
+            issuer: signature.signer.issuer,
+            logIndex: signature.tlog.logIndex,
+          }
+        : null,
+    revocations: list
+      ? { state: 'fetched', entries: list.verified.list.revocations.length }
+      : { state: 'none', entries: 0 },
+    transferred: downloaded.reduce((n, d) => n + d.result.bytes - d.result.reused, 0),
+  };
+}
+
+/** Audited like an import: a wrong signer seen while fetching is the same signal to a fleet. */
+async function record(ctx: FetchContext, fields: Partial<AuditRecord>): Promise<void> {
+  // No duration: the verification histogram is the import's wall time, not a download's.
+  await audit(ctx.config, { event: 'dev.fetch', outcome: 'failed', ...fields }, ctx.now());
+}

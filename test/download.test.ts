@@ -1,0 +1,120 @@
+/**
+ * The download engine (src/net/download.ts, hashing-sink.ts) below the CLI:
+ * files larger than one 4 MiB batch, cut at offsets that are not batch
+ * boundaries, resumed, and a disk that fills up. Real loopback server, real
+ * files; the tmpfs for the full disk is a real mount (tests run as root).
+ */
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, it } from 'node:test';
+import { MvmError } from '../src/errors.js';
+import { download, partialPath } from '../src/net/download.js';
+import { HttpClient } from '../src/net/http.js';
+import { ReleaseServer } from './support/release-server.js';
+
+const VERSION = '0.14.0';
+const NAME = 'dev-rootfs-x86_64.ext4';
+const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
+
+let work: string;
+let server: ReleaseServer;
+let client: HttpClient;
+/** 13 MiB and a bit: three full batches and a partial one. */
+const file = randomBytes(13 * 1024 * 1024 + 12_345);
+
+before(async () => {
+  work = mkdtempSync(join(tmpdir(), 'mvm-download-'));
+  mkdirSync(join(work, 'release'));
+  writeFileSync(join(work, 'release', NAME), file);
+  server = await ReleaseServer.start({ releases: { [VERSION]: join(work, 'release') } });
+  client = new HttpClient({ timeoutMs: 5_000 });
+});
+
+after(async () => {
+  await client.close();
+  await server.close();
+  rmSync(work, { recursive: true, force: true });
+});
+
+const request = (dest: string, sha256 = sha(file)) => ({
+  url: server.url(VERSION, NAME),
+  dest,
+  sha256,
+  maxBytes: 64 * 1024 * 1024,
+  limitVariable: 'MVM_MAX_ROOTFS_BYTES',
+  role: 'rootfs',
+  diskErrorCode: 'input' as const,
+});
+
+describe('download', () => {
+  it('writes every batch at its own offset: the file on disk is the file served', async () => {
+    server.reset();
+    const dest = join(work, 'whole');
+    const r = await download(client, request(dest));
+    assert.equal(r.sha256, sha(file));
+    assert.equal(r.bytes, file.length);
+    assert.ok(readFileSync(dest).equals(file), 'the bytes on disk, not only the digest');
+    assert.equal(existsSync(partialPath(dest)), false);
+  });
+
+  it('a cut between batches is resumed with Range, and the result is exact', async () => {
+    server.reset();
+    const cutAt = 5 * 1024 * 1024 + 777; // inside the second batch
+    server.set(NAME, { cut: { bytes: cutAt } });
+    const dest = join(work, 'cut');
+    const r = await download(client, request(dest));
+    assert.ok(readFileSync(dest).equals(file));
+    const reqs = server.requestsFor(NAME);
+    assert.equal(reqs.length, 2);
+    assert.equal(reqs[1]!.range, `bytes=${cutAt}-`);
+    assert.equal(server.bytesSentFor(NAME), file.length);
+    assert.equal(r.reused, 0);
+  });
+
+  it('a partial left by an earlier run is hashed, then only the rest is requested', async () => {
+    server.reset();
+    const dest = join(work, 'earlier');
+    const held = 9 * 1024 * 1024 + 3;
+    writeFileSync(partialPath(dest), file.subarray(0, held));
+    const r = await download(client, request(dest));
+    assert.ok(readFileSync(dest).equals(file));
+    assert.equal(r.reused, held);
+    assert.equal(server.bytesSentFor(NAME), file.length - held);
+  });
+
+  it('a digest mismatch deletes the partial and names both digests', async () => {
+    server.reset();
+    const dest = join(work, 'wrong');
+    const wrong = sha(Buffer.from('another file'));
+    await assert.rejects(download(client, request(dest, wrong)), (e: unknown) => {
+      assert.ok(e instanceof MvmError);
+      assert.equal(e.code, 'digest');
+      assert.match(e.message, /^rootfs SHA-256 mismatch/);
+      assert.ok(e.message.includes(wrong) && e.message.includes(sha(file)));
+      return true;
+    });
+    assert.equal(existsSync(dest), false);
+    assert.equal(existsSync(partialPath(dest)), false);
+  });
+
+  it('a full disk is a local error (the output directory), not retried as a network failure', async (t) => {
+    server.reset();
+    const mnt = join(work, 'tiny');
+    mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+    t.after(() => execFileSync('umount', [mnt]));
+    await assert.rejects(download(client, request(join(mnt, NAME))), (e: unknown) => {
+      assert.ok(e instanceof MvmError);
+      assert.equal(e.code, 'input');
+      assert.match(e.message, /Cannot write/);
+      assert.match(e.cause ?? '', /ENOSPC|no space/i);
+      return true;
+    });
+    assert.equal(server.requestsFor(NAME).length, 1, 'no retry: the network was fine');
+    assert.equal(existsSync(join(mnt, NAME)), false);
+  });
+});
