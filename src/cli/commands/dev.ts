@@ -39,7 +39,10 @@ Flags:
   --initrd FILE                dev-initrd-{arch}: required when the manifest lists an initrd,
                                refused (exit 3) when it lists none
   --dir DIR                    find the files of this host's arch by their release names in DIR
-                               (the initrd too, when the manifest lists one)
+                               (the initrd too, when the manifest lists one), e.g. a transfer
+                               set from mvmctl dev fetch; a revocation pair in DIR
+                               (revoked-versions.json + .bundle) is verified and installed
+                               before the recall check, unless older than the cached list
   --trusted-root FILE          Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else embedded)
   --require-fresh-revocations  fail when no revocation list is cached, or it is older than 7 days
                                (also MVM_REQUIRE_FRESH_REVOCATIONS=1)
