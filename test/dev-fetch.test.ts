@@ -22,6 +22,9 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { CLI } from './support/cli.js';
 import { HOST_ARCH, OTHER_ARCH, testHost, VERSION } from './support/host.js';
 import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
 import {
@@ -119,6 +122,7 @@ function online(extra: Record<string, string> = {}) {
   };
 }
 
+const execFilePromise = promisify(execFile);
 const ls = (dir: string): string[] => (existsSync(dir) ? readdirSync(dir).sort() : []);
 const fileSha = (path: string) => sha256(readFileSync(path));
 const artifactNames = (arch = HOST_ARCH) => [
@@ -594,6 +598,28 @@ describe('dev fetch: refusals and failures', () => {
     assertTransferSet(h.out, set);
     assert.equal(server.requestsFor(F.rootfs)[0]?.range, `bytes=${kept}-`);
     assert.equal(server.bytesSentFor(F.rootfs), set.rootfsBytes.length - kept);
+  });
+});
+
+describe('dev fetch on a terminal', () => {
+  it('draws a progress bar with bytes, rate and time left on stderr, then the summary', async () => {
+    const h = online();
+    // script(1) gives the command a pseudo-terminal, as an operator's shell would.
+    const cmd = [process.execPath, CLI, 'dev', 'fetch', '--out', h.out]
+      .map((w) => `'${w.replace(/'/g, `'\\''`)}'`)
+      .join(' ');
+    const r = await execFilePromise('script', ['-qefc', cmd, '/dev/null'], {
+      env: { ...process.env, ...h.env },
+    });
+    assert.match(r.stdout, /downloading \[[# ]*\] +\d+%/);
+    assert.match(r.stdout, /\d+(\.\d)? [KMG]?i?B\/s +ETA /);
+    assert.match(r.stdout, /Transfer set for mvmctl/);
+  });
+
+  it('prints no progress when stderr is not a terminal', async () => {
+    const r = await online().fetch();
+    assert.equal(r.code, 0, r.stderr);
+    assert.doesNotMatch(r.stderr, /downloading \[|ETA/);
   });
 });
 
