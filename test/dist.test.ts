@@ -27,6 +27,7 @@ import { fileURLToPath } from 'node:url';
 import { HOST_ARCH, importArgs, VERSION } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet } from './support/release.js';
+import { ReleaseServer } from './support/release-server.js';
 
 const REPO_ROOT = fileURLToPath(new URL('..', import.meta.url));
 const FIX = fileURLToPath(new URL('./fixtures/public-good/', import.meta.url));
@@ -212,6 +213,45 @@ describe('mvmctl-linux-x86_64, copied alone into a directory, no Node.js on the 
     const a = JSON.parse(audit.stdout);
     assert.equal(a.chain.intact, true);
     assert.ok(a.records >= 1);
+  });
+});
+
+describe('mvmctl-linux-x86_64 on a connected host, no Node.js on the PATH', () => {
+  it('dev fetch: the downloads hash and write on a worker thread inside the single executable', async () => {
+    const dir = join(root, 'connected');
+    mkdirSync(dir, { recursive: true });
+    const exe = join(dir, 'mvmctl-linux-x86_64');
+    copyFileSync(join(release, 'mvmctl-linux-x86_64'), exe);
+    const pki = await TestPki.create();
+    const trustedRoot = pki.writeTrustedRoot(dir);
+    const releases = join(dir, 'releases');
+    const set = await writeReleaseSet(pki, join(releases, `v${VERSION}`), {
+      version: VERSION,
+      arch: HOST_ARCH,
+      // Larger than one 4 MiB batch of the worker, so more than one write crosses threads.
+      rootfs: Buffer.alloc(9 * 1024 * 1024 + 5, 0x5a),
+    });
+    const server = await ReleaseServer.start({ releases: { [VERSION]: set.dir } });
+    try {
+      const out = join(dir, 'transfer');
+      const r = await run(
+        exe,
+        ['dev', 'fetch', '--out', out],
+        {
+          PATH: '/nonexistent',
+          MVM_DATA_DIR: join(dir, 'data'),
+          MVM_CACHE_DIR: join(dir, 'cache'),
+          MVM_TRUSTED_ROOT: trustedRoot,
+          MVM_RELEASE_BASE_URL: server.baseUrl,
+        },
+        dir,
+      );
+      assert.equal(r.code, 0, r.stderr);
+      assert.ok(readFileSync(join(out, `dev-rootfs-${HOST_ARCH}.ext4`)).equals(set.rootfsBytes));
+      assert.ok(readFileSync(join(out, `dev-vmlinux-${HOST_ARCH}`)).equals(set.kernelBytes));
+    } finally {
+      await server.close();
+    }
   });
 });
 
