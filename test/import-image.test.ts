@@ -259,7 +259,11 @@ describe('dev import-image: happy path', () => {
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /^Already installed/);
     assert.deepEqual(snapshot(h.prebuilt), before);
-    assert.equal((await h.metrics())['dev_image_verify_ok_total'], 2);
+    // Counted as what it was: an unchanged re-import, not a second install (issue 12).
+    const m = await h.metrics();
+    assert.equal(m['dev_image_verify_ok_total'], 1);
+    assert.equal(m['dev_image_verify_unchanged_total'], 1);
+    assert.equal(h.audit().at(-1)!['outcome'], 'unchanged');
   });
 
   it('proceeds with a note when no revocation list is cached', async () => {
@@ -905,7 +909,10 @@ describe('audit log', () => {
     assert.equal((await h.importSet(good)).code, 0);
     let r = await h.run(['audit', 'tail']);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stdout, /dev\.import-image +failed arch v0\.\d+\.\d+ Manifest is for arch/);
+    assert.match(
+      r.stdout,
+      /dev\.import-image +failed +arch +- +v0\.\d+\.\d+ +Manifest is for arch/,
+    );
     assert.match(r.stderr, /chain: intact \(3 records\)/);
     // Someone turns the failure into a success after the fact.
     const log = join(h.dir, 'data', 'telemetry', 'audit.jsonl');

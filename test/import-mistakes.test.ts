@@ -121,7 +121,7 @@ describe('files given the wrong way round are input mistakes, not tampering', ()
       exit: 3,
       code: 'input',
       message: new RegExp(
-        `^Error: The kernel and rootfs look swapped: ${escape(good.rootfs)} is the release's rootfs \\(dev-rootfs-${HOST_ARCH}\\.ext4\\) and ${escape(good.vmlinux)} its kernel`,
+        `^Error: The kernel and rootfs look swapped: the file given as the kernel \\(${escape(good.rootfs)}\\) is the release's rootfs \\(dev-rootfs-${HOST_ARCH}\\.ext4\\), and the file given as the rootfs \\(${escape(good.vmlinux)}\\) its kernel`,
       ),
       cause: /the files were given in the wrong places \(not tampering; nothing was installed\)/,
       fix: new RegExp(
@@ -560,6 +560,7 @@ describe('exit 18: no fresh revocation list where one is required (16 stays the 
     const h = host();
     assert.equal((await h.run(importArgs(good))).code, 0);
     const r = await h.run(['dev', 'up', '--no-wait'], { MVM_REQUIRE_FRESH_REVOCATIONS: '1' });
+    if (r.code === 0) await h.run(['dev', 'down']); // it booted: never leave a VM behind
     assert.equal(r.code, 18, r.stderr);
     assert.match(r.stderr, /fresh revocations are required \(MVM_REQUIRE_FRESH_REVOCATIONS=1\)/);
   });

@@ -679,8 +679,10 @@ async function withStagedObject<T>(
     await store
       .discard(staged)
       .catch((d: unknown) => ctx.warn(`could not remove ${staged}: ${(d as Error).message}`));
-    if (stoppedBySignal(e, ctx))
-      throw interrupted(ctx, 'its partial copy was removed from the store; nothing was installed');
+    if (stoppedBySignal(e, ctx)) {
+      const what = 'its partial copy was removed from the store; nothing was installed';
+      throw interrupted(ctx, what, e);
+    }
     throw e;
   }
 }
@@ -696,10 +698,11 @@ function stoppedBySignal(e: unknown, ctx: ImportContext): boolean {
   return !(e instanceof MvmError) || ['store', 'input', 'internal'].includes(e.code);
 }
 
-function interrupted(ctx: ImportContext, what: string): MvmError {
-  const reason = ctx.signal?.aborted ? String(ctx.signal.reason) : 'a signal';
-  return new MvmError('interrupted', `The import was interrupted (${reason}): ${what}`, {
-    cause: `mvmctl received ${reason} while importing`,
+/** The signal's name when mvmctl got it; otherwise (a cp stopped by its own Ctrl-C first) what the copy said. */
+function interrupted(ctx: ImportContext, what: string, e?: unknown): MvmError {
+  const by = ctx.signal?.aborted ? String(ctx.signal.reason) : undefined;
+  return new MvmError('interrupted', `The import was interrupted${by ? ` (${by})` : ''}: ${what}`, {
+    cause: by ? `mvmctl received ${by} while importing` : String((e as Error)?.message ?? e),
   });
 }
 

@@ -195,7 +195,7 @@ export function refuseMisplacedArtifacts(
     const [a, b] = [pair.given, pair.is];
     throw new MvmError(
       'input',
-      `The ${a} and ${b} look swapped: ${pathOf(a)} is the release's ${b} (${artifactName(m, b)}) and ${pathOf(b)} its ${a} (${artifactName(m, a)})`,
+      `The ${a} and ${b} look swapped: the file given as the ${a} (${pathOf(a)}) is the release's ${b} (${artifactName(m, b)}), and the file given as the ${b} (${pathOf(b)}) its ${a} (${artifactName(m, a)})`,
       {
         cause,
         fix: inDir

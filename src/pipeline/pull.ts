@@ -20,14 +20,13 @@ import {
 import type { ArtifactRole } from '../core/manifest.js';
 
 export interface PullHooks {
-  readonly signal?: AbortSignal;
   readonly report: (e: FetchEvent) => void;
   readonly onDownloadProgress?: (
     role: ArtifactRole,
     bytes: number,
     total: number | undefined,
   ) => void;
-  /** The download half is over (the signal no longer stops anything): the import follows. */
+  /** The download half is over: the import follows. */
   readonly downloaded?: () => void;
 }
 
@@ -52,7 +51,7 @@ export async function pullImage(
         allowRecalled: false,
         diskErrorCode: 'store',
         now: ctx.now,
-        ...(hooks.signal ? { signal: hooks.signal } : {}),
+        ...(ctx.signal ? { signal: ctx.signal } : {}),
         report: hooks.report,
         warn: ctx.warn,
         ...(hooks.onDownloadProgress ? { onProgress: hooks.onDownloadProgress } : {}),

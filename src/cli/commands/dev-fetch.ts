@@ -20,6 +20,7 @@ import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-roo
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseFlags } from '../args.js';
 import { humanBytes, progressBar, type ProgressBar } from '../progress.js';
+import { watchInterrupts } from '../interrupt.js';
 import { jsonLine, type Output } from '../render.js';
 import { describe, safeLines } from './dev.js';
 
@@ -137,7 +138,7 @@ export async function fetchCommand(args: string[], io: Output): Promise<number> 
   const dir = resolve(values.out ?? `mvm-dev-v${v}-${arch}`);
   const json = values.json === true;
   const progress = !json && process.stderr.isTTY ? progressBar('downloading') : undefined;
-  const set = await interruptible((signal) =>
+  const set = await interruptible(io, (signal) =>
     fetchReleaseSet({
       config,
       trustedRoot,
@@ -200,7 +201,7 @@ export async function pull(
   const arch = archFlag(undefined);
   const progress = !o.json && process.stderr.isTTY ? progressBar('downloading') : undefined;
   const warn = warner(io, progress);
-  return interruptible((signal, release) =>
+  return interruptible(io, (signal) =>
     pullImage(
       {
         config,
@@ -211,22 +212,20 @@ export async function pull(
         requireFreshRevocations:
           o.requireFreshRevocations === true || config.requireFreshRevocations,
         offline: config.offline,
+        // The same Ctrl-C stops the download (partials kept) or the import (staging removed).
+        signal,
         report: (e) => {
           if (!o.json) io.err(safeLines(describe(e)));
         },
         warn,
       },
       {
-        signal,
         // The import that follows prints the signature and revocation lines: only downloads here.
         report: (e) => {
           if (e.step === 'download' || e.step === 'retry') fetchReporter(io, o.json, progress)(e);
         },
         ...(progress ? { onDownloadProgress: progress.update } : {}),
-        downloaded: () => {
-          progress?.clear();
-          release();
-        },
+        downloaded: () => progress?.clear(),
       },
     ),
   ).finally(() => progress?.clear());
@@ -265,29 +264,13 @@ function archFlag(value: string | undefined): Arch {
   return value;
 }
 
-/**
- * Runs `work` with a signal that SIGINT and SIGTERM abort: downloads stop,
- * partials stay, the error is `interrupted` (exit 130). `release` hands the
- * signals back (when what follows is not a download). A second Ctrl-C exits
- * at once.
- */
-async function interruptible<T>(
-  work: (signal: AbortSignal, release: () => void) => Promise<T>,
-): Promise<T> {
-  const controller = new AbortController();
-  const onSignal = (): void => {
-    if (controller.signal.aborted) process.exit(130);
-    controller.abort();
-  };
-  const signals = ['SIGINT', 'SIGTERM'] as const;
-  for (const s of signals) process.on(s, onSignal);
-  const release = (): void => {
-    for (const s of signals) process.off(s, onSignal);
-  };
+/** Runs `work` with the signal Ctrl-C and SIGTERM abort (partials kept, exit 130). */
+async function interruptible<T>(io: Output, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const interrupts = watchInterrupts(io);
   try {
-    return await work(controller.signal, release);
+    return await work(interrupts.signal);
   } finally {
-    release();
+    interrupts.release();
   }
 }
 
