@@ -524,7 +524,7 @@ function checkMaxAge(m: Manifest, ctx: ImportContext): boolean {
   ctx.report({ step: 'max-age', notAfter: m.notAfter.toISOString(), expired });
   if (expired) {
     ctx.warn(
-      `The manifest is past its max-age (not_after ${m.notAfter.toISOString()}); installing anyway, as the seed policy says. Consider a newer release.`,
+      `The manifest is past its max-age (not_after ${m.notAfter.toISOString()}); installing anyway (max-age only warns). Consider a newer release.`,
     );
   }
   return expired;

@@ -261,7 +261,7 @@ export function describe(e: ImportEvent): string {
     case 'revocation':
       return e.state === 'absent'
         ? `! revocation  no list cached: not checked`
-        : `${e.state === 'stale' ? '!' : '✓'} revocation  not recalled (${e.entries} entries, list ${e.ageHours} h old${e.state === 'stale' ? ', STALE' : ''})`;
+        : `${e.state === 'stale' ? '!' : '✓'} revocation  not recalled (${e.entries} ${e.entries === 1 ? 'entry' : 'entries'}, list ${e.ageHours} h old${e.state === 'stale' ? ', STALE' : ''})`;
     case 'digest':
       return `${e.skipped ? '!' : '✓'} ${e.role.padEnd(11)} sha256 ${e.sha256} (${e.bytes} bytes)${e.skipped ? ' NOT COMPARED (MVM_SKIP_HASH_VERIFY=1)' : ''}`;
     case 'install':
