@@ -188,7 +188,7 @@ describe('dev import-image: happy path', () => {
       /✓ version +0\./,
       new RegExp(`✓ arch +${HOST_ARCH}`),
       /✓ max-age +valid until/,
-      /✓ revocation +not recalled \(1 entries/,
+      /✓ revocation +not recalled \(1 entry,/,
       /✓ kernel +sha256 [0-9a-f]{64}/,
       /✓ rootfs +sha256 [0-9a-f]{64}/,
       /✓ install +.*\/dev\/prebuilt\/v/,
