@@ -240,7 +240,7 @@ async function readAll(
     tail.push(l);
     if (tail.length > keep) tail.shift();
   };
-  let bytes = 0;
+  let bytes: number | undefined;
   let position: Position | undefined;
   let linesInCurrent = 0;
   try {
@@ -289,7 +289,7 @@ async function readAll(
     view: viewOf(path, fold, check),
     position,
     tail,
-    bytes,
+    bytes: bytes ?? 0,
     linesInCurrent,
   };
 }

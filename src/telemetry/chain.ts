@@ -7,7 +7,7 @@
  * the previous file's last line and carries the totals so far), checks each
  * checkpoint against the records before it, and counts as it goes.
  */
-import { createHash } from 'node:crypto';
+import { hash } from 'node:crypto';
 import { printable } from '../core/printable.js';
 import {
   copyTally,
@@ -19,8 +19,8 @@ import {
 } from './tally.js';
 
 export const GENESIS = '0'.repeat(64);
-export const sha256 = (data: string | Uint8Array): string =>
-  createHash('sha256').update(data).digest('hex');
+// One-shot hashing (crypto.hash): a whole reading hashes every line, and this is most of its cost.
+export const sha256 = (data: string | Uint8Array): string => hash('sha256', data, 'hex');
 
 /** The event of a rotation checkpoint: the first record of every file after the first. */
 export const CHECKPOINT_EVENT = 'audit.rotated';
@@ -96,7 +96,10 @@ export class ChainFold {
   private line = 0;
   private firstOfFile = true;
   private oldest = true;
-  private readonly recent = new Map<number, Seen>();
+  /** The most recent records, a ring: their seq, and where and what they were. */
+  private readonly recentSeq = new Float64Array(RECENT).fill(-1);
+  private readonly recent: (Seen | undefined)[] = new Array<Seen | undefined>(RECENT);
+  private cursor = 0;
   private target: Seen | undefined;
 
   /** `targetSeq`: the anchor's seq, when known before reading (its line's hash is kept whatever its age). */
@@ -233,8 +236,18 @@ export class ChainFold {
     this.seq = seq;
     const seen = { hash: this.prev, file: this.file, line: this.line };
     if (seq === this.targetSeq) this.target = seen;
-    this.recent.set(seq, seen);
-    if (this.recent.size > RECENT) this.recent.delete(this.recent.keys().next().value!);
+    this.recentSeq[this.cursor] = seq;
+    this.recent[this.cursor] = seen;
+    this.cursor = (this.cursor + 1) % RECENT;
+  }
+
+  /** Where a recent seq was read (the newest, should a broken log repeat one). */
+  private seen(seq: number): Seen | undefined {
+    for (let k = 1; k <= RECENT; k++) {
+      const i = (this.cursor - k + RECENT) % RECENT;
+      if (this.recentSeq[i] === seq) return this.recent[i];
+    }
+    return seq === this.targetSeq ? this.target : undefined;
   }
 
   /** The first break found so far, with where it is (for a checkpoint's `brokenBefore`). */
@@ -279,9 +292,7 @@ export class ChainFold {
           ...end,
           reason: `the log ends at seq ${this.seq} but the anchor says ${anchor.seq}: records were removed from its end`,
         });
-      const seen =
-        this.recent.get(anchor.seq) ??
-        (this.target && anchor.seq === this.targetSeq ? this.target : undefined);
+      const seen = this.seen(anchor.seq);
       if (seen && seen.hash !== anchor.hash)
         return broken({
           file: seen.file,

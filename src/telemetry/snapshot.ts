@@ -69,8 +69,13 @@ export class MetricsSource {
   private revocations: RevocationState | undefined;
   private trustedRoot: LoadedTrustedRoot | undefined;
 
-  constructor(readonly config: Config) {
+  /** `trustedRoot`: the root the cached list is verified with (default: MVM_TRUSTED_ROOT or the embedded one). */
+  constructor(
+    readonly config: Config,
+    trustedRoot?: LoadedTrustedRoot,
+  ) {
     this.reader = new AuditLogReader(auditLogPath(config), auditAnchorPath(config));
+    this.trustedRoot = trustedRoot;
   }
 
   async collect(now: Date = new Date()): Promise<MetricsSnapshot> {

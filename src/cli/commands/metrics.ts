@@ -3,6 +3,7 @@ import { configFrom, type Config } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { metricsJson, renderExposition } from '../../telemetry/exposition.js';
 import { MetricsSource, type MetricsSnapshot } from '../../telemetry/snapshot.js';
+import type { LoadedTrustedRoot } from '../../trust/trusted-root.js';
 import { parseFlags } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
@@ -77,9 +78,12 @@ deploy/systemd/:
   systemctl daemon-reload && systemctl enable --now mvmctl-metrics.timer
 `;
 
-/** Everything the metrics say, read once (status shows it too). */
-export async function currentMetrics(config: Config): Promise<MetricsSnapshot> {
-  return new MetricsSource(config).collect();
+/** Everything the metrics say, read once (status shows it too, with the trusted root it loaded). */
+export async function currentMetrics(
+  config: Config,
+  trustedRoot?: LoadedTrustedRoot,
+): Promise<MetricsSnapshot> {
+  return new MetricsSource(config, trustedRoot).collect();
 }
 
 export async function metricsCommand(args: string[], io: Output): Promise<number> {

@@ -63,7 +63,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
       receipt: receipt ?? null,
     });
   }
-  const metrics = await currentMetrics(config);
+  const metrics = await currentMetrics(config, trustedRoot);
   const status = {
     mvmctlVersion: MVMCTL_VERSION,
     dataDir: config.dataDir,
