@@ -21,6 +21,8 @@ export type ErrorCode =
   | 'rollback'
   | 'tampered'
   | 'store'
+  /** `status --check`: the host is not healthy (the current image recalled, UNVERIFIED or expired, a broken audit chain). */
+  | 'unhealthy'
   /** SIGINT / SIGTERM: the work was stopped by the operator (exit 130, as a shell reports Ctrl-C). */
   | 'interrupted'
   | 'not-implemented'
@@ -126,6 +128,10 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
     fix: 'The audit log was edited or truncated: keep a copy for investigation; new records still chain on.',
   },
   store: { exit: 17, fix: 'Check free space and the permissions of the data directory.' },
+  unhealthy: {
+    exit: 19,
+    fix: 'Act on each problem listed: install a release that is not recalled or expired (mvmctl dev import-image or dev pull), re-import an UNVERIFIED image without the escape hatch, and investigate a broken audit chain (mvmctl audit tail).',
+  },
   interrupted: {
     exit: 130,
     fix: 'Run the command again: nothing half-done was kept under a final name.',

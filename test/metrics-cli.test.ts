@@ -237,7 +237,7 @@ describe('a broken audit chain is loud wherever the log is read', () => {
     await audit(configOf(fine), { event: 'dev.import-image', outcome: 'ok' });
     const f = await fine.run(['status', '--json']);
     assert.deepEqual(JSON.parse(f.stdout).auditChain, { intact: true, records: 1 });
-    assert.match((await fine.run(['status'])).stdout, /^Audit log: chain intact \(1 records\)$/m);
+    assert.match((await fine.run(['status'])).stdout, /^Audit log: chain intact \(1 record\)$/m);
   });
 });
 
