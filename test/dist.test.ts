@@ -228,7 +228,7 @@ describe('mvmctl-linux-x86_64 on a connected host, no Node.js on the PATH', () =
     const set = await writeReleaseSet(pki, join(releases, `v${VERSION}`), {
       version: VERSION,
       arch: HOST_ARCH,
-      // Larger than one 4 MiB batch of the worker, so more than one write crosses threads.
+      // Larger than one 1 MiB batch of the worker, so more than one write crosses threads.
       rootfs: Buffer.alloc(9 * 1024 * 1024 + 5, 0x5a),
     });
     const server = await ReleaseServer.start({ releases: { [VERSION]: set.dir } });

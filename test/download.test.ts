@@ -1,6 +1,6 @@
 /**
  * The download engine (src/net/download.ts, hashing-sink.ts) below the CLI:
- * files larger than one 4 MiB batch, cut at offsets that are not batch
+ * files larger than one 1 MiB batch, cut at offsets that are not batch
  * boundaries, resumed, and a disk that fills up. Real loopback server, real
  * files; the tmpfs for the full disk is a real mount (tests run as root).
  */
@@ -23,7 +23,7 @@ const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 let work: string;
 let server: ReleaseServer;
 let client: HttpClient;
-/** 13 MiB and a bit: three full batches and a partial one. */
+/** 13 MiB and a bit: thirteen full batches and a partial one. */
 const file = randomBytes(13 * 1024 * 1024 + 12_345);
 
 before(async () => {
@@ -63,7 +63,7 @@ describe('download', () => {
 
   it('a cut between batches is resumed with Range, and the result is exact', async () => {
     server.reset();
-    const cutAt = 5 * 1024 * 1024 + 777; // inside the second batch
+    const cutAt = 5 * 1024 * 1024 + 777; // inside the sixth batch
     server.set(NAME, { cut: { bytes: cutAt } });
     const dest = join(work, 'cut');
     const r = await download(client, request(dest));

@@ -1,7 +1,7 @@
 /**
  * Where a download's bytes go: `NAME.partial`, hashed as written. The SHA-256
  * and the writes run on a worker thread, so the thread parsing HTTP never
- * waits for them: bytes are gathered into 4 MiB batches that move to the
+ * waits for them: bytes are gathered into 1 MiB batches that move to the
  * worker without a copy (transferred ArrayBuffers) and come back to be
  * reused. At most POOL batches are in flight; beyond that the socket is
  * paused (back-pressure), so memory stays bounded whatever the network does.
@@ -10,8 +10,8 @@ import { constants, promises as fs } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { MvmError } from '../errors.js';
 
-const BATCH = 4 * 1024 * 1024;
-const POOL = 4;
+const BATCH = 1024 * 1024;
+const POOL = 8;
 
 /**
  * The worker: hashes what the partial already holds, then each batch in
