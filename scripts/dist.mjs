@@ -214,6 +214,7 @@ function npmTarball(work, outDir) {
     license: pkg.license,
     engines: pkg.engines,
     bin: pkg.bin,
+    man: pkg.man,
     main: pkg.main,
     types: pkg.types,
     exports: pkg.exports,

@@ -61,7 +61,8 @@ describe('dev import-image --dir with the set’s revocation pair', () => {
     await writeRevocationList(pki, h.revocations, [{ version: '0.0.1' }]);
     const before = readFileSync(join(h.revocations, LIST));
     const dir = await setWithList([], {
-      identity: 'https://github.com/tinylabscom/mvm/.github/workflows/evil.yml@refs/tags/revocations',
+      identity:
+        'https://github.com/tinylabscom/mvm/.github/workflows/evil.yml@refs/tags/revocations',
     });
     const r = await h.run(['dev', 'import-image', '--dir', dir]);
     assert.equal(r.code, 10, r.stderr);

@@ -7,10 +7,13 @@
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import {
+  closeSync,
+  fstatSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
+  openSync,
   rmSync,
   statSync,
   utimesSync,
@@ -265,7 +268,9 @@ describe('metrics --textfile DIR', () => {
     mkdirSync(dir);
     assert.equal((await h.run(['metrics', '--textfile', dir])).code, 0);
     const file = join(dir, 'mvmctl.prom');
-    const inode = statSync(file).ino;
+    // Held open, the first file's inode cannot be reused by the files that replace it.
+    const held = openSync(file, 'r');
+    const inode = fstatSync(held).ino;
     let reads = 0;
     let stop = false;
     const reader = (async () => {
@@ -287,6 +292,7 @@ describe('metrics --textfile DIR', () => {
     for (const w of writers) assert.equal(w.code, 0, w.stderr);
     assert.ok(reads > 10, `the reader read ${reads} times`);
     assert.notEqual(statSync(file).ino, inode, 'renamed into place, not rewritten');
+    closeSync(held);
     assert.deepEqual(readdirSync(dir), ['mvmctl.prom'], 'no temporary file left');
   });
 

@@ -5,67 +5,16 @@ import { printable } from '../../core/printable.js';
 import { readHostAuditLog } from '../../telemetry/audit-log.js';
 import type { ChainCheck } from '../../telemetry/chain.js';
 import { outcomeOf } from '../../telemetry/tally.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
-export const AUDIT_HELP = `Usage: mvmctl audit tail [-n N] [--json]
-
-Print the last N records (default 20) of this host's audit log
-(~/.mvm/telemetry/audit.jsonl and its rotated files): every verification
-outcome, success included, one per line in aligned columns:
-  TIME SEQ UID EVENT OUTCOME CODE WHAT VERSION MESSAGE
-UID is the user that ran the command. OUTCOME of an import is ok (verified and
-installed), unchanged (verified, already installed: nothing written), bypassed
-(installed with an escape hatch: UNVERIFIED) or failed; WHAT says it in words:
-install, install,EXPIRED (past not_after), unchanged-re-import,
-UNVERIFIED-install(skip:cosign|hash), or the check that failed. An empty cell is
-"-"; only MESSAGE has spaces.
-
-Records are hash-chained; the whole log is checked, across its rotated files,
-and an edited, removed or reordered record makes the command exit 10 naming
-the file and its first broken line.
---json prints one document, also when the chain is broken:
-  {"path", "records": N, "chain": {"intact": true|false, "brokenAt", "file", "reason"},
-   "tail": [...], "error": {...} (only when broken)}
-'status' and 'metrics' report a broken chain too (mvm_audit_chain_valid 0).
-
-Rotation: once audit.jsonl has reached MVM_AUDIT_MAX_BYTES (default 16 MiB), the
-next record starts a new file; audit.jsonl.1 is the newest rotated file and 5
-are kept (older ones are deleted). The new file's first record (audit.rotated)
-chains to the last record of the file before it and carries the totals of
-every record before it, so the counters stay exact when old files are deleted,
-and a chain broken before a rotation stays reported after it.
-
-What the chain proves: the last sequence number and hash are also kept in an
-anchor outside the log, so a record edited, reordered or removed, and a log
-shortened or deleted, show, unless both are rewritten. It does not prove the
-log genuine: a local writer with your privileges can rewrite the log and its
-anchor together. Shipping each record off the host as it is written (set
-MVM_AUDIT_SOCKET to a syslog / journal socket, e.g. /dev/log) is what defends
-against that.
-`;
-
-export async function auditCommand(args: string[], io: Output): Promise<number> {
-  const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h') {
-    io.out(AUDIT_HELP);
-    return sub === undefined ? 2 : 0;
-  }
-  if (sub !== 'tail')
-    throw new MvmError('usage', `unknown command "audit ${sub}"`, {
-      fix: "Run 'mvmctl audit --help'.",
-    });
-  const { values, positionals } = parseFlags('audit tail', rest, {
-    n: { type: 'string', short: 'n' },
-  });
-  if (values.help) {
-    io.out(AUDIT_HELP);
-    return 0;
-  }
+/** `mvmctl audit tail`: flags, help and exit codes are its row of src/cli/spec.ts. */
+export async function auditTailCommand(args: string[], io: Output): Promise<number> {
+  const { values } = parseCommand('audit tail', args);
   const count = values.n === undefined ? 20 : Number(values.n);
-  if (positionals.length || !Number.isSafeInteger(count) || count < 0) {
-    throw new MvmError('usage', 'audit tail takes -n N (a whole number) and no other argument', {
-      fix: "Run 'mvmctl audit --help'.",
+  if (!Number.isSafeInteger(count) || count < 0) {
+    throw new MvmError('usage', 'audit tail takes -n N (a whole number)', {
+      fix: "Run 'mvmctl audit tail --help'.",
     });
   }
   const config = configFrom(process.env, homedir());

@@ -1,6 +1,7 @@
 /**
  * `mvmctl dev images | rm | prune`: parse flags, call src/store/inventory.ts,
  * render an aligned table or JSON. Nothing here decides what is removed.
+ * Flags, help and exit codes: their rows of src/cli/spec.ts.
  */
 import { homedir } from 'node:os';
 import { configFrom, revocationsDir } from '../../config.js';
@@ -20,72 +21,11 @@ import {
 } from '../../store/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 const HOW_TO_INSTALL =
   'mvmctl dev import-image --dir DIR (from a release set carried in) or mvmctl dev pull (online)';
-
-export const IMAGES_HELP = `Usage: mvmctl dev images [--json] [--trusted-root FILE]
-
-List every dev image installed in ~/.mvm/dev/prebuilt/ with its state:
-verified or UNVERIFIED (an MVM_SKIP_* escape hatch was used at import),
-RECALLED (by the cached signed revocation list or a recall this host
-remembers), EXPIRED (past the manifest's not_after; "at install" when it
-already was then); its size on disk, when it was built and installed, who
-signed it, which one 'mvmctl dev up' boots (this mvmctl's version) and which
-one the running dev VM booted. Leftovers of interrupted imports are counted
-below the table ('mvmctl dev prune' removes them). Nothing is changed.
-
-Flags:
-  --trusted-root FILE  Sigstore trusted_root.json verifying the cached revocation list
-                       (default: $MVM_TRUSTED_ROOT, else embedded)
-  --json               print a JSON array, one object per installed version
-  --debug              show internal detail on errors
-
-Environment:
-  MVM_DATA_DIR      data directory (default ~/.mvm)
-  MVM_CACHE_DIR     cache directory holding revocations/ (default ~/.cache/mvm)
-  MVM_TRUSTED_ROOT  as --trusted-root
-
-Exit status: 0 listed (an empty store too), 2 usage, 3 unusable trusted root, 17 store.
-`;
-
-export const RM_HELP = `Usage: mvmctl dev rm VERSION [--json]
-
-Remove an installed dev image (VERSION as 'mvmctl dev images' shows it:
-0.14.0 or v0.14.0). The version disappears at once (its link is renamed out,
-so no reader ever sees half an image), then its files are deleted, under the
-store's lock and the dev VM's (a dev up cannot boot it meanwhile). The image
-the running dev VM booted is never removed: stop the VM with 'mvmctl dev down'
-first. Removing this mvmctl's own version leaves dev up nothing to boot until
-it is installed again. Audited (event dev.rm).
-
-Flags:
-  --json    print one JSON object with the result (or the error)
-  --debug   show internal detail on errors
-
-Exit status: 0 removed, 2 usage (VERSION missing or not a version such as 0.14.0),
-3 not installed, 17 store (the running dev VM's image; a lock held by a dev up or
-another removal; permissions).
-`;
-
-export const PRUNE_HELP = `Usage: mvmctl dev prune [--dry-run] [--json]
-
-Free the store: remove every installed version except this mvmctl's (the one
-dev up boots) and the one the running dev VM booted, and what interrupted
-imports left behind (staging objects of processes that are gone; an import
-still running is never touched). Removal is as safe as 'mvmctl dev rm'.
-Audited (event dev.prune), with what was removed.
-
-Flags:
-  --dry-run  list what would be removed and the space it would free; remove nothing
-  --json     print one JSON object: removed (with --dry-run, what would be), freedBytes,
-             kept (with the reason), inProgress
-  --debug    show internal detail on errors
-
-Exit status: 0 done (also when there was nothing to remove), 2 usage, 17 store.
-`;
 
 export async function storeCommand(
   sub: 'images' | 'rm' | 'prune',
@@ -105,14 +45,7 @@ const context = (io: Output): InventoryContext => ({
 });
 
 async function imagesCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev images', args, {
-    'trusted-root': { type: 'string' },
-  });
-  if (values.help) {
-    io.out(IMAGES_HELP);
-    return 0;
-  }
-  noArguments('dev images', positionals);
+  const { values } = parseCommand('dev images', args);
   const ctx = context(io);
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? ctx.config.trustedRootPath);
   const { summary, cached } = await summarizeRevocationCache(
@@ -142,11 +75,7 @@ async function imagesCommand(args: string[], io: Output): Promise<number> {
 }
 
 async function rmCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev rm', args, {});
-  if (values.help) {
-    io.out(RM_HELP);
-    return 0;
-  }
+  const { values, positionals } = parseCommand('dev rm', args);
   if (positionals.length !== 1) {
     throw new MvmError(
       'usage',
@@ -173,27 +102,10 @@ async function rmCommand(args: string[], io: Output): Promise<number> {
 }
 
 async function pruneCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev prune', args, {
-    'dry-run': { type: 'boolean' },
-  });
-  if (values.help) {
-    io.out(PRUNE_HELP);
-    return 0;
-  }
-  noArguments('dev prune', positionals);
+  const { values } = parseCommand('dev prune', args);
   const r = await pruneStore(context(io), { dryRun: values['dry-run'] === true });
   io.out(values.json ? jsonLine(r) : renderPrune(r));
   return 0;
-}
-
-function noArguments(command: string, positionals: string[]): void {
-  if (positionals.length > 0) {
-    throw new MvmError(
-      'usage',
-      `${command} takes no arguments (got ${JSON.stringify(printable(positionals[0]!, 64))})`,
-      { fix: `Run 'mvmctl ${command} --help'.` },
-    );
-  }
 }
 
 /**

@@ -1,7 +1,7 @@
 /**
  * `mvmctl dev up | down | status | logs | console`: parse flags, call src/vm/instance.ts,
  * render human text or one JSON object. Nothing here decides anything about
- * the VM.
+ * the VM. Flags, help and exit codes: their rows of src/cli/spec.ts.
  */
 import { homedir } from 'node:os';
 import { configFrom, revocationsDir, type Config } from '../../config.js';
@@ -14,7 +14,6 @@ import { MvmError } from '../../errors.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import {
   DEFAULT_DOWN_TIMEOUT_SECONDS,
-  DEFAULT_READY_LINE,
   DEFAULT_UP_TIMEOUT_SECONDS,
   devDown,
   devLogs,
@@ -27,174 +26,13 @@ import {
   connectConsole,
   DEFAULT_IDLE_SECONDS,
   followConsoleLog,
-  MAX_DRAIN_SECONDS,
   requireRunningVm,
   runConsole,
 } from '../../vm/console.js';
 import { readVmState, statePaths } from '../../vm/state.js';
 import { MVMCTL_VERSION } from '../../version.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
-
-export const UP_HELP = `Usage: mvmctl dev up [flags]
-
-Boot the installed dev image (v{mvmctl --version}) in a QEMU VM that keeps
-running after this command returns. With no image installed, it is first
-downloaded and installed as mvmctl dev pull does (verified the same way),
-unless offline (MVM_OFFLINE=1 or --offline: exit 3, install it with
-mvmctl dev import-image). Before anything boots: its version must not be
-recalled in the cached signed revocation list or in the recalls this host
-remembers (exit 13), and the installed kernel, rootfs (and initrd) are
-re-hashed against the digests verified at import (exit 14 on a mismatch). No
-network is used and the manifest is not verified again. The VM's root disk is
-a copy-on-write overlay on the installed rootfs, which is never written; it
-persists across down/up. Stages are printed as they pass (hypervisor started,
-kernel booted, ready). When the VM already runs, it is reported and the exit
-status is 0. Everything about the VM is in ~/.mvm/vms/dev/ (state.json, the
-overlay, console.sock, console.log, qmp.sock).
-
-Flags:
-  --cpus N               vCPUs (default: 2, at most the host's CPU count)
-  --memory SIZE          guest memory, like 512M or 2G; a bare number is MiB
-                         (default: half the host's memory, 128M to 1G)
-  --port [ADDR:]HOST:GUEST
-                         forward TCP port HOST on the host (ADDR, default 127.0.0.1)
-                         to port GUEST in the guest; repeatable
-  --share DIR            expose the host directory DIR to the guest under the mount tag
-                         workdir (virtiofs; the test image mounts it on /mnt/workdir).
-                         DIR must exist; it is served by virtiofsd
-                         (/usr/lib/qemu/virtiofsd, Debian package qemu-system-common),
-                         which must run as root, so --share needs root. virtiofsd is
-                         stopped with the VM (dev down, or a boot that fails)
-  --append ARGS          added to the kernel command line
-                         (console=hvc0 root=/dev/vda rw init=/init ...); may not set
-                         root=, init=, rdinit= or console=
-  --accel auto|kvm|tcg   kvm: hardware virtualization (an error where KVM cannot run a
-                         stock kernel); tcg: software emulation, several times slower;
-                         auto (default): kvm when usable, otherwise tcg with a warning
-                         saying why
-  --fresh                discard the VM's disk overlay (changes made in the guest) first
-  --ready-line TEXT      the console line that means the guest is up
-                         (default "${DEFAULT_READY_LINE}")
-  --timeout SECONDS      how long to wait for the ready line (default ${DEFAULT_UP_TIMEOUT_SECONDS}); on
-                         timeout the error names the stage that did not complete, the last
-                         console lines are shown and QEMU is stopped
-  --no-wait              return once QEMU runs, without waiting for the ready line
-  --offline              never download: with no image installed, fail (exit 3) instead of
-                         pulling it (also MVM_OFFLINE=1)
-  --json                 print one JSON object with the result (or the error)
-  --debug                show internal detail on errors
-
-Environment:
-  MVM_DATA_DIR        data directory (default ~/.mvm)
-  MVM_CACHE_DIR       cache directory holding revocations/ (default ~/.cache/mvm)
-  MVM_TRUSTED_ROOT    Sigstore trusted_root.json verifying the cached revocation list
-                      and, when pulling, the manifest
-  MVM_OFFLINE=1       never download
-  MVM_RELEASE_BASE_URL, MVM_RELEASE_TOKEN, HTTPS_PROXY, ...
-                      where a missing image is pulled from (see mvmctl dev pull --help)
-
-Exit status: 0 running (or already running), 2 usage, 3 no image installed,
-13 version recalled, 14 installed file changed since import, 17 store,
-18 no fresh revocation list (MVM_REQUIRE_FRESH_REVOCATIONS=1),
-1 the VM did not start or did not become ready; when pulling, also the exit
-codes of mvmctl dev pull (10, 11, 12, 15, 16, 130).
-`;
-
-export const DOWN_HELP = `Usage: mvmctl dev down [--reset] [--timeout SECONDS]
-
-Power the dev VM off: an ACPI power-down over QMP (the guest shuts down
-cleanly), then, if it is still running after --timeout, QMP quit, then
-SIGKILL. Before each step the process is confirmed to be the VM's own (its
-pid and start time, from state.json), so a reused pid is never signalled.
-The sockets and state are removed; the disk overlay (changes made in the
-guest) stays for the next dev up unless --reset. A VM that is not running is
-a note and exit 0.
-
-Flags:
-  --reset              also delete the VM's disk overlay: the next dev up starts from
-                       the installed image as verified
-  --timeout SECONDS    how long the guest gets to power off before QEMU is told to
-                       quit (default ${DEFAULT_DOWN_TIMEOUT_SECONDS})
-  --json               print one JSON object with the result (or the error)
-  --debug              show internal detail on errors
-
-Exit status: 0 stopped (or was not running), 2 usage, 17 store, 1 QEMU could not be stopped.
-`;
-
-export const STATUS_HELP = `Usage: mvmctl dev status [--json]
-
-Whether the dev VM runs, read from its state directory (~/.mvm/vms/dev/):
-state (running, stopped, or stale: the recorded QEMU is gone or its pid now
-belongs to another process; the next dev up or dev down cleans it up), pid,
-uptime, accel, version and digests booted, the at-rest check at boot, port
-forwards, the shared directory (--share), the console log path and the disk
-overlay's size. Changes nothing.
-
-Flags:
-  --json     print one JSON object
-  --debug    show internal detail on errors
-
-Exit status: 0 (whatever the state), 17 store.
-`;
-
-export const LOGS_HELP = `Usage: mvmctl dev logs [-f] [-n N]
-
-Print the last lines of the dev VM's console log (~/.mvm/vms/dev/console.log:
-everything the guest printed on its console since the last dev up). Control
-characters are shown escaped (\\x1b), so guest output cannot drive your
-terminal.
-
-Flags:
-  -f, --follow     after the last lines, keep printing new lines as the guest writes
-                   them (a line is shown once it ends), until the VM stops or you
-                   press Ctrl-C (SIGINT; also SIGTERM): both exit 0. When the VM is not
-                   running, the last lines are printed and a note says there is
-                   nothing to follow
-  -n, --lines N    how many lines, from the end (default 100; with -f, 0 shows only
-                   new lines)
-  --json           print one JSON object: the log path and the lines (not with -f)
-  --debug          show internal detail on errors
-
-Exit status: 0, 2 usage, 17 store.
-`;
-
-export const CONSOLE_HELP = `Usage: mvmctl dev console [--idle SECONDS]
-       mvmctl dev shell [--idle SECONDS]
-
-Attach to the running dev VM's console: the guest's virtio console (hvc0),
-served by QEMU on the unix socket ~/.mvm/vms/dev/console.sock. 'dev shell' is
-the same door, for an image with a shell or getty on its console. The VM must
-be running and be the one dev up started (its pid and start time are checked
-first); otherwise the error names mvmctl dev up and the exit status is 3.
-
-On a terminal (stdin is a TTY): the terminal is put in raw mode, so every key,
-Ctrl-C included, goes to the guest. Press Ctrl-] to detach; the VM keeps
-running. The terminal is restored on detach, when the console closes (the VM
-stopped), on SIGINT, SIGTERM or SIGHUP, and on errors.
-
-Without a terminal (stdin piped or a file): stdin is sent to the console as it
-comes; when it ends, the guest's output is still copied to stdout until the
-guest has printed nothing for --idle seconds (and at most ${MAX_DRAIN_SECONDS} s), then the
-exit status is 0. No end-of-file is sent: the shell on the console stays. So
-scripts can run a command in the guest:
-  printf 'uname -a\\n' | mvmctl dev console
-
-What the guest prints is passed through unmodified, to a terminal and to a
-pipe alike: a console is a terminal session (the guest's shell drives your
-terminal as a remote shell would), and a pipe gets exactly the bytes it asked
-for. For the console's output with control characters escaped, use
-mvmctl dev logs. Output printed while no one is attached is only in the log.
-
-Flags:
-  --idle SECONDS   without a terminal: how long the guest must stay quiet after stdin
-                   ends before exiting (default ${DEFAULT_IDLE_SECONDS}); raise it for commands
-                   that pause before printing
-  --debug          show internal detail on errors
-
-Exit status: 0 detached, input ended, or the console closed; 2 usage; 3 the dev VM is
-not running (or its console cannot be reached).
-`;
 
 const usage = (message: string, fix: string): MvmError => new MvmError('usage', message, { fix });
 
@@ -207,14 +45,6 @@ function seconds(flag: string, value: string | undefined, fallback: number): num
       `Give ${flag} a number of seconds greater than 0 (at most 86400).`,
     );
   return n;
-}
-
-function noPositionals(command: string, positionals: string[]): void {
-  if (positionals.length > 0)
-    throw usage(
-      `${command} takes no positional arguments (got ${JSON.stringify(printable(positionals[0]!, 100))})`,
-      `Run 'mvmctl ${command} --help' to see its flags.`,
-    );
 }
 
 const safe = (text: string): string =>
@@ -244,24 +74,7 @@ export async function vmCommand(
 }
 
 async function upCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev up', args, {
-    cpus: { type: 'string' },
-    memory: { type: 'string' },
-    port: { type: 'string', multiple: true },
-    share: { type: 'string' },
-    append: { type: 'string' },
-    accel: { type: 'string' },
-    fresh: { type: 'boolean' },
-    'ready-line': { type: 'string' },
-    timeout: { type: 'string' },
-    'no-wait': { type: 'boolean' },
-    offline: { type: 'boolean' },
-  });
-  if (values.help) {
-    io.out(UP_HELP);
-    return 0;
-  }
-  noPositionals('dev up', positionals);
+  const { values } = parseCommand('dev up', args);
   const readyLine = values['ready-line'];
   if (readyLine !== undefined && (readyLine.trim() === '' || /[\r\n]/.test(readyLine)))
     throw usage(
@@ -342,15 +155,7 @@ function describeUp(e: UpEvent): string {
 }
 
 async function downCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev down', args, {
-    reset: { type: 'boolean' },
-    timeout: { type: 'string' },
-  });
-  if (values.help) {
-    io.out(DOWN_HELP);
-    return 0;
-  }
-  noPositionals('dev down', positionals);
+  const { values } = parseCommand('dev down', args);
   const timeoutSeconds = seconds('--timeout', values.timeout, DEFAULT_DOWN_TIMEOUT_SECONDS);
   const config = configFrom(process.env, homedir());
   const r = await devDown(config, { reset: values.reset === true, timeoutSeconds });
@@ -384,12 +189,7 @@ async function downCommand(args: string[], io: Output): Promise<number> {
 }
 
 async function statusCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev status', args, {});
-  if (values.help) {
-    io.out(STATUS_HELP);
-    return 0;
-  }
-  noPositionals('dev status', positionals);
+  const { values } = parseCommand('dev status', args);
   const config = configFrom(process.env, homedir());
   const base = await devStatus(config);
   const status =
@@ -461,15 +261,7 @@ function describeStatus(
 }
 
 async function logsCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('dev logs', args, {
-    lines: { type: 'string', short: 'n' },
-    follow: { type: 'boolean', short: 'f' },
-  });
-  if (values.help) {
-    io.out(LOGS_HELP);
-    return 0;
-  }
-  noPositionals('dev logs', positionals);
+  const { values } = parseCommand('dev logs', args);
   const raw = values.lines ?? '100';
   if (!/^[0-9]{1,7}$/.test(raw))
     throw usage(
@@ -521,12 +313,7 @@ async function followLogs(config: Config, lines: number, io: Output): Promise<nu
 }
 
 async function consoleCommand(command: string, args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags(command, args, { idle: { type: 'string' } });
-  if (values.help) {
-    io.out(CONSOLE_HELP);
-    return 0;
-  }
-  noPositionals(command, positionals);
+  const { values } = parseCommand('dev console', args);
   if (values.json === true)
     throw usage(
       `${command} has no JSON output: it is a terminal session`,

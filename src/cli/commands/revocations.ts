@@ -22,64 +22,43 @@ import { installCarriedPair } from '../../revocations/install.js';
 import { ImageStore } from '../../store/image-store.js';
 import { audit } from '../../telemetry/audit.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
-export const REVOCATIONS_HELP = `Usage: mvmctl revocations <command> [flags]
-
-The project's signed revocation list: which releases are recalled. It is
-cached in ~/.cache/mvm/revocations/ (revoked-versions.json + .bundle), always
-signature-verified against the revocations workflow identity before use, and
-append-only: a list that drops a recall the cached one holds is refused.
-
-Commands:
-  import --list F --bundle B   verify a carried-in pair and install it (records its freshness)
-  status                       path, age, verified or not, signer, entries, stale or fresh,
-                               and whether installed images are recalled
-  refresh                      fetch the list now from the release location
-                               (MVM_RELEASE_BASE_URL; HTTPS_PROXY/NO_PROXY honoured)
-
-Flags: --json, --trusted-root FILE, --offline (refresh), --debug
-Exit status: 0 ok, 3 unreadable input, 10 the list does not verify or rolls back,
-15 invalid list, 16 network failure, 17 cache not writable.
-`;
-
+/**
+ * `mvmctl revocations import | status | refresh`: the words after
+ * `revocations`, the subcommand first. Flags, help and exit codes: their rows
+ * of src/cli/spec.ts.
+ */
 export async function revocationsCommand(args: string[], io: Output): Promise<number> {
   const [sub, ...rest] = args;
-  if (sub === undefined || sub === '--help' || sub === '-h') {
-    io.out(REVOCATIONS_HELP);
-    return sub === undefined ? 2 : 0;
-  }
-  const { values, positionals } = parseFlags(`revocations ${sub}`, rest, {
-    list: { type: 'string' },
-    bundle: { type: 'string' },
-    'trusted-root': { type: 'string' },
-    offline: { type: 'boolean' },
-  });
-  if (values.help) {
-    io.out(REVOCATIONS_HELP);
-    return 0;
-  }
-  if (positionals.length) {
-    throw new MvmError('usage', `revocations ${sub} takes no positional arguments`, {
-      fix: "Run 'mvmctl revocations --help'.",
-    });
-  }
-  const config = configFrom(process.env, homedir());
-  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
-  const json = values.json === true;
   switch (sub) {
-    case 'import':
-      return importList(config, trustedRoot, values.list, values.bundle, json, io);
-    case 'status':
-      return status(config, trustedRoot, json, io);
-    case 'refresh':
-      return refresh(config, trustedRoot, values.offline === true, json, io);
+    case 'import': {
+      const { values } = parseCommand('revocations import', rest);
+      const { config, trustedRoot } = await setup(values['trusted-root']);
+      return importList(config, trustedRoot, values.list, values.bundle, values.json === true, io);
+    }
+    case 'status': {
+      const { values } = parseCommand('revocations status', rest);
+      const { config, trustedRoot } = await setup(values['trusted-root']);
+      return status(config, trustedRoot, values.json === true, io);
+    }
+    case 'refresh': {
+      const { values } = parseCommand('revocations refresh', rest);
+      const { config, trustedRoot } = await setup(values['trusted-root']);
+      return refresh(config, trustedRoot, values.offline === true, values.json === true, io);
+    }
     default:
-      throw new MvmError('usage', `unknown command "revocations ${sub}"`, {
+      throw new MvmError('usage', `unknown command "revocations ${sub ?? ''}"`, {
         fix: "Run 'mvmctl revocations --help'.",
       });
   }
+}
+
+async function setup(trustedRootFlag: string | undefined) {
+  const config = configFrom(process.env, homedir());
+  const trustedRoot = await loadTrustedRoot(trustedRootFlag ?? config.trustedRootPath);
+  return { config, trustedRoot };
 }
 
 async function importList(

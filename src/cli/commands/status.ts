@@ -1,6 +1,6 @@
 import { homedir } from 'node:os';
 import { configFrom, prebuiltDir, revocationsDir, type Config } from '../../config.js';
-import { ERROR_TABLE, MvmError } from '../../errors.js';
+import { ERROR_TABLE } from '../../errors.js';
 import { printable } from '../../core/printable.js';
 import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
@@ -10,32 +10,10 @@ import { listImages, type ImageReport } from '../../store/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { devStatus } from '../../vm/instance.js';
 import { MVMCTL_VERSION } from '../../version.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../args.js';
 import { humanBytes } from '../progress.js';
 import { jsonLine, type Output } from '../render.js';
 import { currentMetrics, metricsJson } from './metrics.js';
-
-export const STATUS_HELP = `Usage: mvmctl status [--json] [--check] [--trusted-root FILE]
-
-Show this host's dev-image state: the image this mvmctl boots and every other
-installed version, each with its state spelled out (verified or UNVERIFIED,
-recalled, past its not_after, and whether it was already expired when
-installed), who signed it and when it was installed, its size and initramfs;
-the dev VM (running or not, and what it booted); the cached revocation list
-(age, entries, fresh, tolerated or stale); leftovers of interrupted imports;
-the trusted root in use; whether the audit log's chain is intact; and the
-verification counters.
-
-Flags:
-  --check              for monitoring: also exit 19 when this mvmctl's image is recalled,
-                       UNVERIFIED or expired, the cached revocation list does not verify,
-                       or the audit chain is broken (each problem named on stderr)
-  --trusted-root FILE  Sigstore trusted_root.json verifying the cached revocation list
-                       (default: $MVM_TRUSTED_ROOT, else embedded)
-  --json               one JSON object (with --check: also a "check" member)
-
-Exit status: 0, 2 usage, 3 unusable trusted root, 17 store, 19 a --check problem.
-`;
 
 const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
 
@@ -61,18 +39,7 @@ export function healthProblems(s: {
 }
 
 export async function statusCommand(args: string[], io: Output): Promise<number> {
-  const { values, positionals } = parseFlags('status', args, {
-    'trusted-root': { type: 'string' },
-    check: { type: 'boolean' },
-  });
-  if (values.help) {
-    io.out(STATUS_HELP);
-    return 0;
-  }
-  if (positionals.length)
-    throw new MvmError('usage', 'status takes no arguments', {
-      fix: "Run 'mvmctl status --help'.",
-    });
+  const { values } = parseCommand('status', args);
   const config = configFrom(process.env, homedir());
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
   const now = new Date();

@@ -1,67 +1,7 @@
 import { MvmError } from '../../errors.js';
 import { verifyBlob, type VerifyBlobResult } from '../../verify-blob.js';
-import { parseFlags } from '../args.js';
+import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
-
-export const VERIFY_BLOB_HELP = `Usage: mvmctl verify-blob --bundle FILE (--certificate-identity ID | --certificate-identity-regexp RE)
-                          (--certificate-oidc-issuer ISSUER | --certificate-oidc-issuer-regexp RE)
-                          [--trusted-root FILE] [--json] ARTIFACT
-       mvmctl verify-blob --bundle FILE --key cosign.pub [--trusted-root FILE] [--json] ARTIFACT
-
-Verify a Sigstore (cosign) signature over ARTIFACT, entirely offline: the
-signature over the exact bytes, the certificate chain to a trusted CA, its
-SCT, the transparency-log evidence (signed entry timestamp and/or inclusion
-proof with a signed checkpoint; Rekor v2 entries with an RFC 3161 timestamp),
-the certificate's validity at the log's time, the bundle's digest against the
-artifact, and the signer against the policy. The flags are cosign
-verify-blob's, so a script written for cosign works unchanged, and a connected
-host can check a release set before it is carried to an air-gapped one
-without installing cosign. As cosign does, "Verified OK" goes to stderr.
-
-Flags:
-  --bundle FILE                     Sigstore bundle (v0.1, v0.2, v0.3) or legacy cosign bundle
-  --certificate-identity ID         exact signer identity (certificate SAN)
-  --certificate-identity-regexp RE  pattern for the identity; always matched against the whole
-                                    identity (anchored), so a prefix or suffix cannot slip through
-  --certificate-oidc-issuer ISSUER  exact OIDC issuer, e.g. https://token.actions.githubusercontent.com
-  --certificate-oidc-issuer-regexp RE
-                                    pattern for the issuer, anchored like the identity pattern
-  --certificate-github-workflow-trigger|-sha|-name|-repository|-ref VALUE
-                                    GitHub Actions claims the certificate must record, each exact
-  --key FILE                        PEM public key, for bundles signed with a key (cosign sign-blob --key);
-                                    cannot be combined with the certificate flags
-  --trusted-root FILE               Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else the
-                                    embedded public-good root)
-  --signature FILE                  detached signature (base64, as cosign writes it): must be the
-                                    bundle's own signature
-  --certificate FILE                signing certificate (PEM): must be the bundle's own certificate
-  --json                            print one JSON object (verdict, signer, issuer, log index, time)
-  --debug                           show internal detail on errors
-
-cosign flags accepted and ignored, and why:
-  --offline[=BOOL]                  verification is always offline (=false is noted, never obeyed)
-  --new-bundle-format[=BOOL]        the bundle's format is read from the bundle itself
-  --use-signed-timestamps[=BOOL]    RFC 3161 timestamps in the bundle are always verified
-  --rekor-url URL                   the transparency log comes from the trusted root, not a URL
-  --insecure-ignore-tlog=false, --insecure-ignore-sct=false, --private-infrastructure=false
-                                    these ask for the checks mvmctl always makes
-
-cosign flags refused, and why:
-  --insecure-ignore-tlog, --insecure-ignore-sct, --private-infrastructure
-                                    mvmctl never skips transparency evidence or SCTs
-  --certificate-chain, --ca-roots, --ca-intermediates, --timestamp-certificate-chain
-                                    trust anchors come only from the trusted root (--trusted-root)
-  --rfc3161-timestamp               a timestamp is verified only inside the bundle it vouches for
-  --sk, --slot                      hardware keys: export the public key and use --key
-
-Exit status: 0 verified, 10 verification failed, 2 usage error, 3 unreadable input.
-
-Example:
-  mvmctl verify-blob --bundle dev-image-x86_64.manifest.json.bundle \\
-    --certificate-identity https://github.com/tinylabscom/mvm/.github/workflows/release.yml@refs/tags/v0.14.0 \\
-    --certificate-oidc-issuer https://token.actions.githubusercontent.com \\
-    dev-image-x86_64.manifest.json
-`;
 
 /** cosign's boolean flags (Go pflag: --flag, --flag=true, --flag=false). */
 const COSIGN_BOOLEANS = [
@@ -148,27 +88,9 @@ function takeCosignFlags(args: string[]): {
 
 export async function verifyBlobCommand(args: string[], io: Output): Promise<number> {
   const { rest, booleans } = takeCosignFlags(args);
-  const { values, positionals } = parseFlags('verify-blob', rest, {
-    bundle: { type: 'string' },
-    'certificate-identity': { type: 'string' },
-    'certificate-identity-regexp': { type: 'string' },
-    'certificate-oidc-issuer': { type: 'string' },
-    'certificate-oidc-issuer-regexp': { type: 'string' },
-    'certificate-github-workflow-trigger': { type: 'string' },
-    'certificate-github-workflow-sha': { type: 'string' },
-    'certificate-github-workflow-name': { type: 'string' },
-    'certificate-github-workflow-repository': { type: 'string' },
-    'certificate-github-workflow-ref': { type: 'string' },
-    key: { type: 'string' },
-    'trusted-root': { type: 'string' },
-    signature: { type: 'string' },
-    certificate: { type: 'string' },
-    'rekor-url': { type: 'string' },
-  });
-  if (values.help) {
-    io.out(VERIFY_BLOB_HELP);
-    return 0;
-  }
+  // Flags, help and exit codes: the verify-blob row of src/cli/spec.ts (cosign's booleans and
+  // refused flags are taken out above: pflag's --flag=false is not parseArgs syntax).
+  const { values, positionals } = parseCommand('verify-blob', rest);
   for (const [flag, why] of Object.entries(WEAKENING)) {
     if (booleans[flag as CosignBoolean] === true) {
       throw new MvmError('usage', `verify-blob: --${flag} is refused`, {
