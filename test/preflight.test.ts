@@ -122,7 +122,7 @@ describe('dev up preflight: the installed image', () => {
     assert.equal(image?.receipt.artifacts.initrd, undefined);
   });
 
-  it('nothing installed: the clear error, exit 3, naming dev import-image and the files', async () => {
+  it('nothing installed (offline): the clear error, exit 3, naming both ways in', async () => {
     const h = host();
     const { error, exit } = await refused(
       h,
@@ -130,9 +130,11 @@ describe('dev up preflight: the installed image', () => {
       new RegExp(`^No dev image is installed for v${escape(VERSION)}$`),
     );
     assert.equal(exit, 3);
-    assert.match(error.fix ?? '', /mvmctl dev import-image/);
-    assert.match(error.fix ?? '', /dev-image-\{arch\}\.manifest\.json and its \.bundle/);
-    assert.match(error.fix ?? '', /dev-vmlinux-\{arch\}, dev-rootfs-\{arch\}\.ext4/);
+    // The air-gapped way (a transfer set made by dev fetch, installed with import-image --dir) and the connected one.
+    assert.match(error.fix ?? '', /mvmctl dev fetch --version \S+ --out DIR/);
+    assert.match(error.fix ?? '', /mvmctl dev import-image --dir DIR/);
+    assert.match(error.fix ?? '', /mvmctl dev pull/);
+    assert.match(error.cause ?? '', /MVM_OFFLINE=1 or --offline/);
     assert.equal(existsSync(h.prebuilt), false, 'asking created nothing');
   });
 
