@@ -60,6 +60,9 @@ export type CounterName =
   /** Not in SPEC.md's list: a signed manifest that does not parse is worth alerting on too. */
   | 'dev_image_verify_manifest_invalid_total';
 
+/** The wording the first line of every network failure carries (SPEC.md section 3's table). */
+export const ONLINE_FETCH_FAILED = 'Online fetch failed';
+
 export interface ErrorClass {
   /** Process exit status. */
   readonly exit: number;

@@ -369,8 +369,9 @@ describe('dev fetch: transfers that survive real networks', () => {
     writeFileSync(join(h.out, 'notes.txt'), 'the operator was here\n');
     const r = await h.fetch();
     assert.equal(r.code, 16, r.stderr);
+    // The first line carries the wording every network failure carries, then the URL tried.
+    assert.match(r.stderr, /^Error: Online fetch failed: GET \S+: HTTP 404$/m);
     assert.match(r.stderr, new RegExp(escape(server.url(VERSION, F.manifest))));
-    assert.match(r.stderr, /404/);
     assert.deepEqual(ls(h.out), ['notes.txt']);
     assert.deepEqual(
       [...new Set(server.requests.map((q) => q.name))],

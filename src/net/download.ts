@@ -9,7 +9,7 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
-import { MvmError } from '../errors.js';
+import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { sameDigest } from '../core/manifest.js';
 import { HashingSink } from './hashing-sink.js';
 import { HttpClient, TransferError, withRetries } from './http.js';
@@ -184,7 +184,7 @@ async function transfer(
 const tooLarge = (req: DownloadRequest, bytes: number): MvmError =>
   new MvmError(
     'network',
-    `GET ${req.url}: the ${req.role} is larger than ${req.maxBytes} bytes (${bytes})`,
+    `${ONLINE_FETCH_FAILED}: GET ${req.url}: the ${req.role} is larger than ${req.maxBytes} bytes (${bytes})`,
     {
       cause: `the server sends more than ${req.limitVariable} allows`,
       fix: `If the release's ${req.role} really is that large, raise ${req.limitVariable}; otherwise the release location is wrong.`,

@@ -13,7 +13,7 @@
  *   (every byte is verified after, which is why http: mirrors are allowed).
  */
 import { EnvHttpProxyAgent, request, util, type Dispatcher } from 'undici';
-import { MvmError } from '../errors.js';
+import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 
 export interface HttpOptions {
   /** Upper bound for connecting, for the response headers, and for silence inside a body. */
@@ -59,14 +59,15 @@ const DEFAULT_FIX =
 /** A network error that says whether trying again could help (connection trouble and 5xx can; a 404 cannot). */
 export class TransferError extends MvmError {
   readonly retryable: boolean;
+  /** `detail` follows "Online fetch failed: ", the wording the first line of every network failure carries. */
   constructor(
-    message: string,
+    detail: string,
     retryable: boolean,
     cause: string,
     fix: string,
     underlying?: unknown,
   ) {
-    super('network', message, { cause, fix, underlying });
+    super('network', `${ONLINE_FETCH_FAILED}: ${detail}`, { cause, fix, underlying });
     this.retryable = retryable;
   }
 }
@@ -141,7 +142,7 @@ export class HttpClient {
       await res.body.dump().catch(() => undefined);
       if (hop >= MAX_REDIRECTS) {
         throw new TransferError(
-          `GET ${url} failed: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
+          `GET ${url}: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
           false,
           'the release location redirects in a loop or too deep',
           this.fix,
@@ -171,7 +172,7 @@ export class HttpClient {
       if (location === undefined) return;
       if (hop >= MAX_REDIRECTS) {
         throw new TransferError(
-          `GET ${url} failed: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
+          `GET ${url}: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
           false,
           'the release location redirects in a loop or too deep',
           this.fix,
@@ -281,7 +282,7 @@ export class HttpClient {
   statusError(url: string, status: number, what = 'the file'): TransferError {
     const retryable = status >= 500 || status === 429 || status === 408;
     return new TransferError(
-      `GET ${url} failed: HTTP ${status}`,
+      `GET ${url}: HTTP ${status}`,
       retryable,
       status === 404
         ? `the release location has no ${what} at this URL`
@@ -303,7 +304,7 @@ export class HttpClient {
     }
     const timedOut = TIMEOUT_CODES.has(err?.code ?? '') || err?.name === 'TimeoutError';
     return new TransferError(
-      `GET ${url} failed: ${timedOut ? `no answer within ${this.opts.timeoutMs / 1000} s` : (err?.code ?? err?.message ?? String(e))}`,
+      `GET ${url}: ${timedOut ? `no answer within ${this.opts.timeoutMs / 1000} s` : (err?.code ?? err?.message ?? String(e))}`,
       true,
       timedOut ? 'the server did not answer in time' : (err?.message ?? String(e)),
       this.fix,
@@ -322,11 +323,11 @@ function parseHttpUrl(current: string, first: string, fix: string): URL {
   try {
     u = new URL(current);
   } catch {
-    throw new TransferError(`GET ${first} failed: bad URL ${current}`, false, 'not a URL', fix);
+    throw new TransferError(`GET ${first}: bad URL ${current}`, false, 'not a URL', fix);
   }
   if (u.protocol !== 'http:' && u.protocol !== 'https:') {
     throw new TransferError(
-      `GET ${first} failed: redirected to ${u.protocol} (${current})`,
+      `GET ${first}: redirected to ${u.protocol} (${current})`,
       false,
       'only http and https are fetched',
       fix,

@@ -21,7 +21,7 @@ import {
 } from '../core/manifest.js';
 import { findRecall } from '../core/revocation.js';
 import { releasePolicy, releaseTagVersion } from '../core/release.js';
-import { MvmError } from '../errors.js';
+import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { MAX_BUNDLE_BYTES } from '../io/files.js';
 import { download, type DownloadResult } from '../net/download.js';
 import { HttpClient, isInterruption, withRetries, type TransferError } from '../net/http.js';
@@ -128,10 +128,14 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
 
 function refuseOffline(config: Config): void {
   if (!config.offline) return;
-  throw new MvmError('network', 'Offline (MVM_OFFLINE=1 or --offline): nothing was fetched', {
-    cause: 'this command downloads from the release location, and the network is off by request',
-    fix: 'On an air-gapped host, carry a transfer set in and run mvmctl dev import-image --dir DIR; on a connected host, unset MVM_OFFLINE.',
-  });
+  throw new MvmError(
+    'network',
+    `${ONLINE_FETCH_FAILED}: offline (MVM_OFFLINE=1 or --offline), nothing was requested`,
+    {
+      cause: 'this command downloads from the release location, and the network is off by request',
+      fix: 'On an air-gapped host, carry a transfer set in and run mvmctl dev import-image --dir DIR; on a connected host, unset MVM_OFFLINE.',
+    },
+  );
 }
 
 /** An interruption is the operator's, not the network's: exit 130, partials kept for the next run. */

@@ -7,7 +7,7 @@
  */
 import { printable } from '../core/printable.js';
 import { releaseCredential, revocationsDir, revocationsUrl, type Config } from '../config.js';
-import { MvmError } from '../errors.js';
+import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { droppedEntries } from '../core/revocation.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import {
@@ -210,7 +210,7 @@ export function rollbackError(
 }
 
 function httpStatusError(url: string, status: number): MvmError {
-  return new MvmError('network', `GET ${url} answered HTTP ${status}`, {
+  return new MvmError('network', `${ONLINE_FETCH_FAILED}: GET ${url} answered HTTP ${status}`, {
     cause: 'the release server or mirror did not serve the file',
   });
 }

@@ -6,7 +6,7 @@ import {
   revocationsUrl,
   type Config,
 } from '../../config.js';
-import { MvmError } from '../../errors.js';
+import { MvmError, ONLINE_FETCH_FAILED } from '../../errors.js';
 import { printable } from '../../core/printable.js';
 import { recallInForce } from '../../core/revocation.js';
 import { installedImages } from '../../pipeline/import-image.js';
@@ -117,10 +117,14 @@ async function refresh(
   io: Output,
 ): Promise<number> {
   if (offline || config.offline) {
-    throw new MvmError('network', 'revocations refresh: offline (--offline or MVM_OFFLINE=1)', {
-      cause: 'no network use is allowed',
-      fix: 'Carry a pair in and run mvmctl revocations import, or unset MVM_OFFLINE.',
-    });
+    throw new MvmError(
+      'network',
+      `${ONLINE_FETCH_FAILED}: revocations refresh is offline (--offline or MVM_OFFLINE=1)`,
+      {
+        cause: 'no network use is allowed',
+        fix: 'Carry a pair in and run mvmctl revocations import, or unset MVM_OFFLINE.',
+      },
+    );
   }
   const outcome = await refreshAndAudit(
     { config, trustedRoot, now: () => new Date(), warn: (m) => io.err(`warning: ${m}`) },
