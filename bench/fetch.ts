@@ -11,7 +11,7 @@
  * BENCH_SIZES_MB="256,2048" sets the rootfs sizes; BENCH_REPS (default 5) the
  * repetitions, in a rotated order each round.
  */
-import { execFileSync, spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,6 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { TestPki } from '../test/support/pki.js';
 import { writeReleaseSet, writeRevocationList } from '../test/support/release.js';
 import { bigFile } from './files.js';
+import { median, timed } from './measure.js';
 
 const sizes = (process.env['BENCH_SIZES_MB'] ?? '256,2048').split(',').map(Number);
 const reps = Number(process.env['BENCH_REPS'] ?? 5);
@@ -61,20 +62,6 @@ async function serveSet(mb: number): Promise<{ kernel: string; rootfs: string }>
   });
   return { kernel, rootfs };
 }
-
-function timed(cmd: string, args: string[], env: Record<string, string> = {}): number {
-  spawnSync('sync'); // no dirty pages of the previous run throttle this one
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return s;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function measure() {
   const out = join(work, 'out');

@@ -15,7 +15,7 @@
  * BENCH_SIZES_MB="256,2048" and BENCH_SPARSE_MB=4096 set the sizes; BENCH_REPS (default 5) the
  * repetitions, each round in a rotated order; medians are reported.
  */
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import { TestPki } from '../test/support/pki.js';
 import { bigFile } from './files.js';
 import { importArgs } from '../test/support/host.js';
 import { writeReleaseSet, type ReleaseFiles } from '../test/support/release.js';
+import { median, timed } from './measure.js';
 
 const MB = 1024 * 1024;
 const sizes = (process.env['BENCH_SIZES_MB'] ?? '256,2048').split(',').map(Number) as [
@@ -58,22 +59,6 @@ async function bigSet(name: string, rootfsMb: number, sparse = false): Promise<R
     artifactsInPlace: { kernelSha256: digest(kernel), rootfsSha256: digest(rootfs) },
   });
 }
-
-function timed(cmd: string, args: string[], env: Record<string, string> = {}): number {
-  // Each timed command starts with no dirty pages left by the one before, so
-  // writeback of earlier copies does not throttle whichever runs next.
-  spawnSync('sync');
-  const t0 = process.hrtime.bigint();
-  const r = spawnSync(cmd, args, {
-    stdio: ['ignore', 'ignore', 'pipe'],
-    env: { ...process.env, ...env },
-  });
-  const s = Number(process.hrtime.bigint() - t0) / 1e9;
-  if (r.status !== 0) throw new Error(`${cmd} ${args.join(' ')} exited ${r.status}: ${r.stderr}`);
-  return s;
-}
-
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function importOnce(set: ReleaseFiles, tag: string): { seconds: number; rssMb: number } {
   const data = join(work, `data-${tag}`);

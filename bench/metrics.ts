@@ -22,16 +22,13 @@ import { fileURLToPath } from 'node:url';
 import { auditLogPath, configFrom, type Config } from '../src/config.js';
 import { auditAnchorPath, AuditLogReader } from '../src/telemetry/audit-log.js';
 import { appendAuditRecords, audit, type AuditRecord } from '../src/telemetry/audit.js';
+import { median } from './measure.js';
 
 const REPS = Number(process.env['BENCH_REPS'] ?? 9);
 const SIZES = [1_000, 100_000];
 const cli = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
 const work = mkdtempSync(join(process.env['BENCH_DIR'] ?? tmpdir(), 'mvm-bench-metrics-'));
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const pct = (xs: number[], p: number): number => {
   const s = [...xs].sort((a, b) => a - b);
   return s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))]!;

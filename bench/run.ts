@@ -11,6 +11,7 @@ import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { median } from './measure.js';
 
 const REPS = Number(process.env['BENCH_REPS'] ?? 15);
 const cli = fileURLToPath(new URL('../dist/cli/main.js', import.meta.url));
@@ -74,10 +75,6 @@ for (let i = 0; i < REPS + 1; i++) {
   }
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const base = median(samples['node -e 0 (yardstick)']!);
 console.log(
   `Whole-process wall time, median of ${REPS} runs (node ${process.version}, ${process.platform}/${process.arch})`,

@@ -48,6 +48,7 @@ import {
   READY_LINE,
 } from '../test/support/vm.js';
 import { bigFile } from './files.js';
+import { median } from './measure.js';
 
 const REPS = Number(process.env['BENCH_VM_REPS'] ?? 5);
 const RATIO_TARGET = 1.15;
@@ -60,10 +61,6 @@ const POLL_MS = 5;
 
 const now = (): bigint => process.hrtime.bigint();
 const secondsSince = (t0: bigint): number => Number(now() - t0) / 1e9;
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 // Short: the VMs' unix sockets live under it (107 bytes at most).

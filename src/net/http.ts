@@ -114,32 +114,22 @@ export class HttpClient {
   }
 
   /**
-   * GET `url` (from byte `from` with a Range request when given), following
-   * redirects. Any status comes back; the caller decides what it means. The
-   * body must be consumed or destroyed.
+   * Requests `url`, then each redirect's target (at most MAX_REDIRECTS): `once`
+   * makes one request and says where it redirects, or what it answered. One
+   * place for the rule that the credential goes only to its own origin (in
+   * headersFor, per target) and only http(s) is ever requested.
    */
-  async open(url: string, o: { from?: number; signal?: AbortSignal } = {}): Promise<HttpResponse> {
+  private async followRedirects<T>(
+    url: string,
+    once: (target: URL, current: string) => Promise<{ location: string } | { value: T }>,
+  ): Promise<T> {
     let current = url;
     for (let hop = 0; ; hop++) {
       const target = parseHttpUrl(current, url, this.fix);
-      const headers = this.headersFor(target, o.from);
-      let res: Dispatcher.ResponseData;
-      try {
-        res = await request(current, {
-          dispatcher: this.dispatcher,
-          method: 'GET',
-          headers,
-          maxRedirections: 0,
-          ...(o.signal ? { signal: o.signal } : {}),
-        });
-      } catch (e) {
+      const step = await once(target, current).catch((e: unknown) => {
         throw this.failure(current, e);
-      }
-      const location = res.headers['location'];
-      if (!REDIRECTS.has(res.statusCode) || typeof location !== 'string') {
-        return { status: res.statusCode, headers: res.headers, body: res.body, url: current };
-      }
-      await res.body.dump().catch(() => undefined);
+      });
+      if ('value' in step) return step.value;
       if (hop >= MAX_REDIRECTS) {
         throw new TransferError(
           `GET ${url}: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
@@ -148,8 +138,33 @@ export class HttpClient {
           this.fix,
         );
       }
-      current = new URL(location, current).toString();
+      current = new URL(step.location, current).toString();
     }
+  }
+
+  /**
+   * GET `url` (from byte `from` with a Range request when given), following
+   * redirects. Any status comes back; the caller decides what it means. The
+   * body must be consumed or destroyed.
+   */
+  open(url: string, o: { from?: number; signal?: AbortSignal } = {}): Promise<HttpResponse> {
+    return this.followRedirects<HttpResponse>(url, async (target, current) => {
+      const res = await request(current, {
+        dispatcher: this.dispatcher,
+        method: 'GET',
+        headers: this.headersFor(target, o.from),
+        maxRedirections: 0,
+        ...(o.signal ? { signal: o.signal } : {}),
+      });
+      const location = res.headers['location'];
+      if (REDIRECTS.has(res.statusCode) && typeof location === 'string') {
+        await res.body.dump().catch(() => undefined);
+        return { location };
+      }
+      return {
+        value: { status: res.statusCode, headers: res.headers, body: res.body, url: current },
+      };
+    });
   }
 
   /**
@@ -158,28 +173,15 @@ export class HttpClient {
    * Readable stream per chunk would cost more than the hashing does. Resolves
    * once the body is complete; rejects with a TransferError.
    */
-  async stream(
+  stream(
     url: string,
     o: { from?: number; signal?: AbortSignal },
     handler: StreamHandler,
   ): Promise<void> {
-    let current = url;
-    for (let hop = 0; ; hop++) {
-      const target = parseHttpUrl(current, url, this.fix);
-      const location = await this.streamOnce(target, o, handler).catch((e: unknown) => {
-        throw this.failure(current, e);
-      });
-      if (location === undefined) return;
-      if (hop >= MAX_REDIRECTS) {
-        throw new TransferError(
-          `GET ${url}: more than ${MAX_REDIRECTS} redirects (last to ${current})`,
-          false,
-          'the release location redirects in a loop or too deep',
-          this.fix,
-        );
-      }
-      current = new URL(location, current).toString();
-    }
+    return this.followRedirects<void>(url, async (target) => {
+      const location = await this.streamOnce(target, o, handler);
+      return location === undefined ? { value: undefined } : { location };
+    });
   }
 
   /** One request; resolves to the redirect's location, or undefined when the body was delivered. */
