@@ -308,7 +308,10 @@ describe('revocations: refresh during dev import-image', () => {
     served.mode = '500';
     const r = await h.importSet(good);
     assert.equal(r.code, 13, r.stderr);
-    assert.match(r.stderr, /Could not refresh the revocation list \(Online fetch failed: GET .* answered HTTP 500\)/);
+    assert.match(
+      r.stderr,
+      /Could not refresh the revocation list \(Online fetch failed: GET .* answered HTTP 500\)/,
+    );
     const m = await h.metrics();
     assert.equal(m['dev_image_verify_network_total'], 1);
     assert.equal(m['dev_image_verify_sig_invalid_total'], 0);
@@ -318,7 +321,10 @@ describe('revocations: refresh during dev import-image', () => {
     const h = host({ MVM_RELEASE_BASE_URL: 'http://127.0.0.1:9/releases/download' });
     const r = await h.importSet(good);
     assert.equal(r.code, 0, r.stderr);
-    assert.match(r.stderr, /Could not refresh the revocation list \(Online fetch failed: GET \S+: ECONNREFUSED\)/);
+    assert.match(
+      r.stderr,
+      /Could not refresh the revocation list \(Online fetch failed: GET \S+: ECONNREFUSED\)/,
+    );
     assert.match(r.stderr, /No revocation list is cached/);
     assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
   });
@@ -924,7 +930,10 @@ describe('revocations: HTTP', () => {
     served.mode = 'oversized';
     const r = await h.run(['revocations', 'refresh']);
     assert.equal(r.code, 16, r.stderr);
-    assert.match(r.stderr, /Online fetch failed: GET .*revoked-versions\.json: response larger than 4194304 bytes/);
+    assert.match(
+      r.stderr,
+      /Online fetch failed: GET .*revoked-versions\.json: response larger than 4194304 bytes/,
+    );
     const after = await h.status();
     assert.equal(after.entries, 1);
     assert.equal(after.modifiedAt, before.modifiedAt);
