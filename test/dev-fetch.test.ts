@@ -530,6 +530,21 @@ describe('dev fetch: refusals and failures', () => {
     assert.ok(!ls(h.out).some((f) => artifactNames().some((a) => f.startsWith(a))));
   });
 
+  it('a trusted root that lacks the log: the cause says so (not tampering), no artifact requested', async () => {
+    const stranger = await TestPki.create();
+    const h = online({ MVM_TRUSTED_ROOT: stranger.writeTrustedRoot(join(root, `stranger${n++}`)) });
+    const r = await h.fetch();
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(
+      r.stderr,
+      /^Error: Cosign verification failed for the imported manifest: .*\(downloaded from http/m,
+    );
+    assert.match(r.stderr, /does not know the transparency log/);
+    assert.match(r.stderr, /MVM_TRUSTED_ROOT/);
+    assert.doesNotMatch(r.stderr, /tampered/);
+    assert.deepEqual(artifactRequests(), []);
+  });
+
   it('a manifest signed at another tag: exit 10, no artifact requested', async () => {
     const h = online();
     const wrongTag = await writeReleaseSet(pki, join(h.dir, 'wrong-tag'), {

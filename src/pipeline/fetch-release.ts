@@ -20,7 +20,7 @@ import {
   type Manifest,
 } from '../core/manifest.js';
 import { findRecall } from '../core/revocation.js';
-import { releasePolicy, releaseTagVersion } from '../core/release.js';
+import { releaseTagVersion } from '../core/release.js';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { MAX_BUNDLE_BYTES } from '../io/files.js';
 import { download, type DownloadResult } from '../net/download.js';
@@ -33,9 +33,9 @@ import {
   type VerifiedList,
 } from '../revocations/cache.js';
 import { audit, type AuditRecord } from '../telemetry/audit.js';
-import { parseBundle } from '../trust/bundle.js';
+import { verifyReleaseManifest } from './import-image.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
-import { verifyArtifact, type VerifiedSignature } from '../trust/verify.js';
+import type { VerifiedSignature } from '../trust/verify.js';
 
 export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
@@ -186,6 +186,7 @@ interface SignedFiles {
   readonly manifest: Buffer;
   readonly bundle: Buffer;
   readonly manifestUrl: string;
+  readonly bundleUrl: string;
 }
 
 /** A small file, retried like any transfer; a 404 names the URL (no unsigned fallback, ever). */
@@ -216,48 +217,27 @@ async function fetchSigned(client: HttpClient, ctx: FetchContext): Promise<Signe
   const names = setFileNames(ctx.arch);
   const manifestUrl = releaseFileUrl(ctx.config, ctx.version, names.manifest);
   const manifest = await getSmall(client, manifestUrl, MAX_MANIFEST_BYTES, 'manifest', ctx);
-  const bundle = await getSmall(
-    client,
-    releaseFileUrl(ctx.config, ctx.version, names.bundle),
-    MAX_BUNDLE_BYTES,
-    'manifest bundle',
-    ctx,
-  );
-  return { manifest: manifest!, bundle: bundle!, manifestUrl };
+  const bundleUrl = releaseFileUrl(ctx.config, ctx.version, names.bundle);
+  const bundle = await getSmall(client, bundleUrl, MAX_BUNDLE_BYTES, 'manifest bundle', ctx);
+  return { manifest: manifest!, bundle: bundle!, manifestUrl, bundleUrl };
 }
 
-const SIGNATURE_FAILED = 'Cosign verification failed for the downloaded manifest';
-
+/**
+ * The import's own verifier (one verifier for every path in), before anything
+ * large is requested; its cause and fix follow the failed check, and the URL
+ * the manifest came from is named.
+ */
 function verifySignature(signed: SignedFiles, ctx: FetchContext): VerifiedSignature {
   try {
-    const v = verifyArtifact(
-      signed.manifest,
-      parseBundle(signed.bundle),
-      ctx.trustedRoot,
-      releasePolicy(ctx.config.releaseRepo),
-    );
-    if (v.signer.kind === 'certificate') {
-      ctx.report({
-        step: 'signature',
-        identity: v.signer.identity,
-        issuer: v.signer.issuer,
-        logIndex: v.tlog.logIndex,
-      });
-    }
-    return v;
+    return verifyReleaseManifest(signed.manifest, signed.bundle, signed.bundleUrl, ctx);
   } catch (e) {
-    if (e instanceof MvmError && e.code === 'signature') {
-      throw new MvmError('signature', `${SIGNATURE_FAILED} (${signed.manifestUrl}): ${e.message}`, {
-        cause: `${e.cause ?? 'the manifest and its bundle do not verify'}; nothing large was downloaded`,
-        fix:
-          e.check === 'identity' || e.check === 'issuer'
-            ? `The release location serves a manifest not signed by ${ctx.config.releaseRepo}'s release workflow: check MVM_RELEASE_BASE_URL and MVM_RELEASE_REPO.`
-            : e.fix,
-        ...(e.check ? { check: e.check } : {}),
-        underlying: e,
-      });
-    }
-    throw e;
+    if (!(e instanceof MvmError && e.code === 'signature')) throw e;
+    throw new MvmError('signature', `${e.message} (downloaded from ${signed.manifestUrl})`, {
+      cause: `${e.cause ?? 'the manifest and its bundle do not verify'}; nothing large was downloaded`,
+      fix: e.fix,
+      ...(e.check ? { check: e.check } : {}),
+      underlying: e,
+    });
   }
 }
 
@@ -269,7 +249,7 @@ function checkManifest(bytes: Buffer, signature: VerifiedSignature, ctx: FetchCo
     if (tag !== m.version) {
       throw new MvmError(
         'signature',
-        `${SIGNATURE_FAILED}: it was signed at tag v${tag} but says version ${m.version}`,
+        `Cosign verification failed for the imported manifest: it was signed at tag v${tag} but says version ${m.version}`,
         {
           check: 'identity',
           cause: 'a manifest is only trusted under the release tag it was signed at',

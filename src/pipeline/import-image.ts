@@ -429,11 +429,28 @@ function verifySignature(inputs: OpenedSet, ctx: ImportContext): VerifiedSignatu
     ctx.report({ step: 'signature-skipped' });
     return undefined;
   }
+  return verifyReleaseManifest(inputs.manifest, inputs.bundle, inputs.set.bundle, ctx);
+}
+
+/**
+ * A release manifest against its bundle and the release workflow identity:
+ * the one verifier behind dev import-image, dev pull and dev fetch. On
+ * failure the cause and fix follow the check that failed (a trusted root
+ * that lacks the log is no tampering).
+ */
+export function verifyReleaseManifest(
+  manifest: Uint8Array,
+  bundle: Uint8Array,
+  bundleName: string,
+  ctx: Pick<ImportContext, 'config' | 'trustedRoot'> & {
+    report: (e: Extract<ImportEvent, { step: 'signature' }>) => void;
+  },
+): VerifiedSignature {
   let parsed: ParsedBundle | undefined;
   try {
-    parsed = parseBundle(inputs.bundle);
+    parsed = parseBundle(bundle);
     const v = verifyArtifact(
-      inputs.manifest,
+      manifest,
       parsed,
       ctx.trustedRoot,
       releasePolicy(ctx.config.releaseRepo),
@@ -448,14 +465,13 @@ function verifySignature(inputs: OpenedSet, ctx: ImportContext): VerifiedSignatu
     }
     return v;
   } catch (e) {
-    // Cause and fix follow the check that failed (a root lacking the log is no tampering).
     if (e instanceof MvmError && e.code === 'signature') {
       throw manifestSignatureFailure(
         e,
         parsed,
         ctx.trustedRoot,
         ctx.config.releaseRepo,
-        inputs.set.bundle,
+        bundleName,
       );
     }
     throw e;
