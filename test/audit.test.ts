@@ -11,35 +11,27 @@ import {
   appendFileSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
   statSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { configFrom } from '../src/config.js';
 import { audit, checkChain, readAuditAnchor } from '../src/telemetry/audit.js';
-import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
-import { TestPki } from './support/pki.js';
-import { writeReleaseSet, type ReleaseFiles } from './support/release.js';
+import { testHost, type TestHost } from './support/host.js';
+import type { ReleaseFiles } from './support/release.js';
+import { suiteWorld } from './support/world.js';
 
 let root: string;
-let pki: TestPki;
 let trustedRoot: string;
 let good: ReleaseFiles;
 let n = 0;
 
-before(async () => {
-  root = mkdtempSync(join(tmpdir(), 'mvm-audit-'));
-  pki = await TestPki.create();
-  trustedRoot = pki.writeTrustedRoot(root);
-  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-});
+before(async () => ({ root, trustedRoot, good } = await suiteWorld('mvm-audit-')));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const host = () => testHost(join(root, `host${n++}`), trustedRoot);

@@ -16,7 +16,6 @@ import {
   existsSync,
   lstatSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -24,7 +23,6 @@ import {
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
@@ -36,6 +34,7 @@ import {
   type ReleaseFiles,
 } from './support/release.js';
 import { writeVmState } from './support/vm.js';
+import { suiteWorld } from './support/world.js';
 
 let root: string;
 let pki: TestPki;
@@ -44,12 +43,7 @@ let good: ReleaseFiles;
 let n = 0;
 const children: ChildProcess[] = [];
 
-before(async () => {
-  root = mkdtempSync(join(tmpdir(), 'mvm-images-'));
-  pki = await TestPki.create();
-  trustedRoot = pki.writeTrustedRoot(root);
-  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-});
+before(async () => ({ root, pki, trustedRoot, good } = await suiteWorld('mvm-images-')));
 after(() => {
   for (const c of children) c.kill('SIGKILL');
   rmSync(root, { recursive: true, force: true });

@@ -12,7 +12,6 @@ import {
   chmodSync,
   existsSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   readlinkSync,
@@ -23,7 +22,6 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import type { CliResult } from './support/cli.js';
@@ -44,6 +42,7 @@ import {
   writeRevocationList,
   type ReleaseFiles,
 } from './support/release.js';
+import { suiteWorld } from './support/world.js';
 
 let root: string;
 let pki: TestPki;
@@ -51,12 +50,7 @@ let trustedRoot: string;
 let good: ReleaseFiles;
 let n = 0;
 
-before(async () => {
-  root = mkdtempSync(join(tmpdir(), 'mvm-import-'));
-  pki = await TestPki.create();
-  trustedRoot = pki.writeTrustedRoot(root);
-  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-});
+before(async () => ({ root, pki, trustedRoot, good } = await suiteWorld('mvm-import-')));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 /** A fresh host: its own data and cache directories. */

@@ -13,20 +13,19 @@ import { execFileSync } from 'node:child_process';
 import {
   copyFileSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   rmSync,
   symlinkSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { runCli, type CliResult } from './support/cli.js';
 import { HOST_ARCH, OTHER_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { REPO, writeReleaseSet, type ReleaseFiles } from './support/release.js';
+import { suiteWorld } from './support/world.js';
 
 let root: string;
 let pki: TestPki;
@@ -34,12 +33,7 @@ let trustedRoot: string;
 let good: ReleaseFiles;
 let n = 0;
 
-before(async () => {
-  root = mkdtempSync(join(tmpdir(), 'mvm-mistakes-'));
-  pki = await TestPki.create();
-  trustedRoot = pki.writeTrustedRoot(root);
-  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-});
+before(async () => ({ root, pki, trustedRoot, good } = await suiteWorld('mvm-mistakes-')));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const host = (trusted = trustedRoot) => testHost(join(root, `host${n++}`), trusted);

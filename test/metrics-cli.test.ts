@@ -10,7 +10,6 @@ import {
   closeSync,
   fstatSync,
   mkdirSync,
-  mkdtempSync,
   readdirSync,
   readFileSync,
   openSync,
@@ -19,7 +18,6 @@ import {
   utimesSync,
   writeFileSync,
 } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configFrom } from '../src/config.js';
@@ -29,6 +27,7 @@ import { TestPki } from './support/pki.js';
 import { EXPORTED_METRICS } from './support/prometheus.js';
 import { writeReleaseSet, writeRevocationList, type ReleaseFiles } from './support/release.js';
 import { writeVmState } from './support/vm.js';
+import { suiteWorld } from './support/world.js';
 
 let root: string;
 let pki: TestPki;
@@ -36,12 +35,7 @@ let trustedRoot: string;
 let good: ReleaseFiles;
 let n = 0;
 
-before(async () => {
-  root = mkdtempSync(join(tmpdir(), 'mvm-metrics-cli-'));
-  pki = await TestPki.create();
-  trustedRoot = pki.writeTrustedRoot(root);
-  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-});
+before(async () => ({ root, pki, trustedRoot, good } = await suiteWorld('mvm-metrics-cli-')));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 const host = () => testHost(join(root, `host${n++}`), trustedRoot);

@@ -5,13 +5,13 @@
  * verify, or the audit chain is broken. CLI as a subprocess, real stores.
  */
 import assert from 'node:assert/strict';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, writeRevocationList, type ReleaseFiles } from './support/release.js';
+import { suiteWorld } from './support/world.js';
 
 let root: string;
 let pki: TestPki;
@@ -19,12 +19,7 @@ let trustedRoot: string;
 let good: ReleaseFiles;
 let n = 0;
 
-before(async () => {
-  root = mkdtempSync(join(tmpdir(), 'mvm-status-'));
-  pki = await TestPki.create();
-  trustedRoot = pki.writeTrustedRoot(root);
-  good = await writeReleaseSet(pki, join(root, 'good'), { version: VERSION, arch: HOST_ARCH });
-});
+before(async () => ({ root, pki, trustedRoot, good } = await suiteWorld('mvm-status-')));
 after(() => rmSync(root, { recursive: true, force: true }));
 
 async function installedHost(set = good, env: Record<string, string> = {}): Promise<TestHost> {
