@@ -44,6 +44,19 @@ const flagName = (f: FlagSpec): string => (f.name.length === 1 ? `-${f.name}` : 
 
 const shown = (s: string): string => JSON.stringify(printable(s, 100));
 
+/** The arguments as parseArgs tokens (flags, values, positionals), nothing checked yet. */
+export function tokensOf(flags: readonly FlagSpec[], args: string[]) {
+  const options: ParseArgsOptionsConfig = {};
+  for (const f of flags) {
+    options[f.name] = {
+      type: f.type,
+      ...(f.short ? { short: f.short } : {}),
+      ...(f.multiple ? { multiple: true } : {}),
+    };
+  }
+  return parseArgs({ args, options, strict: false, allowPositionals: true, tokens: true }).tokens;
+}
+
 /**
  * node:util parseArgs, not strict, for its tokens; every check is made here
  * against the table, so no message of the parser's own reaches the operator.
@@ -53,21 +66,7 @@ function parseWith(
   flags: readonly FlagSpec[],
   args: string[],
 ): Parsed<Record<string, unknown>> {
-  const options: ParseArgsOptionsConfig = {};
-  for (const f of flags) {
-    options[f.name] = {
-      type: f.type,
-      ...(f.short ? { short: f.short } : {}),
-      ...(f.multiple ? { multiple: true } : {}),
-    };
-  }
-  const { tokens } = parseArgs({
-    args,
-    options,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
+  const tokens = tokensOf(flags, args);
   const byName = new Map(flags.map((f) => [f.name, f]));
   const values: Record<string, unknown> = {};
   const positionals: string[] = [];

@@ -3,10 +3,9 @@
  * included), whether help was asked for, and what is left for its flags.
  * Unknown words are usage errors with the nearest command named.
  */
-import { parseArgs, type ParseArgsOptionsConfig } from 'node:util';
 import { printable } from '../core/printable.js';
 import { MvmError } from '../errors.js';
-import { closest, didYouMean } from './args.js';
+import { closest, didYouMean, tokensOf } from './args.js';
 import { commandHelp, mainHelp } from './help.js';
 import {
   childrenOf,
@@ -53,18 +52,7 @@ function unknown(parent: CommandKey | undefined, word: string): MvmError {
 
 /** Whether --help or -h is among a command's flags (not a flag's value, not after --). */
 function wantsHelp(key: CommandKey, args: string[]): boolean {
-  const options: ParseArgsOptionsConfig = {};
-  for (const f of flagsOf(key)) {
-    options[f.name] = { type: f.type, ...(f.short ? { short: f.short } : {}) };
-  }
-  const { tokens } = parseArgs({
-    args,
-    options,
-    strict: false,
-    allowPositionals: true,
-    tokens: true,
-  });
-  return tokens.some((t) => t.kind === 'option' && t.name === 'help');
+  return tokensOf(flagsOf(key), args).some((t) => t.kind === 'option' && t.name === 'help');
 }
 
 export function resolveCommand(input: string[]): Target {
