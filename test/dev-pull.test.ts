@@ -140,6 +140,22 @@ describe('dev pull', () => {
     assert.equal(existsSync(join(h.prebuilt, `v${VERSION}`)), false);
     // The other downloads may stay for a resume; the bytes that did not match are gone.
     assert.deepEqual(downloadsIn(h, /^dev-rootfs-/), []);
+
+    // What the unfinished pull kept is dev prune's to remove: listed by --dry-run, then gone.
+    const kept = join(h.dir, 'data', 'dev', 'downloads', `v${VERSION}-${HOST_ARCH}`);
+    assert.ok(existsSync(kept), 'the pull kept its downloads for a resume');
+    const dry = await h.dev(['prune', '--dry-run']);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /downloads\/v[\d.]+-\w+ \(kept by a dev pull that did not finish\)/);
+    assert.ok(existsSync(kept), '--dry-run removes nothing');
+    const pruned = await h.dev(['prune', '--json']);
+    assert.equal(pruned.code, 0, pruned.stderr);
+    const removed = (JSON.parse(pruned.stdout) as { removed: { kind: string }[] }).removed;
+    assert.deepEqual(
+      removed.map((i) => i.kind),
+      ['download'],
+    );
+    assert.equal(existsSync(kept), false);
   });
 
   it('offline (MVM_OFFLINE=1 or --offline): exit 16, no request, nothing installed', async () => {

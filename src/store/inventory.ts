@@ -7,8 +7,9 @@
  * hold the dev VM's lock and the store's (so a `dev up` cannot boot what is
  * being removed), and are audited.
  */
+import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { prebuiltDir, type Config } from '../config.js';
+import { downloadsDir, prebuiltDir, type Config } from '../config.js';
 import { recallInForce, type Revocation } from '../core/revocation.js';
 import { isMvmError, MvmError } from '../errors.js';
 import { readRegularFile } from '../io/files.js';
@@ -253,8 +254,11 @@ export async function removeVersion(ctx: InventoryContext, version: string): Pro
 }
 
 export interface PruneItem {
-  readonly kind: 'image' | 'leftover';
-  /** `v{version}` for an image; `.objects/<id>` or `.link-<id>` for a leftover. */
+  readonly kind: 'image' | 'leftover' | 'download';
+  /**
+   * `v{version}` for an image; `.objects/<id>` or `.link-<id>` for a leftover;
+   * `downloads/v{version}-{arch}` for what a failed or interrupted dev pull kept to resume.
+   */
   readonly name: string;
   readonly version?: string;
   readonly path: string;
@@ -285,7 +289,11 @@ export async function pruneStore(
 ): Promise<PruneResult> {
   const store = storeOf(ctx.config);
   // An empty host: nothing to prune, and nothing is created to say so.
-  if ((await store.list()).length === 0 && (await store.leftovers()).length === 0)
+  if (
+    (await store.list()).length === 0 &&
+    (await store.leftovers()).length === 0 &&
+    (await keptDownloads(ctx.config)).length === 0
+  )
     return { dryRun: opts.dryRun, removed: [], freedBytes: 0, kept: [], inProgress: [] };
   if (opts.dryRun) return plan(store, ctx, await runningVersion(ctx.config), true);
   const removed: PruneItem[] = [];
@@ -309,6 +317,7 @@ export async function pruneStore(
         const gone = await store.remove(item.version);
         if (gone) removed.push({ ...item, bytes: gone.bytes });
       }
+      removed.push(...(await removeDownloads(ctx.config, planned.removed)));
       return { ...planned, removed, freedBytes: sum(removed) };
     });
   } catch (e) {
@@ -343,6 +352,7 @@ async function plan(
     };
     (l.creatorAlive ? inProgress : removed).push(item);
   }
+  for (const d of await keptDownloads(ctx.config)) removed.push(d);
   for (const img of await store.list()) {
     const reasons = [];
     if (img.version === ctx.mvmctlVersion) reasons.push("this mvmctl's version (dev up boots it)");
@@ -361,6 +371,52 @@ async function plan(
     });
   }
   return { dryRun, removed, freedBytes: sum(removed), kept, inProgress };
+}
+
+/**
+ * What dev pull kept under the data directory to resume (a pull that failed or
+ * was interrupted): real directories only, never through a link.
+ */
+export async function keptDownloads(config: Config): Promise<PruneItem[]> {
+  const dir = downloadsDir(config);
+  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  const items: PruneItem[] = [];
+  for (const name of names) {
+    if (name.startsWith('.')) continue; // the pull lock
+    const path = join(dir, name);
+    const st = await fs.lstat(path).catch(() => undefined);
+    if (!st?.isDirectory()) continue;
+    items.push({ kind: 'download', name: `downloads/${name}`, path, bytes: await diskUsage(path) });
+  }
+  return items;
+}
+
+/**
+ * Removes the planned downloads while holding dev pull's lock, so a pull in
+ * progress is waited for briefly and otherwise left alone (a store error naming it).
+ */
+async function removeDownloads(
+  config: Config,
+  planned: readonly PruneItem[],
+): Promise<PruneItem[]> {
+  const items = planned.filter((i) => i.kind === 'download');
+  if (items.length === 0) return [];
+  const dir = downloadsDir(config);
+  return withLock(
+    join(dir, '.pull.lock'),
+    'the dev image download (a dev pull is running)',
+    async () => {
+      const removed: PruneItem[] = [];
+      for (const item of items) {
+        const st = await fs.lstat(item.path).catch(() => undefined);
+        if (!st?.isDirectory()) continue;
+        await fs.rm(item.path, { recursive: true, force: true });
+        removed.push(item);
+      }
+      return removed;
+    },
+    { timeoutMs: 2_000 },
+  );
 }
 
 const sum = (items: readonly PruneItem[]): number => items.reduce((n, i) => n + i.bytes, 0);

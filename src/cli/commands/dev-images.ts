@@ -200,7 +200,11 @@ function renderPrune(r: PruneResult): string {
   const verb = r.dryRun ? 'Would remove' : 'Removed';
   const rows = r.removed.map((i) => [
     verb,
-    i.kind === 'image' ? i.name : `${i.name} (left by an interrupted import, pid ${i.pid ?? '?'})`,
+    i.kind === 'image'
+      ? i.name
+      : i.kind === 'download'
+        ? `${i.name} (kept by a dev pull that did not finish)`
+        : `${i.name} (left by an interrupted import, pid ${i.pid ?? '?'})`,
     formatBytes(i.bytes),
   ]);
   if (rows.length > 0) lines.push(...table(undefined, rows));

@@ -6,7 +6,7 @@ import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { summarizeRevocationCache } from '../../revocations/cache.js';
 import { ImageStore } from '../../store/image-store.js';
-import { listImages, type ImageReport } from '../../store/inventory.js';
+import { keptDownloads, listImages, type ImageReport } from '../../store/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { devStatus } from '../../vm/instance.js';
 import { MVMCTL_VERSION } from '../../version.js';
@@ -101,7 +101,11 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
           reason: metrics.chain.reason,
         }),
   };
-  const leftovers = inventory.leftovers.filter((l) => !l.creatorAlive);
+  const leftovers = [
+    ...inventory.leftovers.filter((l) => !l.creatorAlive),
+    // What a dev pull that did not finish kept to resume: dev prune removes it too.
+    ...(await keptDownloads(config)),
+  ];
   const problems = healthProblems({
     current: inventory.images.find((i) => i.current),
     revocationsInvalid: revocations.state === 'invalid' ? (revocations.error ?? '') : undefined,
@@ -222,7 +226,7 @@ function humanStatus(s: Status, config: Config, counters: Record<string, number>
   const leftBytes = s.leftovers.reduce((n, l) => n + l.bytes, 0);
   lines.push(
     s.leftovers.length
-      ? `Store: ${plural(s.leftovers.length, 'leftover')} of interrupted imports (${humanBytes(leftBytes)}): mvmctl dev prune removes them`
+      ? `Store: ${plural(s.leftovers.length, 'leftover')} of interrupted imports or pulls (${humanBytes(leftBytes)}): mvmctl dev prune removes them`
       : 'Store: no leftovers',
   );
   lines.push(
