@@ -7,7 +7,7 @@ const VERIFY = ['test/verify-pinning.test.ts', 'test/verify-blob.test.ts'];
 const REKOR = ['test/rekor-v2.test.ts', 'test/tlog-review.test.ts', 'test/verify-blob.test.ts'];
 const IMPORT = ['test/import-image.test.ts'];
 const REVOCATIONS = ['test/revocations.test.ts', 'test/revocation-policy.test.ts'];
-const AUDIT = ['test/audit.test.ts', 'test/cli.test.ts'];
+const AUDIT = ['test/audit.test.ts', 'test/audit-rotation.test.ts', 'test/cli.test.ts'];
 
 export const MUTANTS = [
   // src/core: identity policy and release identities
@@ -207,23 +207,46 @@ export const MUTANTS = [
   // src/telemetry: the audit chain
   {
     name: 'audit: chain link not checked',
-    file: 'src/telemetry/audit.ts',
-    find: '    if (r.prev !== prev || r.seq !== seq + 1) {',
-    replace: '    if (r.seq !== seq + 1) {',
+    file: 'src/telemetry/chain.ts',
+    find: '    } else if (r.prev !== this.prev || r.seq !== this.seq + 1) {',
+    replace: '    } else if (r.seq !== this.seq + 1) {',
     tests: AUDIT,
   },
   {
     name: 'audit: sequence not checked',
-    file: 'src/telemetry/audit.ts',
-    find: '    if (r.prev !== prev || r.seq !== seq + 1) {',
-    replace: '    if (r.prev !== prev) {',
+    file: 'src/telemetry/chain.ts',
+    find: '    } else if (r.prev !== this.prev || r.seq !== this.seq + 1) {',
+    replace: '    } else if (r.prev !== this.prev) {',
     tests: AUDIT,
   },
   {
     name: 'audit: truncation below the anchor accepted',
     file: 'src/telemetry/audit.ts',
-    find: '    if (anchor.seq > seq)',
-    replace: '    if (anchor.seq > seq + 1)',
+    find: '  if (anchor.seq > seq)',
+    replace: '  if (anchor.seq > seq + 1)',
     tests: AUDIT,
+  },
+
+  // src/net: the online path
+  {
+    name: 'fetch: the token follows a redirect to another origin',
+    file: 'src/net/http.ts',
+    find: '    if (this.opts.credential && target.origin === this.opts.credential.origin) {',
+    replace: '    if (this.opts.credential) {',
+    tests: ['test/dev-fetch.test.ts'],
+  },
+  {
+    name: 'fetch: a download is renamed into place without its digest compared',
+    file: 'src/net/download.ts',
+    find: '  if (!sameDigest(done.sha256, req.sha256)) {',
+    replace: '  if (false) {',
+    tests: ['test/download.test.ts', 'test/dev-fetch.test.ts'],
+  },
+  {
+    name: 'fetch: a resumed answer at another offset is appended',
+    file: 'src/net/download.ts',
+    find: '          if (!range || range.start !== from || (total !== undefined && range.total !== total)) {',
+    replace: '          if (!range) {',
+    tests: ['test/download.test.ts', 'test/dev-fetch.test.ts'],
   },
 ];

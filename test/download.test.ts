@@ -10,6 +10,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { MvmError } from '../src/errors.js';
 import { download, partialPath } from '../src/net/download.js';
@@ -84,6 +86,40 @@ describe('download', () => {
     assert.ok(readFileSync(dest).equals(file));
     assert.equal(r.reused, held);
     assert.equal(server.bytesSentFor(NAME), file.length - held);
+  });
+
+  it('a 206 that starts somewhere else than asked is not appended: the file starts over', async (t) => {
+    // A broken cache in front of a mirror: it answers Range with 206 but from byte 0.
+    const body = file.subarray(0, 3 * 1024 * 1024 + 99);
+    let requests = 0;
+    const odd = createServer((req, res) => {
+      requests++;
+      if (requests === 1) {
+        res.writeHead(200, { 'content-length': body.length });
+        res.write(body.subarray(0, 1024 * 1024 + 7), () => res.destroy()); // cut mid-way
+        return;
+      }
+      res.writeHead(
+        req.headers.range ? 206 : 200,
+        req.headers.range
+          ? {
+              'content-range': `bytes 0-${body.length - 1}/${body.length}`,
+              'content-length': body.length,
+            }
+          : { 'content-length': body.length },
+      );
+      res.end(body);
+    });
+    await new Promise<void>((r) => odd.listen(0, '127.0.0.1', r));
+    t.after(() => odd.close());
+    const dest = join(work, 'odd-range');
+    const r = await download(client, {
+      ...request(dest, sha(body)),
+      url: `http://127.0.0.1:${(odd.address() as AddressInfo).port}/f`,
+    });
+    assert.ok(readFileSync(dest).equals(body), 'exactly the file, nothing appended twice');
+    assert.equal(r.sha256, sha(body));
+    assert.ok(requests >= 3, `cut, refused 206, then whole again (${requests} requests)`);
   });
 
   it('a digest mismatch deletes the partial and names both digests', async () => {
