@@ -190,6 +190,25 @@ describe('the anchor beside the recall memory', () => {
     await brokenAt(h, 3, /the record says the audit log ends at seq 2 but the anchor says 4/);
   });
 
+  it('one record removed from the end is recorded too (the smallest truncation)', async () => {
+    const h = host();
+    const lines = await fourRecords(h);
+    writeFileSync(logOf(h), lines.slice(0, 3).join('\n') + '\n');
+    const r = await h.importSet(good);
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stderr, /warning: the audit log ends at seq 3 but the anchor says 4/);
+    assert.deepEqual(
+      h
+        .audit()
+        .slice(3)
+        .map((a) => [a['event'], a['seq'], a['logSeq'], a['anchorSeq']]),
+      [
+        ['audit.anchor-mismatch', 4, 3, 4],
+        ['dev.import-image', 5, undefined, undefined],
+      ],
+    );
+  });
+
   it('a deleted log is recorded by the next import (exit 10 on audit tail)', async () => {
     const h = host();
     await fourRecords(h);
