@@ -187,6 +187,22 @@ export function artifactName(
   }
 }
 
+/**
+ * A dev release's file names for one arch (SPEC.md section 1): what
+ * `import-image --dir` looks for and what `dev fetch` writes. The artifacts'
+ * names are the ones their manifest lists (artifactName, dev variant, ext4).
+ */
+export function releaseFileNames(arch: Arch) {
+  const dev = { variant: 'dev', arch, rootfsFormat: 'ext4' } as const;
+  return {
+    manifest: `dev-image-${arch}.manifest.json`,
+    bundle: `dev-image-${arch}.manifest.json.bundle`,
+    vmlinux: artifactName(dev, 'kernel'),
+    rootfs: artifactName(dev, 'rootfs'),
+    initrd: artifactName(dev, 'initrd'),
+  };
+}
+
 /** The manifest's entry for `role`, if it lists one (the initrd is optional). */
 export function listedArtifact(m: Manifest, role: ArtifactRole): ArtifactEntry | undefined {
   const name = artifactName(m, role);

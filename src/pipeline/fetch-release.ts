@@ -15,6 +15,7 @@ import {
   artifactName,
   listedArtifact,
   parseManifest,
+  releaseFileNames,
   type Arch,
   type ArtifactRole,
   type Manifest,
@@ -33,11 +34,9 @@ import {
   type VerifiedList,
 } from '../revocations/cache.js';
 import { audit, type AuditRecord } from '../telemetry/audit.js';
-import { verifyReleaseManifest } from './import-image.js';
+import { MAX_MANIFEST_BYTES, verifyReleaseManifest } from './import-image.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import type { VerifiedSignature } from '../trust/verify.js';
-
-export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
 export type FetchEvent =
   | { step: 'signature'; identity: string; issuer: string; logIndex: string }
@@ -82,12 +81,6 @@ export interface TransferSet {
   /** Bytes actually transferred for the artifacts (less than their size when resumed or already there). */
   readonly transferred: number;
 }
-
-/** Release file names of a set (SPEC.md section 1). */
-export const setFileNames = (arch: Arch) => ({
-  manifest: `dev-image-${arch}.manifest.json`,
-  bundle: `dev-image-${arch}.manifest.json.bundle`,
-});
 
 export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
   refuseOffline(ctx.config);
@@ -214,7 +207,7 @@ const retryReporter =
     ctx.report({ step: 'retry', message: e.message, delayMs });
 
 async function fetchSigned(client: HttpClient, ctx: FetchContext): Promise<SignedFiles> {
-  const names = setFileNames(ctx.arch);
+  const names = releaseFileNames(ctx.arch);
   const manifestUrl = releaseFileUrl(ctx.config, ctx.version, names.manifest);
   const manifest = await getSmall(client, manifestUrl, MAX_MANIFEST_BYTES, 'manifest', ctx);
   const bundleUrl = releaseFileUrl(ctx.config, ctx.version, names.bundle);
@@ -422,7 +415,7 @@ async function writeSmallFiles(
   list: FetchedList | undefined,
   ctx: FetchContext,
 ): Promise<void> {
-  const names = setFileNames(ctx.arch);
+  const names = releaseFileNames(ctx.arch);
   const files: [string, Buffer][] = [
     [names.manifest, signed.manifest],
     [names.bundle, signed.bundle],
@@ -468,8 +461,8 @@ function summary(
     arch: m.arch,
     dir: ctx.dir,
     files: [
-      small(setFileNames(ctx.arch).manifest, signed.manifest),
-      small(setFileNames(ctx.arch).bundle, signed.bundle),
+      small(releaseFileNames(ctx.arch).manifest, signed.manifest),
+      small(releaseFileNames(ctx.arch).bundle, signed.bundle),
       ...downloaded.map((d) => ({ name: d.name, bytes: d.result.bytes, sha256: d.result.sha256 })),
       ...(list ? [small(REVOCATIONS_JSON, list.json), small(REVOCATIONS_BUNDLE, list.bundle)] : []),
     ],

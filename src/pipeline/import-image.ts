@@ -13,6 +13,7 @@ import {
   artifactName,
   listedArtifact,
   parseManifest,
+  releaseFileNames,
   sameDigest,
   unknownFieldsOf,
   type Arch,
@@ -82,12 +83,13 @@ export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
 /** Release file names for `--dir` (SPEC.md section 1). */
 export function releaseSetIn(dir: string, arch: Arch): ReleaseSet {
+  const names = releaseFileNames(arch);
   return {
-    manifest: join(dir, `dev-image-${arch}.manifest.json`),
-    bundle: join(dir, `dev-image-${arch}.manifest.json.bundle`),
-    vmlinux: join(dir, `dev-vmlinux-${arch}`),
-    rootfs: join(dir, `dev-rootfs-${arch}.ext4`),
-    initrd: { path: join(dir, `dev-initrd-${arch}`), from: 'dir' },
+    manifest: join(dir, names.manifest),
+    bundle: join(dir, names.bundle),
+    vmlinux: join(dir, names.vmlinux),
+    rootfs: join(dir, names.rootfs),
+    initrd: { path: join(dir, names.initrd), from: 'dir' },
     revocations: { json: join(dir, REVOCATIONS_JSON), bundle: join(dir, REVOCATIONS_BUNDLE) },
     dir,
   };

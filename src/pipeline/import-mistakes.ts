@@ -14,7 +14,13 @@ import {
   misplacedArtifacts,
   type MisplacedArtifact,
 } from '../core/release-mistakes.js';
-import { artifactName, type Arch, type ArtifactRole, type Manifest } from '../core/manifest.js';
+import {
+  artifactName,
+  releaseFileNames,
+  type Arch,
+  type ArtifactRole,
+  type Manifest,
+} from '../core/manifest.js';
 import { CHECK_FIX, MvmError } from '../errors.js';
 import { ImageStore } from '../store/image-store.js';
 import type { ParsedBundle } from '../trust/bundle.js';
@@ -99,8 +105,8 @@ async function checkSetDirectory(dir: string, hostArch: Arch): Promise<void> {
   }
   if (typeof st === 'string') return; // unreadable: the reader names it
   const other: Arch = hostArch === 'x86_64' ? 'aarch64' : 'x86_64';
-  const own = join(dir, `dev-image-${hostArch}.manifest.json`);
-  const theirs = join(dir, `dev-image-${other}.manifest.json`);
+  const own = join(dir, releaseFileNames(hostArch).manifest);
+  const theirs = join(dir, releaseFileNames(other).manifest);
   if ((await statOrCode(own)) === 'ENOENT' && typeof (await statOrCode(theirs)) !== 'string') {
     throw new MvmError(
       'input',
