@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { MvmError } from '../errors.js';
 
@@ -117,6 +118,31 @@ export async function readUpTo(handle: fs.FileHandle, n: number): Promise<Buffer
     off += bytesRead;
   }
   return buf.subarray(0, off);
+}
+
+const HASH_CHUNK = 8 * 1024 * 1024;
+
+/**
+ * The SHA-256 of an opened file from its start to its end, in 8 MiB reads
+ * with two buffers: the next read runs in the thread pool while this thread
+ * hashes. `size` (the file's size when opened) only
+ * bounds the buffers.
+ */
+export async function sha256OfOpened(handle: fs.FileHandle, size: number): Promise<string> {
+  const hash = createHash('sha256');
+  const len = Math.max(1, Math.min(HASH_CHUNK, size));
+  const bufs = [Buffer.allocUnsafe(len), Buffer.allocUnsafe(len)];
+  let pos = 0;
+  let reading = handle.read(bufs[0]!, 0, len, 0);
+  for (let i = 0; ; i++) {
+    const { bytesRead } = await reading;
+    if (bytesRead === 0) break;
+    const chunk = bufs[i % 2]!.subarray(0, bytesRead);
+    pos += bytesRead;
+    reading = handle.read(bufs[(i + 1) % 2]!, 0, len, pos);
+    hash.update(chunk);
+  }
+  return hash.digest('hex');
 }
 
 function tooLarge(

@@ -7,10 +7,10 @@
  * mismatch deletes it (it is ours) and is a digest error (exit 14). A half
  * file is never under its final name.
  */
-import { createHash, type Hash } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { sameDigest } from '../core/manifest.js';
+import { sha256OfOpened } from '../io/files.js';
 import { HashingSink } from './hashing-sink.js';
 import { HttpClient, TransferError, withRetries } from './http.js';
 
@@ -217,22 +217,8 @@ async function hashIfRegular(
   try {
     const st = await handle.stat();
     if (!st.isFile() || st.size > maxBytes) return undefined;
-    const hash = createHash('sha256');
-    await hashInto(handle, hash, st.size);
-    return { sha256: hash.digest('hex'), bytes: st.size };
+    return { sha256: await sha256OfOpened(handle, st.size), bytes: st.size };
   } finally {
     await handle.close();
-  }
-}
-
-const READ_CHUNK = 1024 * 1024;
-
-async function hashInto(handle: fs.FileHandle, hash: Hash, size: number): Promise<void> {
-  const buf = Buffer.allocUnsafe(READ_CHUNK);
-  for (let pos = 0; pos < size;) {
-    const { bytesRead } = await handle.read(buf, 0, Math.min(READ_CHUNK, size - pos), pos);
-    if (bytesRead === 0) break;
-    hash.update(buf.subarray(0, bytesRead));
-    pos += bytesRead;
   }
 }

@@ -5,13 +5,12 @@
  * import. No network, no manifest re-verification, nothing written to the
  * image; every failure is a typed MvmError and nothing is started.
  */
-import { createHash } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { prebuiltDir, revocationsDir, type Config } from '../config.js';
 import { sameDigest } from '../core/manifest.js';
 import { MvmError } from '../errors.js';
-import { readRegularFile } from '../io/files.js';
+import { readRegularFile, sha256OfOpened } from '../io/files.js';
 import {
   INSTALLED_FILES,
   MAX_MANIFEST_BYTES,
@@ -229,9 +228,6 @@ async function checkAtRest(files: ReturnType<typeof artifactPaths>, r: Receipt):
   }
 }
 
-/** 8 MiB reads, two buffers: the next read runs in the thread pool while this thread hashes. */
-const CHUNK = 8 * 1024 * 1024;
-
 /**
  * SHA-256 of an installed file, read through a descriptor opened without
  * following a link (only a planted link could be there) and checked to be a
@@ -257,20 +253,7 @@ async function hashInstalledFile(f: ArtifactAtRest, version: string): Promise<st
   try {
     const st = await handle.stat();
     if (!st.isFile()) throw atRestError(f, version, 'is not a regular file');
-    const hash = createHash('sha256');
-    const size = Math.max(1, Math.min(CHUNK, st.size));
-    const bufs = [Buffer.allocUnsafe(size), Buffer.allocUnsafe(size)];
-    let pos = 0;
-    let reading = handle.read(bufs[0]!, 0, size, 0);
-    for (let i = 0; ; i++) {
-      const { bytesRead } = await reading;
-      if (bytesRead === 0) break;
-      const chunk = bufs[i % 2]!.subarray(0, bytesRead);
-      pos += bytesRead;
-      reading = handle.read(bufs[(i + 1) % 2]!, 0, size, pos);
-      hash.update(chunk);
-    }
-    return hash.digest('hex');
+    return await sha256OfOpened(handle, st.size);
   } catch (e) {
     if (e instanceof MvmError) throw e;
     throw atRestError(f, version, 'cannot be read', e);
