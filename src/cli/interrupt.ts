@@ -37,3 +37,16 @@ export function watchInterrupts(io: Output): Interrupts {
     },
   };
 }
+
+/** Runs `work` with the signal the first SIGINT or SIGTERM aborts, then gives the signals back. */
+export async function whileInterruptible<T>(
+  io: Output,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const interrupts = watchInterrupts(io);
+  try {
+    return await work(interrupts.signal);
+  } finally {
+    interrupts.release();
+  }
+}

@@ -3,17 +3,7 @@
  * and time left, summed over the files moving at once. Redrawn at most ten
  * times a second; cleared before any other line is written.
  */
-const UNITS = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-
-export function humanBytes(n: number): string {
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < UNITS.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${u === 0 ? v : v.toFixed(1)} ${UNITS[u]}`;
-}
+import { formatBytes } from './render.js';
 
 function humanSeconds(s: number): string {
   if (!Number.isFinite(s)) return '--';
@@ -64,7 +54,7 @@ export function progressBar(
           : '#'.repeat(Math.floor((pct / 100) * width)).padEnd(width);
       const eta = known && rate > 0 ? humanSeconds((all - done) / rate) : '--';
       write(
-        `\r\x1b[2K  ${label} [${bar}] ${pct === undefined ? ' ? ' : String(pct).padStart(3)}%  ${humanBytes(done)}${known ? ` / ${humanBytes(all)}` : ''}  ${humanBytes(rate)}/s  ETA ${eta}`,
+        `\r\x1b[2K  ${label} [${bar}] ${pct === undefined ? ' ? ' : String(pct).padStart(3)}%  ${formatBytes(done)}${known ? ` / ${formatBytes(all)}` : ''}  ${formatBytes(rate)}/s  ETA ${eta}`,
       );
       shown = true;
     },

@@ -11,6 +11,18 @@ export const stdio: Output = {
   err: (t) => process.stderr.write(t.endsWith('\n') ? t : `${t}\n`),
 };
 
+/** A size for people: "512 B", "1.4 MiB", "50 MiB", "2.0 GiB". */
+export function formatBytes(n: number): string {
+  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return u === 0 ? `${n} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
+}
+
 /** Long enough for any path (PATH_MAX) a message quotes; bounded all the same. */
 const MESSAGE_LENGTH = 4096;
 

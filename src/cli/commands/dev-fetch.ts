@@ -19,15 +19,17 @@ import { pullImage } from '../../pipeline/pull.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
-import { humanBytes, progressBar, type ProgressBar } from '../progress.js';
-import { watchInterrupts } from '../interrupt.js';
-import { jsonLine, type Output } from '../render.js';
+import { progressBar, type ProgressBar } from '../progress.js';
+import { whileInterruptible } from '../interrupt.js';
+import { formatBytes, jsonLine, type Output } from '../render.js';
 import { describe, safeLines } from './dev.js';
 
 export async function fetchCommand(args: string[], io: Output): Promise<number> {
   const { values } = parseCommand('dev fetch', args);
   const version = values.version ?? MVMCTL_VERSION;
-  if (!isSemver(version.replace(/^v/, ''))) {
+  // v0.14.0 as the release tag says it, or 0.14.0 as mvmctl --version does.
+  const v = version.replace(/^v/, '');
+  if (!isSemver(v)) {
     throw new MvmError('usage', `--version ${JSON.stringify(version)} is not a release version`, {
       fix: `Give a version like ${MVMCTL_VERSION} (mvmctl --version on the air-gapped host).`,
     });
@@ -35,11 +37,10 @@ export async function fetchCommand(args: string[], io: Output): Promise<number> 
   const arch = archFlag(values.arch);
   const config = withOffline(configFrom(process.env, homedir()), values.offline === true);
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
-  const v = version.replace(/^v/, '');
   const dir = resolve(values.out ?? `mvm-dev-v${v}-${arch}`);
   const json = values.json === true;
   const progress = !json && process.stderr.isTTY ? progressBar('downloading') : undefined;
-  const set = await interruptible(io, (signal) =>
+  const set = await whileInterruptible(io, (signal) =>
     fetchReleaseSet({
       config,
       trustedRoot,
@@ -93,7 +94,7 @@ export async function pull(
   const arch = archFlag(undefined);
   const progress = !o.json && process.stderr.isTTY ? progressBar('downloading') : undefined;
   const warn = warner(io, progress);
-  return interruptible(io, (signal) =>
+  return whileInterruptible(io, (signal) =>
     pullImage(
       {
         config,
@@ -144,16 +145,6 @@ function archFlag(value: string | undefined): Arch {
   return value;
 }
 
-/** Runs `work` with the signal Ctrl-C and SIGTERM abort (partials kept, exit 130). */
-async function interruptible<T>(io: Output, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
-  const interrupts = watchInterrupts(io);
-  try {
-    return await work(interrupts.signal);
-  } finally {
-    interrupts.release();
-  }
-}
-
 function warner(io: Output, progress: ProgressBar | undefined) {
   return (m: string): void => {
     progress?.clear();
@@ -182,11 +173,11 @@ function describeFetch(e: FetchEvent): string {
     case 'recalled-kept':
       return `! revocation  RECALLED (${e.reason}); kept going (--allow-recalled)`;
     case 'download':
-      return `✓ ${e.role.padEnd(11)} sha256 ${e.sha256} (${humanBytes(e.bytes)}${
+      return `✓ ${e.role.padEnd(11)} sha256 ${e.sha256} (${formatBytes(e.bytes)}${
         e.alreadyThere
           ? ', already there'
           : e.reused > 0
-            ? `, resumed after ${humanBytes(e.reused)}`
+            ? `, resumed after ${formatBytes(e.reused)}`
             : ''
       })`;
     case 'retry':
@@ -198,7 +189,7 @@ function transferSummary(set: TransferSet, next: string[]): string {
   const width = Math.max(...set.files.map((f) => f.name.length));
   const lines = [
     `Transfer set for mvmctl v${set.version} (${set.arch}) in ${set.dir}:`,
-    ...set.files.map((f) => `  ${f.name.padEnd(width)}  ${humanBytes(f.bytes).padStart(10)}`),
+    ...set.files.map((f) => `  ${f.name.padEnd(width)}  ${formatBytes(f.bytes).padStart(10)}`),
     set.signer
       ? `Signed by ${set.signer.identity} (issuer ${set.signer.issuer}, Rekor log index ${set.signer.logIndex}).`
       : 'Signed by a key.',

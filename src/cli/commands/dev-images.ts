@@ -22,7 +22,7 @@ import {
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
-import { jsonLine, type Output } from '../render.js';
+import { formatBytes, jsonLine, type Output } from '../render.js';
 
 const HOW_TO_INSTALL =
   'mvmctl dev import-image --dir DIR (from a release set carried in) or mvmctl dev pull (online)';
@@ -233,15 +233,4 @@ function table(header: string[] | undefined, rows: string[][]): string[] {
 function formatTime(iso: string | null): string {
   if (iso === null || Number.isNaN(Date.parse(iso))) return '-';
   return `${new Date(iso).toISOString().slice(0, 16).replace('T', ' ')}Z`;
-}
-
-export function formatBytes(n: number): string {
-  const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return u === 0 ? `${n} B` : `${v < 10 ? v.toFixed(1) : Math.round(v)} ${units[u]}`;
 }

@@ -13,7 +13,8 @@ import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { devUpBlocker } from '../../vm/can-boot.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
-import { watchInterrupts } from '../interrupt.js';
+import { whileInterruptible } from '../interrupt.js';
+import { progressBar } from '../progress.js';
 import { jsonLine, type Output } from '../render.js';
 
 /** `mvmctl dev import-image`: flags, help and exit codes are its row of src/cli/spec.ts. */
@@ -33,28 +34,29 @@ export async function importImageCommand(args: string[], io: Output): Promise<nu
   const config = configFrom(process.env, homedir());
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
   const json = values.json === true;
-  const progress = !json && process.stderr.isTTY ? progressBar() : undefined;
+  const progress = !json && process.stderr.isTTY ? progressBar('hashing and copying') : undefined;
   // Ctrl-C / SIGTERM: the partial copy is removed and the interruption audited (exit 130).
-  const interrupts = watchInterrupts(io);
-  const result = await importImage(set, {
-    signal: interrupts.signal,
-    config,
-    trustedRoot,
-    mvmctlVersion: MVMCTL_VERSION,
-    hostArch: arch,
-    now: () => new Date(),
-    requireFreshRevocations: values['require-fresh-revocations'] === true,
-    offline: values.offline === true || config.offline,
-    report: (e) => {
-      progress?.clear();
-      if (!json) io.err(safeLines(describe(e)));
-    },
-    warn: (m) => {
-      progress?.clear();
-      io.err(`warning: ${safeLines(m)}`);
-    },
-    ...(progress ? { onProgress: progress.update } : {}),
-  }).finally(interrupts.release);
+  const result = await whileInterruptible(io, (signal) =>
+    importImage(set, {
+      signal,
+      config,
+      trustedRoot,
+      mvmctlVersion: MVMCTL_VERSION,
+      hostArch: arch,
+      now: () => new Date(),
+      requireFreshRevocations: values['require-fresh-revocations'] === true,
+      offline: values.offline === true || config.offline,
+      report: (e) => {
+        progress?.clear();
+        if (!json) io.err(safeLines(describe(e)));
+      },
+      warn: (m) => {
+        progress?.clear();
+        io.err(`warning: ${safeLines(m)}`);
+      },
+      ...(progress ? { onProgress: progress.update } : {}),
+    }),
+  );
   progress?.clear();
   if (json) {
     io.out(jsonLine({ installed: true, ...result }));
@@ -142,32 +144,4 @@ export function describe(e: ImportEvent): string {
         ? `✓ revocation  installed the set's revocation list (${e.entries} ${e.entries === 1 ? 'entry' : 'entries'})`
         : `! revocation  kept the cached list: the set's list is older`;
   }
-}
-
-/** A one-line progress bar on stderr, for terminals only. */
-function progressBar() {
-  const done: Record<string, [number, number]> = {};
-  let last = 0;
-  let shown = false;
-  return {
-    update: (role: string, bytes: number, total: number) => {
-      done[role] = [bytes, total];
-      if (bytes === 0) return; // registration of a file's size, before any byte moved
-      const now = Date.now();
-      if (now - last < 100 && bytes < total) return;
-      last = now;
-      const [b, t] = Object.values(done).reduce(([x, y], [p, q]) => [x + p, y + q], [0, 0]);
-      const pct = t ? Math.floor((b / t) * 100) : 100;
-      const width = 30;
-      const bar = '#'.repeat(Math.floor((pct / 100) * width)).padEnd(width, ' ');
-      process.stderr.write(
-        `\r  hashing and copying [${bar}] ${String(pct).padStart(3)}%  ${(b / 1e6).toFixed(0)}/${(t / 1e6).toFixed(0)} MB`,
-      );
-      shown = true;
-    },
-    clear: () => {
-      if (shown) process.stderr.write('\r\x1b[2K');
-      shown = false;
-    },
-  };
 }

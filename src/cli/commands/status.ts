@@ -11,8 +11,7 @@ import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { devStatus } from '../../vm/instance.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
-import { humanBytes } from '../progress.js';
-import { jsonLine, type Output } from '../render.js';
+import { formatBytes, jsonLine, type Output } from '../render.js';
 import { currentMetrics, metricsJson } from './metrics.js';
 
 const plural = (n: number, one: string, many = `${one}s`): string => `${n} ${n === 1 ? one : many}`;
@@ -189,7 +188,7 @@ function humanStatus(s: Status, config: Config, counters: Record<string, number>
     lines.push(`  v${p(i.version)}${i.current ? ' (this mvmctl)' : ''}  ${stateWords(i)}`);
     if (i.installedAt)
       lines.push(
-        `    installed ${p(i.installedAt)}${i.receipt?.mvmctlVersion ? ` by mvmctl ${p(i.receipt.mvmctlVersion)}` : ''}, ${humanBytes(i.bytes)}`,
+        `    installed ${p(i.installedAt)}${i.receipt?.mvmctlVersion ? ` by mvmctl ${p(i.receipt.mvmctlVersion)}` : ''}, ${formatBytes(i.bytes)}`,
       );
     lines.push(`    signed by ${i.signer ? p(i.signer) : 'NOBODY (signature not verified)'}`);
     if (i.builtAt || i.notAfter)
@@ -226,7 +225,7 @@ function humanStatus(s: Status, config: Config, counters: Record<string, number>
   const leftBytes = s.leftovers.reduce((n, l) => n + l.bytes, 0);
   lines.push(
     s.leftovers.length
-      ? `Store: ${plural(s.leftovers.length, 'leftover')} of interrupted imports or pulls (${humanBytes(leftBytes)}): mvmctl dev prune removes them`
+      ? `Store: ${plural(s.leftovers.length, 'leftover')} of interrupted imports or pulls (${formatBytes(leftBytes)}): mvmctl dev prune removes them`
       : 'Store: no leftovers',
   );
   lines.push(
