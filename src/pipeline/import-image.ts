@@ -45,6 +45,7 @@ import {
 } from '../revocations/in-force.js';
 import { refreshAndAudit } from '../revocations/refresh.js';
 import { copyAndHash, type CopiedFile } from '../store/copy-hash.js';
+import { readReceiptIfAny, RECEIPT_FILE } from '../store/receipt.js';
 import { ImageStore } from '../store/image-store.js';
 import { audit, type AuditRecord, type Bypass } from '../telemetry/audit.js';
 import { parseBundle, type ParsedBundle } from '../trust/bundle.js';
@@ -216,16 +217,7 @@ export async function installedImages(
 ): Promise<{ version: string; path: string; receipt: Receipt | undefined }[]> {
   const out = [];
   for (const img of await store.list()) {
-    const receipt = await readRegularFile(
-      join(img.dir, INSTALLED_FILES.receipt),
-      'receipt',
-      MAX_MANIFEST_BYTES,
-      {
-        noFollow: true,
-      },
-    )
-      .then((b) => JSON.parse(b.toString('utf8')) as Receipt)
-      .catch(() => undefined);
+    const receipt = await readReceiptIfAny(img.dir);
     out.push({ version: img.version, path: join(store.root, `v${img.version}`), receipt });
   }
   return out;
@@ -237,7 +229,7 @@ export const INSTALLED_FILES = {
   initrd: 'initrd',
   manifest: 'manifest.json',
   bundle: 'manifest.json.bundle',
-  receipt: 'receipt.json',
+  receipt: RECEIPT_FILE,
 };
 
 /**

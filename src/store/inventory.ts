@@ -12,17 +12,12 @@ import { join } from 'node:path';
 import { downloadsDir, prebuiltDir, type Config } from '../config.js';
 import { recallInForce, type Revocation } from '../core/revocation.js';
 import { isMvmError, MvmError } from '../errors.js';
-import { readRegularFile } from '../io/files.js';
 import { withLock } from '../io/lock.js';
-import {
-  builtAtOf,
-  INSTALLED_FILES,
-  MAX_MANIFEST_BYTES,
-  type Receipt,
-} from '../pipeline/import-image.js';
+import { builtAtOf, type Receipt } from '../pipeline/import-image.js';
 import { audit } from '../telemetry/audit.js';
 import { devVmDir, LOCK_FILE, readVmState } from '../vm/state.js';
 import { diskUsage, ImageStore, type Leftover } from './image-store.js';
+import { readReceiptIfAny } from './receipt.js';
 import { ensurePrivateDir } from './secure-dir.js';
 
 /** The recalls in force on this host, as `status` reads them (nothing is written). */
@@ -81,6 +76,8 @@ export interface Inventory {
   readonly images: readonly ImageReport[];
   /** What interrupted imports left (and imports in progress, `creatorAlive`). */
   readonly leftovers: readonly Leftover[];
+  /** Each version's receipt as read for its report (undefined: missing or unreadable). */
+  readonly receipts: ReadonlyMap<string, Receipt | undefined>;
   /** The running dev VM, if one runs. */
   readonly runningVm: { readonly pid: number; readonly version: string } | undefined;
 }
@@ -96,8 +93,10 @@ export async function listImages(ctx: InventoryContext): Promise<Inventory> {
       ? { pid: vm.state.pid, version: vm.state.version }
       : undefined;
   const images: ImageReport[] = [];
+  const receipts = new Map<string, Receipt | undefined>();
   for (const img of await store.list()) {
-    const receipt = await readReceipt(img.dir);
+    const receipt = await readReceiptIfAny(img.dir);
+    receipts.set(img.version, receipt);
     images.push(
       report(ctx, {
         version: img.version,
@@ -113,6 +112,7 @@ export async function listImages(ctx: InventoryContext): Promise<Inventory> {
     store: store.root,
     mvmctlVersion: ctx.mvmctlVersion,
     images,
+    receipts,
     leftovers: await store.leftovers(),
     runningVm,
   };
@@ -164,20 +164,6 @@ function report(
 }
 
 /** The receipt in an object (never through a link); undefined when unreadable. */
-async function readReceipt(dir: string): Promise<Receipt | undefined> {
-  try {
-    const bytes = await readRegularFile(
-      join(dir, INSTALLED_FILES.receipt),
-      'receipt',
-      MAX_MANIFEST_BYTES,
-      { noFollow: true },
-    );
-    const r = JSON.parse(bytes.toString('utf8')) as unknown;
-    return r !== null && typeof r === 'object' ? (r as Receipt) : undefined;
-  } catch {
-    return undefined;
-  }
-}
 
 /** How long a removal waits for a `dev up` or `dev down` in progress, or another removal. */
 const LOCK_WAIT_MS = 10_000;
@@ -228,7 +214,7 @@ export async function removeVersion(ctx: InventoryContext, version: string): Pro
       const running = await runningVersion(ctx.config);
       if (running?.version === version) throw inUse(version, running.pid);
       const img = await store.installed(version);
-      if (img) manifestSha256 = (await readReceipt(img.dir))?.manifestSha256;
+      if (img) manifestSha256 = (await readReceiptIfAny(img.dir))?.manifestSha256;
       const gone = await store.remove(version);
       if (!gone) throw await notInstalled(store, version);
       return gone;

@@ -10,14 +10,14 @@
  * incrementally and the revocation list is verified again only when its files
  * change.
  */
-import { constants, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { auditLogPath, prebuiltDir, revocationsDir, type Config } from '../config.js';
 import { recallInForce, type Revocation } from '../core/revocation.js';
 import { isMvmError, MvmError } from '../errors.js';
-import type { Receipt } from '../pipeline/import-image.js';
 import { readRecallMemory } from '../revocations/memory.js';
 import { ImageStore } from '../store/image-store.js';
+import { readReceiptIfAny } from '../store/receipt.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { readVmState } from '../vm/state.js';
 import { AuditLogReader, auditAnchorPath, type AuditView } from './audit-log.js';
@@ -146,7 +146,8 @@ export class MetricsSource {
     });
     const out: ImageGauges[] = [];
     for (const img of installed) {
-      const receipt = await readReceipt(join(img.dir, 'receipt.json'));
+      const read = await readReceiptIfAny(img.dir);
+      const receipt = typeof read?.version === 'string' ? read : undefined;
       if (!receipt) {
         out.push({ version: img.version, verified: false, recalled: false });
         continue;
@@ -221,22 +222,6 @@ async function listKey(dir: string): Promise<string | undefined> {
   }
   const real = await fs.realpath(dir).catch(() => dir);
   return `${real}|${parts.join('|')}`;
-}
-
-async function readReceipt(path: string): Promise<Receipt | undefined> {
-  try {
-    const fh = await fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
-    try {
-      const st = await fh.stat();
-      if (!st.isFile() || st.size > 1024 * 1024) return undefined;
-      const r = JSON.parse(await fh.readFile('utf8')) as Receipt;
-      return r && typeof r === 'object' && typeof r.version === 'string' ? r : undefined;
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    return undefined;
-  }
 }
 
 const messageOf = (e: unknown): string =>

@@ -1,11 +1,9 @@
 import { homedir } from 'node:os';
-import { configFrom, prebuiltDir, revocationsDir, type Config } from '../../config.js';
+import { configFrom, revocationsDir, type Config } from '../../config.js';
 import { ERROR_TABLE } from '../../errors.js';
 import { printable } from '../../core/printable.js';
-import { installedImages } from '../../pipeline/import-image.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { summarizeRevocationCache } from '../../revocations/cache.js';
-import { ImageStore } from '../../store/image-store.js';
 import { keptDownloads, listImages, type ImageReport } from '../../store/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { devStatus } from '../../vm/instance.js';
@@ -59,14 +57,8 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     },
     warn: (m) => io.err(`warning: ${printable(m)}`),
   });
-  const receipts = new Map(
-    (await installedImages(new ImageStore(prebuiltDir(config), config.dataDir))).map((i) => [
-      i.version,
-      i.receipt,
-    ]),
-  );
   const images = inventory.images.map((i) => {
-    const receipt = receipts.get(i.version);
+    const receipt = inventory.receipts.get(i.version);
     return {
       version: i.version,
       path: i.path,
