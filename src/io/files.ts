@@ -1,5 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
 import { MvmError } from '../errors.js';
 
 /** Upper bounds for the small JSON documents the tool reads; real ones are a few KiB. */
@@ -118,6 +119,49 @@ export async function readUpTo(handle: fs.FileHandle, n: number): Promise<Buffer
     off += bytesRead;
   }
   return buf.subarray(0, off);
+}
+
+/**
+ * Replaces `path` whole: the data is written under a new hidden name beside it
+ * (created exclusively, never through a link; readers globbing for the real
+ * name never see it), given `mode` whatever the umask, then renamed over
+ * `path`. A reader sees the old file or the new one, never part of one.
+ * `sync` also flushes the file before the rename and the directory after it,
+ * for files that must survive a crash. On failure the temporary file is
+ * removed and the error is thrown as it came.
+ */
+export async function replaceFile(
+  path: string,
+  data: string | Uint8Array,
+  o: { readonly mode: number; readonly sync: boolean },
+): Promise<void> {
+  const dir = dirname(path);
+  const tmp = join(dir, `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
+  try {
+    const fh = await fs.open(
+      tmp,
+      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
+      o.mode,
+    );
+    try {
+      await fh.writeFile(data);
+      await fh.chmod(o.mode);
+      if (o.sync) await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await fs.rename(tmp, path);
+  } catch (e) {
+    await fs.rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
+  if (!o.sync) return;
+  const d = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
 }
 
 const HASH_CHUNK = 8 * 1024 * 1024;

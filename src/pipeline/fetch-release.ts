@@ -23,7 +23,7 @@ import {
 import { findRecall } from '../core/revocation.js';
 import { releaseTagVersion } from '../core/release.js';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
-import { MAX_BUNDLE_BYTES } from '../io/files.js';
+import { MAX_BUNDLE_BYTES, replaceFile } from '../io/files.js';
 import { download, type DownloadResult } from '../net/download.js';
 import { HttpClient, isInterruption, withRetries, type TransferError } from '../net/http.js';
 import {
@@ -427,12 +427,9 @@ async function writeSmallFiles(
       : []),
   ];
   for (const [name, bytes] of files) {
-    const tmp = join(ctx.dir, `${name}.partial`);
     try {
-      // A fresh file each time: a planted symlink at the temporary name is replaced, never followed.
-      await fs.rm(tmp, { force: true });
-      await fs.writeFile(tmp, bytes, { flag: 'wx', mode: 0o644 });
-      await fs.rename(tmp, join(ctx.dir, name));
+      // Not synced, as the downloads are not: a torn file fails its check wherever it is used.
+      await replaceFile(join(ctx.dir, name), bytes, { mode: 0o644, sync: false });
     } catch (e) {
       throw new MvmError(ctx.diskErrorCode, `Cannot write ${join(ctx.dir, name)}`, {
         cause: (e as Error).message,

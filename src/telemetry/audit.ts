@@ -27,7 +27,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
-import { basename, dirname, join } from 'node:path';
+import { basename } from 'node:path';
 import { auditLogPath, telemetryDir, type Config } from '../config.js';
 import { printable } from '../core/printable.js';
 import type { ErrorCode, VerificationCheck } from '../errors.js';
@@ -59,6 +59,7 @@ export {
   readAnchor,
   readAuditAnchor,
 } from './audit-log.js';
+import { replaceFile } from '../io/files.js';
 export { checkChain, type AnchorState, type AuditAnchor, type ChainCheck } from './chain.js';
 export { COUNTER_NAMES, DURATION_BUCKETS, type Outcome } from './tally.js';
 
@@ -429,27 +430,13 @@ async function writeAnchorOrWarn(
   anchor: AuditAnchor,
   warn: (m: string) => void,
 ): Promise<void> {
-  const tmp = join(
-    dirname(path),
-    `.${basename(path)}.${process.pid}.${randomBytes(6).toString('hex')}`,
-  );
   try {
-    const fh = await fs.open(
-      tmp,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      0o600,
+    await replaceFile(
+      path,
+      `${JSON.stringify({ seq: anchor.seq, hash: anchor.hash, ts: new Date().toISOString() })}\n`,
+      { mode: 0o600, sync: true },
     );
-    try {
-      await fh.writeFile(
-        `${JSON.stringify({ seq: anchor.seq, hash: anchor.hash, ts: new Date().toISOString() })}\n`,
-      );
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(tmp, path);
   } catch (e) {
-    await fs.rm(tmp, { force: true }).catch(() => undefined);
     warn(
       `the audit anchor ${path} could not be updated (${(e as Error).message}): a shortened audit log would not be detected until it is`,
     );

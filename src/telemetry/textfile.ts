@@ -5,10 +5,10 @@
  * collector ignores (it reads only `*.prom`), synced, then renamed over the
  * old one. Mode 0644: node_exporter runs as another user.
  */
-import { randomBytes } from 'node:crypto';
-import { constants, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
+import { replaceFile } from '../io/files.js';
 
 export const TEXTFILE_NAME = 'mvmctl.prom';
 
@@ -24,30 +24,10 @@ export async function writeTextfile(dir: string, text: string): Promise<string> 
       fix: "Name node_exporter's --collector.textfile.directory.",
     });
   const target = join(dir, TEXTFILE_NAME);
-  // Not ending in .prom: the collector never reads a half-written file.
-  const tmp = join(dir, `.${TEXTFILE_NAME}.${process.pid}.${randomBytes(6).toString('hex')}.tmp`);
   try {
-    const fh = await fs.open(
-      tmp,
-      constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW,
-      0o644,
-    );
-    try {
-      await fh.writeFile(text);
-      await fh.chmod(0o644); // whatever the umask
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-    await fs.rename(tmp, target);
-    const d = await fs.open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-    try {
-      await d.sync();
-    } finally {
-      await d.close();
-    }
+    // The temporary name does not end in .prom: the collector never reads a half-written file.
+    await replaceFile(target, text, { mode: 0o644, sync: true });
   } catch (e) {
-    await fs.rm(tmp, { force: true }).catch(() => undefined);
     throw new MvmError('store', `Cannot write ${target}`, {
       cause: (e as Error).message,
       fix: `The user running mvmctl needs write access to ${dir} (for example: setfacl -m u:$(id -un):rwx ${dir}).`,

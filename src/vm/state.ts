@@ -10,12 +10,12 @@
  * when both match. Nothing is ever signalled without that check (upstream's
  * stale-VM cleanup SIGTERMed whatever process had inherited the pid).
  */
-import { randomBytes } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
 import { stateDirPaths, type Accel, type PortForward, type VmStatePaths } from '../core/vm-spec.js';
 import { MvmError } from '../errors.js';
+import { replaceFile } from '../io/files.js';
 
 /** `~/.mvm/vms/dev/` (SPEC.md sections 8 and 9). */
 export const devVmDir = (c: Config): string => join(c.dataDir, 'vms', 'dev');
@@ -178,12 +178,9 @@ export async function writeVmState(c: Config, state: VmState): Promise<void> {
 }
 
 export async function writePrivateJson(path: string, value: unknown): Promise<void> {
-  const tmp = `${path}.${process.pid}-${randomBytes(4).toString('hex')}.tmp`;
   try {
-    await fs.writeFile(tmp, JSON.stringify(value, null, 2) + '\n', { mode: 0o600, flag: 'wx' });
-    await fs.rename(tmp, path);
+    await replaceFile(path, JSON.stringify(value, null, 2) + '\n', { mode: 0o600, sync: false });
   } catch (e) {
-    await fs.rm(tmp, { force: true });
     throw new MvmError('store', `Cannot write ${path}`, {
       cause: (e as Error).message,
       underlying: e,
