@@ -14,6 +14,7 @@
  */
 import { EnvHttpProxyAgent, request, util, type Dispatcher } from 'undici';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
+import { getDirect, ProtocolError } from './http1.js';
 
 export interface HttpOptions {
   /** Upper bound for connecting, for the response headers, and for silence inside a body. */
@@ -184,8 +185,43 @@ export class HttpClient {
     });
   }
 
-  /** One request; resolves to the redirect's location, or undefined when the body was delivered. */
-  private streamOnce(
+  /**
+   * One request; resolves to the redirect's location, or undefined when the
+   * body was delivered. Direct connections use the lean reader (http1.ts);
+   * when the environment names a proxy, undici carries the request (and
+   * applies NO_PROXY), so a configured proxy is never bypassed.
+   */
+  private async streamOnce(
+    target: URL,
+    o: { from?: number; signal?: AbortSignal },
+    handler: StreamHandler,
+  ): Promise<string | undefined> {
+    if (proxyConfigured()) return this.streamThroughUndici(target, o, handler);
+    let location: string | undefined;
+    await getDirect(
+      {
+        target,
+        headers: this.headersFor(target, o.from),
+        connectTimeoutMs: CONNECT_TIMEOUT_MS,
+        timeoutMs: this.opts.timeoutMs,
+        ...(o.signal ? { signal: o.signal } : {}),
+      },
+      {
+        head: ({ status, headers }) => {
+          const loc = headers['location'];
+          if (REDIRECTS.has(status) && typeof loc === 'string') {
+            location = loc;
+            return false;
+          }
+          return handler.response(status, headers);
+        },
+        data: (chunk, resume) => handler.data(chunk, resume),
+      },
+    );
+    return location;
+  }
+
+  private streamThroughUndici(
     target: URL,
     o: { from?: number; signal?: AbortSignal },
     handler: StreamHandler,
@@ -297,12 +333,24 @@ export class HttpClient {
     );
   }
 
-  /** A transport failure: always retryable (a reset, a refusal, a timeout can pass). */
+  /**
+   * A transport failure: retryable (a reset, a refusal, a timeout can pass),
+   * but for an interruption and an answer that is not HTTP (it will not change).
+   */
   failure(url: string, e: unknown): TransferError {
     if (e instanceof TransferError) return e;
     const err = e as Error & { code?: string };
     if (err?.name === 'AbortError') {
       return new TransferError(`GET ${url} was interrupted`, false, INTERRUPTED, this.fix, e);
+    }
+    if (e instanceof ProtocolError) {
+      return new TransferError(
+        `GET ${url}: the server's answer is not valid HTTP/1.1 (${e.message})`,
+        false,
+        'the release location or a device on the way sent a malformed response',
+        `${this.fix} If a proxy or mirror sits in between, try without it, or report it to whoever runs it.`,
+        e,
+      );
     }
     const timedOut = TIMEOUT_CODES.has(err?.code ?? '') || err?.name === 'TimeoutError';
     return new TransferError(
@@ -318,6 +366,10 @@ export class HttpClient {
     await this.dispatcher.close().catch(() => undefined);
   }
 }
+
+/** Whether the environment names a proxy for any scheme (undici's EnvHttpProxyAgent reads the same variables). */
+const proxyConfigured = (env: NodeJS.ProcessEnv = process.env): boolean =>
+  ['http_proxy', 'HTTP_PROXY', 'https_proxy', 'HTTPS_PROXY'].some((v) => Boolean(env[v]));
 
 /** Only http: and https: are ever requested, whatever a redirect names. */
 function parseHttpUrl(current: string, first: string, fix: string): URL {
