@@ -249,4 +249,32 @@ export const MUTANTS = [
     replace: '          if (!range) {',
     tests: ['test/download.test.ts', 'test/dev-fetch.test.ts'],
   },
+  {
+    name: 'fetch: a proxy named by the environment is bypassed for release files',
+    file: 'src/net/http.ts',
+    find: '    if (proxyConfigured()) return this.streamThroughUndici(target, o, handler);',
+    replace: '    if (false) return this.streamThroughUndici(target, o, handler);',
+    tests: ['test/dev-fetch.test.ts'],
+  },
+  {
+    name: 'http1: Content-Length beside Transfer-Encoding accepted (request smuggling)',
+    file: 'src/net/http1.ts',
+    find: "    if (cl.length > 0) throw new ProtocolError('both Content-Length and Transfer-Encoding');",
+    replace: '',
+    tests: ['test/http1.test.ts'],
+  },
+  {
+    name: 'http1: the response head is not bounded',
+    file: 'src/net/http1.ts',
+    find: '            if (all.length - start > MAX_HEAD_BYTES + 3) {',
+    replace: '            if (false) {',
+    tests: ['test/http1.test.ts'],
+  },
+  {
+    name: 'http1: a body cut short of its Content-Length is taken as complete',
+    file: 'src/net/http1.ts',
+    find: "      if (framing?.kind === 'close') finish();",
+    replace: '      finish();',
+    tests: ['test/http1.test.ts'],
+  },
 ];

@@ -98,7 +98,7 @@ export function configFrom(env: Env, home: string): Config {
           )),
     releaseRepo: repo,
     releaseBaseUrl: baseUrl(env['MVM_RELEASE_BASE_URL'], repo),
-    releaseToken: env['MVM_RELEASE_TOKEN'] || undefined,
+    releaseToken: bearerToken(env['MVM_RELEASE_TOKEN']),
     httpTimeoutMs: timeout(env['MVM_HTTP_TIMEOUT_SECONDS']),
     trustedRootPath: env['MVM_TRUSTED_ROOT'] || undefined,
     skipHashVerify: flag(env['MVM_SKIP_HASH_VERIFY']),
@@ -109,6 +109,22 @@ export function configFrom(env: Env, home: string): Config {
     maxKernelBytes: byteLimit(env, 'MVM_MAX_KERNEL_BYTES', 512 * 1024 ** 2),
     maxRootfsBytes: byteLimit(env, 'MVM_MAX_ROOTFS_BYTES', 64 * 1024 ** 3),
   };
+}
+
+/**
+ * Visible ASCII only: a space or line break would end the Authorization header
+ * and start another. The value itself is never echoed (it is a secret).
+ */
+function bearerToken(value: string | undefined): string | undefined {
+  if (!value) return undefined;
+  if (!/^[\x21-\x7e]+$/.test(value)) {
+    throw new MvmError(
+      'usage',
+      'MVM_RELEASE_TOKEN holds a space, a line break or another character a bearer token cannot have',
+      { fix: 'Set MVM_RELEASE_TOKEN to the token alone (its value is not shown here).' },
+    );
+  }
+  return value;
 }
 
 function byteLimit(env: Env, name: string, fallback: number): number {

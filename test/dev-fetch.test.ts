@@ -23,6 +23,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { execFile } from 'node:child_process';
+import { get as httpGet, type IncomingHttpHeaders } from 'node:http';
 import { promisify } from 'node:util';
 import { CLI } from './support/cli.js';
 import { HOST_ARCH, OTHER_ARCH, testHost, VERSION } from './support/host.js';
@@ -282,6 +283,28 @@ describe('dev fetch: transfers that survive real networks', () => {
     assert.equal(rangeRequests()[0]!.status, 200, 'and got the whole file');
   });
 
+  it('a rootfs served with chunked transfer coding (no Content-Length) is fetched and its digest verified', async () => {
+    server.set(F.rootfs, { chunked: true });
+    const h = online();
+    const r = await h.fetch();
+    assert.equal(r.code, 0, r.stderr);
+    assertTransferSet(h.out, set);
+    assert.deepEqual(
+      server.requestsFor(F.rootfs).map((q) => [q.status, q.bytesSent, q.incomplete]),
+      [[200, set.rootfsBytes.length, false]],
+      'one whole response, no retry',
+    );
+    // The server really framed it with chunks: the client had no length to go by.
+    const framing = await new Promise<IncomingHttpHeaders>((resolve, reject) =>
+      httpGet(server.url(VERSION, F.rootfs), (res) => {
+        res.resume();
+        res.on('end', () => resolve(res.headers)).on('error', reject);
+      }).on('error', reject),
+    );
+    assert.equal(framing['transfer-encoding'], 'chunked');
+    assert.equal(framing['content-length'], undefined);
+  });
+
   for (const c of [
     { what: 'honoured (206): only the rest is sent', knobs: {}, status: 206 },
     { what: 'ignored (200): restarted from 0', knobs: { ignoreRange: true }, status: 200 },
@@ -420,6 +443,15 @@ describe('dev fetch: transfers that survive real networks', () => {
     }
   });
 
+  it('MVM_RELEASE_TOKEN with a line break: refused before any request, the value not shown', async () => {
+    const h = online({ MVM_RELEASE_TOKEN: 'tok-9c2e\r\nx-injected: 1' });
+    const r = await h.fetch();
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /MVM_RELEASE_TOKEN holds a space, a line break/);
+    assert.doesNotMatch(r.stderr + r.stdout, /tok-9c2e/);
+    assert.deepEqual(server.requests, []);
+  });
+
   it('a redirect loop: exit 16 after a bounded number of redirects', async () => {
     const mirror = await ReleaseServer.start({ prefix: '/loop' });
     try {
@@ -443,12 +475,18 @@ describe('dev fetch: transfers that survive real networks', () => {
       assert.equal(r.code, 0, r.stderr);
       assertTransferSet(h.out, set);
       assert.ok(proxy.to(server.authority).length > 0, JSON.stringify(proxy.requests));
+      // Every request, the large files included, came over the proxy's connections.
+      assert.ok(server.requestsFor(F.rootfs).length > 0);
+      for (const q of server.requests) assert.ok(proxy.relayed(q), `${q.path} bypassed the proxy`);
 
       proxy.requests.length = 0;
+      const before = server.requests.length;
       const h2 = online({ ...via, NO_PROXY: '127.0.0.1', no_proxy: '127.0.0.1' });
       const r2 = await h2.fetch();
       assert.equal(r2.code, 0, r2.stderr);
       assert.deepEqual(proxy.requests, []);
+      assert.ok(server.requests.length > before);
+      assert.ok(server.requests.slice(before).every((q) => !proxy.relayed(q)));
     } finally {
       await proxy.close();
     }

@@ -32,7 +32,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { HOST_ARCH, OTHER_ARCH, testHost, VERSION } from './support/host.js';
-import { TestPki } from './support/pki.js';
+import { selfSignedTlsCertificate, TestPki } from './support/pki.js';
 import {
   REPO,
   writeReleaseSet,
@@ -119,31 +119,9 @@ before(async () => {
   });
   await new Promise<void>((r) => otherOrigin.listen(0, '127.0.0.1', r));
   otherOriginUrl = `http://127.0.0.1:${(otherOrigin.address() as AddressInfo).port}`;
-  const key = join(root, 'tls.key');
-  tlsCa = join(root, 'tls.crt');
-  execFileSync(
-    'openssl',
-    [
-      'req',
-      '-x509',
-      '-newkey',
-      'ec',
-      '-pkeyopt',
-      'ec_paramgen_curve:P-256',
-      '-nodes',
-      '-days',
-      '1',
-      '-subj',
-      '/CN=127.0.0.1',
-      '-addext',
-      'subjectAltName=IP:127.0.0.1',
-      '-keyout',
-      key,
-      '-out',
-      tlsCa,
-    ],
-    { stdio: 'ignore' },
-  );
+  const tlsFiles = selfSignedTlsCertificate(root, '127.0.0.1', ['IP:127.0.0.1']);
+  const key = tlsFiles.key;
+  tlsCa = tlsFiles.cert;
   tlsServer = createHttpsServer({ key: readFileSync(key), cert: readFileSync(tlsCa) }, release);
   await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
   tlsBaseUrl = `https://127.0.0.1:${(tlsServer.address() as AddressInfo).port}/releases/download`;

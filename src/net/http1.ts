@@ -86,7 +86,8 @@ export function framingOf(head: ResponseHead): Framing {
     throw new ProtocolError(`Content-Encoding ${coding.join(', ')} that was not asked for`);
   }
   const te = values(head.headers['transfer-encoding']);
-  const cl = values(head.headers['content-length']);
+  // Not values(): an empty Content-Length, or one with an empty list element, is invalid, not absent.
+  const cl = [head.headers['content-length'] ?? []].flat().flatMap((v) => v.split(','));
   if (te.length > 0) {
     if (cl.length > 0) throw new ProtocolError('both Content-Length and Transfer-Encoding');
     if (te.length !== 1 || te[0] !== 'chunked') {
@@ -95,10 +96,11 @@ export function framingOf(head: ResponseHead): Framing {
     return { kind: 'chunked' };
   }
   if (cl.length > 0) {
-    if (!cl.every((v) => v === cl[0]) || !DIGITS.test(cl[0]!)) {
-      throw new ProtocolError(`Content-Length ${cl.join(', ')}`);
+    const lengths = cl.map((v) => v.trim());
+    if (!lengths.every((v) => v === lengths[0]) || !DIGITS.test(lengths[0]!)) {
+      throw new ProtocolError(`Content-Length ${JSON.stringify(cl.join(','))}`);
     }
-    return { kind: 'length', length: Number(cl[0]) };
+    return { kind: 'length', length: Number(lengths[0]) };
   }
   return { kind: 'close' };
 }
@@ -207,6 +209,11 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
       reject(Object.assign(new Error('aborted'), { name: 'AbortError' }));
       return;
     }
+    // A line break in a value would start another header or request: never sent.
+    if (Object.entries(req.headers).some(([k, v]) => /[\r\n\0]/.test(k + v))) {
+      reject(new TypeError('a request header holds a line break or NUL'));
+      return;
+    }
     const { target } = req;
     const https = target.protocol === 'https:';
     const host = target.hostname.replace(/^\[(.*)\]$/, '$1');
@@ -236,18 +243,26 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
       () => finish(timeout('connection')),
       Math.min(req.connectTimeoutMs, req.timeoutMs),
     );
+    // The final head must come within timeoutMs of connecting, however the server
+    // trickles it (a byte at a time, or 1xx answers without end): activity alone
+    // would keep the idle timer below from ever firing.
+    let headTimer: NodeJS.Timeout | undefined;
     const onAbort = (): void => finish(Object.assign(new Error('aborted'), { name: 'AbortError' }));
     function finish(e?: Error): void {
       if (finished) return;
       finished = true;
       clearTimeout(connectTimer);
+      clearTimeout(headTimer);
       req.signal?.removeEventListener('abort', onAbort);
       socket.destroy();
       if (e) reject(e);
       else resolve();
     }
     req.signal?.addEventListener('abort', onAbort, { once: true });
-    socket.once(https ? 'secureConnect' : 'connect', () => clearTimeout(connectTimer));
+    socket.once(https ? 'secureConnect' : 'connect', () => {
+      clearTimeout(connectTimer);
+      headTimer = setTimeout(() => finish(timeout('response')), req.timeoutMs);
+    });
     socket.setNoDelay(true);
     socket.setTimeout(req.timeoutMs, () =>
       finish(timeout(head ? 'response' : 'data from the server')),
@@ -288,7 +303,8 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
         for (;;) {
           const end = all.indexOf('\r\n\r\n', start, 'latin1');
           if (end === -1) {
-            if (all.length - start > MAX_HEAD_BYTES) {
+            // Up to 3 bytes of the blank line may already be here without being found.
+            if (all.length - start > MAX_HEAD_BYTES + 3) {
               throw new ProtocolError(`a response head over ${MAX_HEAD_BYTES} bytes`);
             }
             head = all.subarray(start);
@@ -301,6 +317,7 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
           start = end + 4;
           if (parsed.status >= 200) {
             head = undefined;
+            clearTimeout(headTimer);
             if (!sink.head(parsed)) {
               finish();
               return false;

@@ -24,6 +24,7 @@ import {
   X509Certificate,
   type KeyObject,
 } from 'node:crypto';
+import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
@@ -721,4 +722,43 @@ function tlogEntryJSON(
       : {}),
     canonicalizedBody: b64(e.body),
   };
+}
+
+/**
+ * A throwaway self-signed TLS server certificate (P-256, one day) made by the
+ * openssl CLI in `dir`: `cert` is also the CA file a client trusts
+ * (NODE_EXTRA_CA_CERTS). `subject` is the CN, `altNames` the subjectAltName
+ * entries (`DNS:localhost`, `IP:127.0.0.1`).
+ */
+export function selfSignedTlsCertificate(
+  dir: string,
+  subject: string,
+  altNames: string[],
+): { key: string; cert: string } {
+  const key = join(dir, 'tls.key');
+  const cert = join(dir, 'tls.crt');
+  execFileSync(
+    'openssl',
+    [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-days',
+      '1',
+      '-subj',
+      `/CN=${subject}`,
+      '-addext',
+      `subjectAltName=${altNames.join(',')}`,
+      '-keyout',
+      key,
+      '-out',
+      cert,
+    ],
+    { stdio: 'ignore' },
+  );
+  return { key, cert };
 }

@@ -42,6 +42,11 @@ export interface Knobs {
   stallAfter?: number;
   /** Serve these bytes instead of the file on disk (a tampered mirror). */
   body?: Buffer;
+  /**
+   * Send the body with chunked transfer coding, no Content-Length (as a server that streams
+   * what it does not know the size of); Range is honoured as usual (206 with Content-Range).
+   */
+  chunked?: boolean;
 }
 
 export interface RecordedRequest {
@@ -57,6 +62,8 @@ export interface RecordedRequest {
   status: number;
   /** Body bytes handed to the socket so far. */
   bytesSent: number;
+  /** The client's port: tells a request a proxy relayed from a direct one (ForwardProxy.relayedFrom). */
+  remotePort: number | undefined;
   /** The connection ended before the whole body went out (a cut, a stall, or the client left). */
   incomplete: boolean;
 }
@@ -233,6 +240,7 @@ export class ReleaseServer {
       status: 0,
       bytesSent: 0,
       incomplete: false,
+      remotePort: req.socket.remotePort,
     };
     this.requests.push(rec);
     const k = this.knobs.get(name) ?? {};
@@ -270,7 +278,8 @@ export class ReleaseServer {
     rec.status = start > 0 ? 206 : 200;
     res.writeHead(rec.status, {
       'content-type': 'application/octet-stream',
-      'content-length': String(body.length),
+      // Without a length, node:http frames an HTTP/1.1 response with chunked coding.
+      ...(k.chunked ? {} : { 'content-length': String(body.length) }),
       'accept-ranges': 'bytes',
       ...(start > 0
         ? { 'content-range': `bytes ${start}-${bytes.length - 1}/${bytes.length}` }
@@ -367,6 +376,8 @@ export const onlineEnv = (baseUrl: string): Record<string, string> => ({
 /** A forward proxy on 127.0.0.1 that records what it carried; HTTP_PROXY / HTTPS_PROXY name `url`. */
 export class ForwardProxy {
   readonly requests: ProxiedRequest[] = [];
+  /** The local ports of the proxy's own connections to servers. */
+  private readonly upstreamPorts = new Set<number>();
 
   private constructor(
     private readonly server: Server,
@@ -383,6 +394,7 @@ export class ForwardProxy {
       proxy.requests.push({ method: 'CONNECT', target: req.url ?? '', headers: req.headers });
       const target = new URL(`http://${req.url ?? ''}`);
       const upstream = connect(Number(target.port || 80), target.hostname, () => {
+        if (upstream.localPort) proxy.upstreamPorts.add(upstream.localPort);
         client.write('HTTP/1.1 200 Connection Established\r\n\r\n');
         upstream.write(head);
         upstream.pipe(client).pipe(upstream);
@@ -400,16 +412,28 @@ export class ForwardProxy {
       const headers = { ...req.headers };
       delete headers['proxy-authorization'];
       delete headers['proxy-connection'];
-      const upstream = httpRequest(target, { method: req.method, headers }, (answer) => {
-        res.writeHead(answer.statusCode ?? 502, answer.headers);
-        answer.pipe(res);
-        answer.on('error', () => res.destroy());
-      });
+      const upstream = httpRequest(
+        target,
+        { method: req.method, headers, agent: false },
+        (answer) => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          answer.pipe(res);
+          answer.on('error', () => res.destroy());
+        },
+      );
+      upstream.on('socket', (sock: Socket) =>
+        sock.on('connect', () => sock.localPort && proxy.upstreamPorts.add(sock.localPort)),
+      );
       upstream.on('error', () => (res.headersSent ? res.destroy() : res.writeHead(502).end()));
       res.on('close', () => upstream.destroy());
       req.pipe(upstream);
     });
     return proxy;
+  }
+
+  /** Whether a request a server recorded came over one of this proxy's connections. */
+  relayed(rec: RecordedRequest): boolean {
+    return rec.remotePort !== undefined && this.upstreamPorts.has(rec.remotePort);
   }
 
   /** The requests that went to `authority` (`host:port`), tunnelled or forwarded. */
