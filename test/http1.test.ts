@@ -925,6 +925,18 @@ describe('getDirect: failures', { timeout: 30_000 }, () => {
     assert.equal(srv.connections(), 0);
   });
 
+  it('a deadline (AbortSignal.timeout) that passes: TimeoutError, not an interruption', async (t) => {
+    const srv = await rawServer(t, () => undefined);
+    await assert.rejects(
+      getDirect(
+        request(srv.url('/deadline'), { timeoutMs: 5_000, signal: AbortSignal.timeout(200) }),
+        collect().sink,
+      ),
+      named('TimeoutError'),
+    );
+    await srv.allClosed();
+  });
+
   it('an abort mid-body: AbortError, the connection closed, no data after the abort', async (t) => {
     const srv = await rawServer(t, async (s) => {
       await write(s, okHead([`Content-Length: ${10 * MiB}`]));

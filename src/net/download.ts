@@ -47,6 +47,9 @@ export interface DownloadHooks {
 
 export const partialPath = (dest: string): string => `${dest}.partial`;
 
+/** Readies what `n` downloads about to start need (their hashing workers), while other work goes on. */
+export const prepareDownloads = (n: number): void => HashingSink.prewarm(n);
+
 export async function download(
   client: HttpClient,
   req: DownloadRequest,

@@ -20,28 +20,31 @@ const POOL = 8;
  * executable carry it without a separate file.
  */
 const WORKER = `
-const { parentPort, workerData } = require('node:worker_threads');
+const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const fs = require('node:fs');
-const fd = workerData.fd;
+let fd;
 // write(2) in slices: on these kernels a single large write into the page cache
 // is several times slower per byte than the same bytes in 128 KiB writes.
 const WRITE = 128 * 1024;
 let hash = createHash('sha256');
 function fail(e) { parentPort.postMessage({ op: 'error', message: e.message, code: e.code }); }
-try {
+function open(m) {
+  fd = m.fd;
   const buf = Buffer.allocUnsafe(1 << 20);
-  for (let pos = 0; pos < workerData.size; ) {
-    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, workerData.size - pos), pos);
+  for (let pos = 0; pos < m.size; ) {
+    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
     if (n === 0) break;
     hash.update(buf.subarray(0, n));
     pos += n;
   }
   parentPort.postMessage({ op: 'ready' });
-} catch (e) { fail(e); }
+}
 parentPort.on('message', (m) => {
   try {
-    if (m.op === 'write') {
+    if (m.op === 'open') {
+      open(m);
+    } else if (m.op === 'write') {
       const b = Buffer.from(m.buf, 0, m.len);
       hash.update(b);
       for (let off = 0; off < m.len; )
@@ -58,6 +61,9 @@ parentPort.on('message', (m) => {
   } catch (e) { fail(e); }
 });
 `;
+
+const startWorker = (): Worker => new Worker(WORKER, { eval: true });
+const spares: Worker[] = [];
 
 type Reply =
   | { op: 'ready' | 'flushed' }
@@ -89,6 +95,23 @@ export class HashingSink {
   }
 
   /**
+   * Starts up to `n` workers ahead of the downloads that will take them (a
+   * worker takes tens of milliseconds to boot, while the signature is being
+   * verified they cost nothing). Unused ones do not keep the process alive.
+   */
+  static prewarm(n: number): void {
+    while (spares.length < n) {
+      const w = startWorker();
+      w.unref();
+      w.once('error', () => {
+        const i = spares.indexOf(w);
+        if (i >= 0) spares.splice(i, 1);
+      });
+      spares.push(w);
+    }
+  }
+
+  /**
    * Opens (or creates) the partial without following a symlink and refuses
    * anything but a regular file; what it holds is hashed before any append.
    */
@@ -114,9 +137,12 @@ export class HashingSink {
         fix: 'Remove it: the download writes NAME.partial itself.',
       });
     }
-    const worker = new Worker(WORKER, { eval: true, workerData: { fd: handle.fd, size: st.size } });
+    const worker = spares.pop() ?? startWorker();
+    worker.removeAllListeners('error');
+    worker.ref();
     const sink = new HashingSink(handle, worker, path, st.size, code);
     try {
+      worker.postMessage({ op: 'open', fd: handle.fd, size: st.size });
       await sink.request('ready');
     } catch (e) {
       await sink.close();

@@ -12,7 +12,7 @@
  *   marked retryable or not; nothing here decides whether bytes are good
  *   (every byte is verified after, which is why http: mirrors are allowed).
  */
-import { EnvHttpProxyAgent, request, util, type Dispatcher } from 'undici';
+import type { Dispatcher } from 'undici';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { getDirect, ProtocolError } from './http1.js';
 
@@ -99,19 +99,33 @@ function quietly<T>(make: () => T): T {
 }
 
 export class HttpClient {
-  private readonly dispatcher: Dispatcher;
+  /** undici, loaded and built on first use: only when the environment names a proxy. */
+  private undiciAgent: Promise<Undici> | undefined;
   private readonly fix: string;
 
   constructor(private readonly opts: HttpOptions) {
-    this.dispatcher = quietly(
-      () =>
-        new EnvHttpProxyAgent({
-          connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, opts.timeoutMs) },
-          headersTimeout: opts.timeoutMs,
-          bodyTimeout: opts.timeoutMs,
-        }),
-    );
     this.fix = opts.fix ?? DEFAULT_FIX;
+  }
+
+  private undici(): Promise<Undici> {
+    this.undiciAgent ??= import('undici').then((m) => {
+      // Bundled, a CommonJS package's dynamic import may put its exports under `default`.
+      const { EnvHttpProxyAgent, request, util } =
+        'EnvHttpProxyAgent' in m ? m : (m as unknown as { default: typeof m }).default;
+      return {
+        dispatcher: quietly(
+          () =>
+            new EnvHttpProxyAgent({
+              connect: { timeout: Math.min(CONNECT_TIMEOUT_MS, this.opts.timeoutMs) },
+              headersTimeout: this.opts.timeoutMs,
+              bodyTimeout: this.opts.timeoutMs,
+            }),
+        ),
+        request,
+        parseHeaders: util.parseHeaders,
+      };
+    });
+    return this.undiciAgent;
   }
 
   /**
@@ -148,10 +162,14 @@ export class HttpClient {
    * redirects. Any status comes back; the caller decides what it means. The
    * body must be consumed or destroyed.
    */
-  open(url: string, o: { from?: number; signal?: AbortSignal } = {}): Promise<HttpResponse> {
+  private openThroughUndici(
+    url: string,
+    o: { from?: number; signal?: AbortSignal } = {},
+  ): Promise<HttpResponse> {
     return this.followRedirects<HttpResponse>(url, async (target, current) => {
+      const { request, dispatcher } = await this.undici();
       const res = await request(current, {
-        dispatcher: this.dispatcher,
+        dispatcher,
         method: 'GET',
         headers: this.headersFor(target, o.from),
         maxRedirections: 0,
@@ -221,11 +239,12 @@ export class HttpClient {
     return location;
   }
 
-  private streamThroughUndici(
+  private async streamThroughUndici(
     target: URL,
     o: { from?: number; signal?: AbortSignal },
     handler: StreamHandler,
   ): Promise<string | undefined> {
+    const { dispatcher, parseHeaders } = await this.undici();
     return new Promise((resolve, reject) => {
       let location: string | undefined;
       let accepted = false;
@@ -245,7 +264,7 @@ export class HttpClient {
         return;
       }
       o.signal?.addEventListener('abort', onAbort, { once: true });
-      this.dispatcher.dispatch(
+      dispatcher.dispatch(
         {
           origin: target.origin,
           path: `${target.pathname}${target.search}`,
@@ -259,7 +278,7 @@ export class HttpClient {
           },
           onHeaders: (status, raw, resume) => {
             if (status < 200) return true; // 1xx: the real answer follows
-            const headers = util.parseHeaders(raw) as Record<string, string | string[] | undefined>;
+            const headers = parseHeaders(raw) as Record<string, string | string[] | undefined>;
             const loc = headers['location'];
             if (REDIRECTS.has(status) && typeof loc === 'string') {
               location = loc;
@@ -292,7 +311,47 @@ export class HttpClient {
     maxBytes: number,
     o: { signal?: AbortSignal } = {},
   ): Promise<{ status: number; body: Buffer; url: string }> {
-    const res = await this.open(url, o);
+    if (proxyConfigured()) return this.getThroughUndici(url, maxBytes, o);
+    const tooLarge = (): TransferError =>
+      new TransferError(
+        `GET ${url}: response larger than ${maxBytes} bytes`,
+        false,
+        'the server sent more than this document can be',
+        this.fix,
+      );
+    return this.followRedirects<{ status: number; body: Buffer; url: string }>(
+      url,
+      async (target, current) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        let status = 0;
+        const location = await this.streamOnce(target, o, {
+          response: (s, headers) => {
+            status = s;
+            const length = Number(headers['content-length']);
+            if (length > maxBytes) throw tooLarge(); // refused before any body byte
+            return true;
+          },
+          data: (chunk) => {
+            size += chunk.length;
+            if (size > maxBytes) throw tooLarge();
+            chunks.push(Buffer.from(chunk)); // the read buffer is reused
+            return true;
+          },
+        });
+        return location !== undefined
+          ? { location }
+          : { value: { status, body: Buffer.concat(chunks), url: current } };
+      },
+    );
+  }
+
+  private async getThroughUndici(
+    url: string,
+    maxBytes: number,
+    o: { signal?: AbortSignal },
+  ): Promise<{ status: number; body: Buffer; url: string }> {
+    const res = await this.openThroughUndici(url, o);
     const chunks: Buffer[] = [];
     let size = 0;
     try {
@@ -363,8 +422,15 @@ export class HttpClient {
   }
 
   async close(): Promise<void> {
-    await this.dispatcher.close().catch(() => undefined);
+    const agent = await this.undiciAgent?.catch(() => undefined);
+    await agent?.dispatcher.close().catch(() => undefined);
   }
+}
+
+interface Undici {
+  readonly dispatcher: Dispatcher;
+  readonly request: typeof import('undici').request;
+  readonly parseHeaders: typeof import('undici').util.parseHeaders;
 }
 
 /** Whether the environment names a proxy for any scheme (undici's EnvHttpProxyAgent reads the same variables). */

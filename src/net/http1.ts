@@ -205,8 +205,15 @@ const timeout = (what: string): Error =>
  */
 export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
   return new Promise((resolve, reject) => {
+    // A deadline (AbortSignal.timeout) is a timeout; any other abort an interruption.
+    const aborted = (): Error => {
+      const reason: unknown = req.signal?.reason;
+      return reason instanceof Error && reason.name === 'TimeoutError'
+        ? reason
+        : Object.assign(new Error('aborted'), { name: 'AbortError' });
+    };
     if (req.signal?.aborted) {
-      reject(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+      reject(aborted());
       return;
     }
     // A line break in a value would start another header or request: never sent.
@@ -247,7 +254,7 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
     // trickles it (a byte at a time, or 1xx answers without end): activity alone
     // would keep the idle timer below from ever firing.
     let headTimer: NodeJS.Timeout | undefined;
-    const onAbort = (): void => finish(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+    const onAbort = (): void => finish(aborted());
     function finish(e?: Error): void {
       if (finished) return;
       finished = true;

@@ -24,7 +24,7 @@ import { findRecall } from '../core/revocation.js';
 import { releaseTagVersion } from '../core/release.js';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
 import { MAX_BUNDLE_BYTES, replaceFile } from '../io/files.js';
-import { download, type DownloadResult } from '../net/download.js';
+import { download, prepareDownloads, type DownloadResult } from '../net/download.js';
 import { HttpClient, isInterruption, withRetries, type TransferError } from '../net/http.js';
 import {
   MAX_LIST_BYTES,
@@ -89,17 +89,25 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
     ...(releaseCredential(ctx.config) ? { credential: releaseCredential(ctx.config)! } : {}),
   });
   const facts = { version: ctx.version, arch: ctx.arch };
+  // Ends what was started alongside (small requests, their retries) once the pipeline stops.
+  const stop = new AbortController();
+  const run = {
+    ...ctx,
+    signal: ctx.signal ? AbortSignal.any([ctx.signal, stop.signal]) : stop.signal,
+  };
   try {
-    await prepareDir(ctx);
-    const signed = await fetchSigned(client, ctx); //                  manifest + bundle
-    const signature = verifySignature(signed, ctx); //                  the signature, before any large download
-    const manifest = checkManifest(signed.manifest, signature, ctx); // the set asked for
-    const list = await fetchRevocations(client, ctx); //               the revocation pair (404: none)
-    checkRecall(manifest, list, ctx); //                                a recalled release stops here
-    const downloaded = await downloadArtifacts(client, manifest, ctx); // kernel, rootfs, initrd at once
-    await writeSmallFiles(signed, list, ctx); //                        the set is complete
+    await prepareDir(run);
+    prepareDownloads(2); //                                              hashing workers boot meanwhile
+    const pair = alongside(fetchRevocations(client, run)); //           the revocation pair (404: none), small
+    const signed = await fetchSigned(client, run); //                  manifest + bundle
+    const signature = verifySignature(signed, run); //                  the signature, before any large download
+    const manifest = checkManifest(signed.manifest, signature, run); // the set asked for
+    const list = await pair;
+    checkRecall(manifest, list, run); //                                a recalled release stops here
+    const downloaded = await downloadArtifacts(client, manifest, run); // kernel, rootfs, initrd at once
+    await writeSmallFiles(signed, list, run); //                        the set is complete
     await record(ctx, { ...facts, outcome: 'ok' });
-    return summary(manifest, signed, signature, list, downloaded, ctx);
+    return summary(manifest, signed, signature, list, downloaded, run);
   } catch (e) {
     const err = asFetchError(e, ctx);
     if (err.code !== 'usage') {
@@ -115,8 +123,19 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
     }
     throw err;
   } finally {
+    stop.abort();
     await client.close();
   }
+}
+
+/**
+ * Starts `work` now, for its result to be awaited later: a failure counts only
+ * where (and if) it is awaited, so errors are reported in the pipeline's order
+ * (a bad manifest before a bad revocation list), whichever finished first.
+ */
+function alongside<T>(work: Promise<T>): Promise<T> {
+  work.catch(() => undefined);
+  return work;
 }
 
 function refuseOffline(config: Config): void {
@@ -209,10 +228,10 @@ const retryReporter =
 async function fetchSigned(client: HttpClient, ctx: FetchContext): Promise<SignedFiles> {
   const names = releaseFileNames(ctx.arch);
   const manifestUrl = releaseFileUrl(ctx.config, ctx.version, names.manifest);
-  const manifest = await getSmall(client, manifestUrl, MAX_MANIFEST_BYTES, 'manifest', ctx);
   const bundleUrl = releaseFileUrl(ctx.config, ctx.version, names.bundle);
-  const bundle = await getSmall(client, bundleUrl, MAX_BUNDLE_BYTES, 'manifest bundle', ctx);
-  return { manifest: manifest!, bundle: bundle!, manifestUrl, bundleUrl };
+  const manifest = alongside(getSmall(client, manifestUrl, MAX_MANIFEST_BYTES, 'manifest', ctx));
+  const bundle = alongside(getSmall(client, bundleUrl, MAX_BUNDLE_BYTES, 'manifest bundle', ctx));
+  return { manifest: (await manifest)!, bundle: (await bundle)!, manifestUrl, bundleUrl };
 }
 
 /**
