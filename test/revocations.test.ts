@@ -901,22 +901,26 @@ describe('revocations: HTTP', () => {
     assert.equal((await h.status()).entries, 2);
   });
 
-  it('an oversized response is refused with exit 16, and nothing is cached', async () => {
-    const h = host();
-    await cache(h, [OLD], 30);
-    const before = await h.status();
-    served.mode = 'oversized';
-    const r = await h.run(['revocations', 'refresh']);
-    assert.equal(r.code, 16, r.stderr);
-    assert.match(
-      r.stderr,
-      /Online fetch failed: GET .*revoked-versions\.json: response larger than 4194304 bytes/,
-    );
-    const after = await h.status();
-    assert.equal(after.entries, 1);
-    assert.equal(after.modifiedAt, before.modifiedAt);
-    assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
-  });
+  for (const via of ['directly', 'through HTTP_PROXY'] as const) {
+    it(`an oversized response (${via}) is refused with exit 16, and nothing is cached`, async () => {
+      const h = host(via === 'directly' ? {} : { HTTP_PROXY: proxyUrl, http_proxy: proxyUrl });
+      await cache(h, [OLD], 30);
+      const before = await h.status();
+      served.mode = 'oversized';
+      const tunnelled = proxied;
+      const r = await h.run(['revocations', 'refresh']);
+      assert.equal(r.code, 16, r.stderr);
+      assert.equal(proxied > tunnelled, via !== 'directly', 'the proxy carried it, or did not');
+      assert.match(
+        r.stderr,
+        /Online fetch failed: GET .*revoked-versions\.json: response larger than 4194304 bytes/,
+      );
+      const after = await h.status();
+      assert.equal(after.entries, 1);
+      assert.equal(after.modifiedAt, before.modifiedAt);
+      assert.equal((await h.metrics())['dev_image_verify_network_total'], 1);
+    });
+  }
 });
 
 describe('revocations: untrusted text in status output', () => {

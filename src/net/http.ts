@@ -14,7 +14,7 @@
  */
 import type { Dispatcher } from 'undici';
 import { MvmError, ONLINE_FETCH_FAILED } from '../errors.js';
-import { getDirect, ProtocolError } from './http1.js';
+import { abortError, getDirect, ProtocolError } from './http1.js';
 
 export interface HttpOptions {
   /** Upper bound for connecting, for the response headers, and for silence inside a body. */
@@ -34,14 +34,6 @@ export interface StreamHandler {
   ): boolean;
   /** A body chunk (only valid during the call); false pauses the socket until `resume()`. */
   data(chunk: Buffer, resume: () => void): boolean;
-}
-
-export interface HttpResponse {
-  readonly status: number;
-  readonly headers: Readonly<Record<string, string | string[] | undefined>>;
-  readonly body: Dispatcher.ResponseData['body'];
-  /** The URL that answered, after redirects. */
-  readonly url: string;
 }
 
 const MAX_REDIRECTS = 5;
@@ -110,7 +102,7 @@ export class HttpClient {
   private undici(): Promise<Undici> {
     this.undiciAgent ??= import('undici').then((m) => {
       // Bundled, a CommonJS package's dynamic import may put its exports under `default`.
-      const { EnvHttpProxyAgent, request, util } =
+      const { EnvHttpProxyAgent, util } =
         'EnvHttpProxyAgent' in m ? m : (m as unknown as { default: typeof m }).default;
       return {
         dispatcher: quietly(
@@ -121,7 +113,6 @@ export class HttpClient {
               bodyTimeout: this.opts.timeoutMs,
             }),
         ),
-        request,
         parseHeaders: util.parseHeaders,
       };
     });
@@ -155,35 +146,6 @@ export class HttpClient {
       }
       current = new URL(step.location, current).toString();
     }
-  }
-
-  /**
-   * GET `url` (from byte `from` with a Range request when given), following
-   * redirects. Any status comes back; the caller decides what it means. The
-   * body must be consumed or destroyed.
-   */
-  private openThroughUndici(
-    url: string,
-    o: { from?: number; signal?: AbortSignal } = {},
-  ): Promise<HttpResponse> {
-    return this.followRedirects<HttpResponse>(url, async (target, current) => {
-      const { request, dispatcher } = await this.undici();
-      const res = await request(current, {
-        dispatcher,
-        method: 'GET',
-        headers: this.headersFor(target, o.from),
-        maxRedirections: 0,
-        ...(o.signal ? { signal: o.signal } : {}),
-      });
-      const location = res.headers['location'];
-      if (REDIRECTS.has(res.statusCode) && typeof location === 'string') {
-        await res.body.dump().catch(() => undefined);
-        return { location };
-      }
-      return {
-        value: { status: res.statusCode, headers: res.headers, body: res.body, url: current },
-      };
-    });
   }
 
   /**
@@ -226,12 +188,8 @@ export class HttpClient {
       },
       {
         head: ({ status, headers }) => {
-          const loc = headers['location'];
-          if (REDIRECTS.has(status) && typeof loc === 'string') {
-            location = loc;
-            return false;
-          }
-          return handler.response(status, headers);
+          location = redirectTarget(status, headers);
+          return location === undefined && handler.response(status, headers);
         },
         data: (chunk, resume) => handler.data(chunk, resume),
       },
@@ -251,8 +209,7 @@ export class HttpClient {
       let settled = false;
       let abortRequest: ((e?: Error) => void) | undefined;
       let resumeSocket: () => void = () => undefined;
-      const onAbort = (): void =>
-        abortRequest?.(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+      const onAbort = (): void => abortRequest?.(abortError());
       const settle = (f: () => void): void => {
         if (settled) return;
         settled = true;
@@ -260,7 +217,7 @@ export class HttpClient {
         f();
       };
       if (o.signal?.aborted) {
-        reject(Object.assign(new Error('aborted'), { name: 'AbortError' }));
+        reject(abortError());
         return;
       }
       o.signal?.addEventListener('abort', onAbort, { once: true });
@@ -279,11 +236,8 @@ export class HttpClient {
           onHeaders: (status, raw, resume) => {
             if (status < 200) return true; // 1xx: the real answer follows
             const headers = parseHeaders(raw) as Record<string, string | string[] | undefined>;
-            const loc = headers['location'];
-            if (REDIRECTS.has(status) && typeof loc === 'string') {
-              location = loc;
-              return true;
-            }
+            location = redirectTarget(status, headers);
+            if (location !== undefined) return true;
             accepted = handler.response(status, headers);
             resumeSocket = resume;
             return true;
@@ -305,13 +259,15 @@ export class HttpClient {
     return headers;
   }
 
-  /** A small document (manifest, bundle, revocation list), read whole and bounded. */
-  async get(
+  /**
+   * A small document (manifest, bundle, revocation list), read whole and
+   * bounded, through the same request path as the large files.
+   */
+  get(
     url: string,
     maxBytes: number,
     o: { signal?: AbortSignal } = {},
   ): Promise<{ status: number; body: Buffer; url: string }> {
-    if (proxyConfigured()) return this.getThroughUndici(url, maxBytes, o);
     const tooLarge = (): TransferError =>
       new TransferError(
         `GET ${url}: response larger than ${maxBytes} bytes`,
@@ -335,7 +291,7 @@ export class HttpClient {
           data: (chunk) => {
             size += chunk.length;
             if (size > maxBytes) throw tooLarge();
-            chunks.push(Buffer.from(chunk)); // the read buffer is reused
+            chunks.push(Buffer.from(chunk)); // only valid during the call
             return true;
           },
         });
@@ -344,35 +300,6 @@ export class HttpClient {
           : { value: { status, body: Buffer.concat(chunks), url: current } };
       },
     );
-  }
-
-  private async getThroughUndici(
-    url: string,
-    maxBytes: number,
-    o: { signal?: AbortSignal },
-  ): Promise<{ status: number; body: Buffer; url: string }> {
-    const res = await this.openThroughUndici(url, o);
-    const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      for await (const chunk of res.body) {
-        size += (chunk as Buffer).length;
-        if (size > maxBytes) {
-          res.body.destroy();
-          throw new TransferError(
-            `GET ${url}: response larger than ${maxBytes} bytes`,
-            false,
-            'the server sent more than this document can be',
-            this.fix,
-          );
-        }
-        chunks.push(chunk as Buffer);
-      }
-    } catch (e) {
-      if (e instanceof MvmError) throw e;
-      throw this.failure(url, e);
-    }
-    return { status: res.status, body: Buffer.concat(chunks), url: res.url };
   }
 
   /** An error for an HTTP status that is not the one wanted: 5xx and 429 may pass, the rest will not. */
@@ -429,8 +356,16 @@ export class HttpClient {
 
 interface Undici {
   readonly dispatcher: Dispatcher;
-  readonly request: typeof import('undici').request;
   readonly parseHeaders: typeof import('undici').util.parseHeaders;
+}
+
+/** The Location of a redirect answer; undefined for any other answer. */
+function redirectTarget(
+  status: number,
+  headers: Readonly<Record<string, string | string[] | undefined>>,
+): string | undefined {
+  const location = headers['location'];
+  return REDIRECTS.has(status) && typeof location === 'string' ? location : undefined;
 }
 
 /** Whether the environment names a proxy for any scheme (undici's EnvHttpProxyAgent reads the same variables). */

@@ -68,14 +68,15 @@ export function parseHead(text: string): ResponseHead {
   return { status: Number(status[1]), headers };
 }
 
+/** A header's comma-separated list, across repeated lines, elements as sent. */
+const listElements = (v: string | string[] | undefined): string[] =>
+  v === undefined ? [] : [v].flat().flatMap((x) => x.split(','));
+
+/** The list's tokens, normalised; empty elements are ignored (RFC 9110 section 5.6.1). */
 const values = (v: string | string[] | undefined): string[] =>
-  v === undefined
-    ? []
-    : [v]
-        .flat()
-        .flatMap((x) => x.split(','))
-        .map((x) => x.trim().toLowerCase())
-        .filter((x) => x !== '');
+  listElements(v)
+    .map((x) => x.trim().toLowerCase())
+    .filter((x) => x !== '');
 
 /** Where the body ends; refuses the ambiguous and the unasked-for. */
 export function framingOf(head: ResponseHead): Framing {
@@ -87,7 +88,7 @@ export function framingOf(head: ResponseHead): Framing {
   }
   const te = values(head.headers['transfer-encoding']);
   // Not values(): an empty Content-Length, or one with an empty list element, is invalid, not absent.
-  const cl = [head.headers['content-length'] ?? []].flat().flatMap((v) => v.split(','));
+  const cl = listElements(head.headers['content-length']);
   if (te.length > 0) {
     if (cl.length > 0) throw new ProtocolError('both Content-Length and Transfer-Encoding');
     if (te.length !== 1 || te[0] !== 'chunked') {
@@ -194,6 +195,9 @@ const tlsOptions = (host: string, port: number, onread: net.OnReadOpts): tls.Con
     onread,
   }) as tls.ConnectionOptions;
 
+/** An interruption (Ctrl-C, a sibling's failure), as the HTTP client recognises it. */
+export const abortError = (): Error => Object.assign(new Error('aborted'), { name: 'AbortError' });
+
 const timeout = (what: string): Error =>
   Object.assign(new Error(`no ${what} in time`), { name: 'TimeoutError' });
 
@@ -208,9 +212,7 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
     // A deadline (AbortSignal.timeout) is a timeout; any other abort an interruption.
     const aborted = (): Error => {
       const reason: unknown = req.signal?.reason;
-      return reason instanceof Error && reason.name === 'TimeoutError'
-        ? reason
-        : Object.assign(new Error('aborted'), { name: 'AbortError' });
+      return reason instanceof Error && reason.name === 'TimeoutError' ? reason : abortError();
     };
     if (req.signal?.aborted) {
       reject(aborted());
