@@ -124,26 +124,20 @@ export function bashCompletion(tree = completionTree()): string {
     (n) => [n.id, n.children.map((c) => c.word).join(' ')] as [string, string],
   );
   const flags = tree.map((n) => [n.id, n.flags.flatMap(spellings).join(' ')] as [string, string]);
+  // One lookup function per table: `_mvmctl_NAME KEY` sets REPLY to the key's value, or ''.
+  const lookups = Object.entries({
+    next,
+    words,
+    flags,
+    valued: valued.map(([k, v]) => [k, ` ${v.join(' ')} `] as [string, string]),
+    values,
+    operands,
+  })
+    .map(([name, rows]) => `_mvmctl_${name}() { REPLY=''; case "$1" in\n${arms(rows)}\n  esac; }`)
+    .join('\n');
   return `# bash completion for mvmctl: generated from its command table by 'mvmctl completion bash'.
 # Load it with: source <(mvmctl completion bash)
-_mvmctl_next() { REPLY=''; case "$1" in
-${arms(next)}
-  esac; }
-_mvmctl_words() { REPLY=''; case "$1" in
-${arms(words)}
-  esac; }
-_mvmctl_flags() { REPLY=''; case "$1" in
-${arms(flags)}
-  esac; }
-_mvmctl_valued() { REPLY=''; case "$1" in
-${arms(valued.map(([k, v]) => [k, ` ${v.join(' ')} `]))}
-  esac; }
-_mvmctl_values() { REPLY=''; case "$1" in
-${arms(values)}
-  esac; }
-_mvmctl_operands() { REPLY=''; case "$1" in
-${arms(operands)}
-  esac; }
+${lookups}
 _mvmctl_offer() {
   case "$1" in
     file) compopt -o filenames 2>/dev/null; mapfile -t -O "\${#COMPREPLY[@]}" COMPREPLY < <(compgen -f -- "$cur") ;;

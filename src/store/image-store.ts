@@ -26,7 +26,7 @@ import { join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { isSemver } from '../core/manifest.js';
 import { withLock } from '../io/lock.js';
-import { collectUnlinked, findUnlinked } from './garbage.js';
+import { collectUnlinked, findUnlinked, type Collectable } from './garbage.js';
 import { ensurePrivateDir } from './secure-dir.js';
 
 const OBJECTS = '.objects';
@@ -235,16 +235,9 @@ export class ImageStore {
    * progress) and its size. Reads only.
    */
   async leftovers(): Promise<Leftover[]> {
-    const objects = await findUnlinked({
-      dir: this.objects,
-      pattern: OBJECT_ID,
-      linked: () => this.linkedObjects(),
-    });
-    const links = await findUnlinked({
-      dir: this.root,
-      pattern: LINK_TMP,
-      linked: async () => new Set(),
-    });
+    const unlinked = this.unlinked();
+    const objects = await findUnlinked(unlinked.objects);
+    const links = await findUnlinked(unlinked.links);
     const out: Leftover[] = [];
     for (const [dir, rel, entries] of [
       [this.objects, `${OBJECTS}/`, objects],
@@ -339,18 +332,18 @@ export class ImageStore {
 
   /** Removes objects no version links to, and temporary links, when their creator is gone. */
   private async collectGarbage(): Promise<string[]> {
-    const objects = await collectUnlinked({
-      dir: this.objects,
-      pattern: OBJECT_ID,
-      linked: () => this.linkedObjects(),
-    });
-    // Nothing ever links to a temporary link.
-    const links = await collectUnlinked({
-      dir: this.root,
-      pattern: LINK_TMP,
-      linked: async () => new Set(),
-    });
+    const unlinked = this.unlinked();
+    const objects = await collectUnlinked(unlinked.objects);
+    const links = await collectUnlinked(unlinked.links);
     return [...objects.map((id) => `${OBJECTS}/${id}`), ...links];
+  }
+
+  /** What can be left unlinked: objects no version links to, and temporary links (nothing ever links to one). */
+  private unlinked(): { objects: Collectable; links: Collectable } {
+    return {
+      objects: { dir: this.objects, pattern: OBJECT_ID, linked: () => this.linkedObjects() },
+      links: { dir: this.root, pattern: LINK_TMP, linked: async () => new Set() },
+    };
   }
 }
 
