@@ -82,52 +82,49 @@ async function serveSet(mb: number): Promise<{ kernel: string; rootfs: string }>
 
 function measure(base: string) {
   const out = join(work, 'out');
-  const fetchOnce = () => {
+  const kernel = `${base}/v${version}/dev-vmlinux-${arch}`;
+  const rootfs = `${base}/v${version}/dev-rootfs-${arch}.ext4`;
+  /** One timed run into an output directory that starts absent (dev fetch) or empty (curl), removed after. */
+  const intoOut = (create: boolean, run: () => number) => (): number => {
     rmSync(out, { recursive: true, force: true });
-    const s = timed(process.execPath, [cli, 'dev', 'fetch', '--out', out], {
+    if (create) mkdirSync(out);
+    const s = run();
+    rmSync(out, { recursive: true, force: true });
+    return s;
+  };
+  const fetchOnce = intoOut(false, () =>
+    timed(process.execPath, [cli, 'dev', 'fetch', '--out', out], {
       MVM_RELEASE_BASE_URL: base,
       MVM_TRUSTED_ROOT: trustedRoot,
       MVM_DATA_DIR: join(work, 'data'),
       XDG_CACHE_HOME: join(work, 'cache'),
-    });
-    rmSync(out, { recursive: true, force: true });
-    return s;
-  };
-  const curlOnce = () => {
-    rmSync(out, { recursive: true, force: true });
-    mkdirSync(out);
-    const url = (f: string) => `${base}/v${version}/${f}`;
-    const s = timed('curl', [
+    }),
+  );
+  const curlOnce = intoOut(true, () =>
+    timed('curl', [
       '-sSf',
       '--parallel',
       '-o',
       join(out, 'k'),
-      url(`dev-vmlinux-${arch}`),
+      kernel,
       '-o',
       join(out, 'r'),
-      url(`dev-rootfs-${arch}.ext4`),
-    ]);
-    rmSync(out, { recursive: true, force: true });
-    return s;
-  };
+      rootfs,
+    ]),
+  );
   // The same work as dev fetch's transfer, done by standard tools: each file streamed once
   // through sha256sum while written (tee), both files at once.
-  const curlHashOnce = () => {
-    rmSync(out, { recursive: true, force: true });
-    mkdirSync(out);
-    const url = (f: string) => `${base}/v${version}/${f}`;
-    const s = timed('sh', [
+  const curlHashOnce = intoOut(true, () =>
+    timed('sh', [
       '-c',
       'curl -sSf "$1" | tee "$2" | sha256sum >/dev/null & curl -sSf "$3" | tee "$4" | sha256sum >/dev/null & wait',
       'sh',
-      url(`dev-vmlinux-${arch}`),
+      kernel,
       join(out, 'k'),
-      url(`dev-rootfs-${arch}.ext4`),
+      rootfs,
       join(out, 'r'),
-    ]);
-    rmSync(out, { recursive: true, force: true });
-    return s;
-  };
+    ]),
+  );
   const f: number[] = [];
   const c: number[] = [];
   const ch: number[] = [];
