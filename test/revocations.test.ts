@@ -27,11 +27,12 @@ import {
   type ServerResponse,
 } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { connect, type AddressInfo } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, beforeEach, describe, it } from 'node:test';
 import { HOST_ARCH, OTHER_ARCH, testHost, VERSION } from './support/host.js';
+import { ForwardProxy } from './support/release-server.js';
 import { selfSignedTlsCertificate, TestPki } from './support/pki.js';
 import {
   REPO,
@@ -69,9 +70,10 @@ const otherOriginRequests: { url: string; headers: IncomingHttpHeaders }[] = [];
 let tlsServer: Server;
 let tlsBaseUrl: string;
 let tlsCa: string;
-let proxy: Server;
+let proxy: ForwardProxy;
 let proxyUrl: string;
-let proxied = 0;
+/** Requests the proxy carried (tunnelled or forwarded), across the suite. */
+const proxied = (): number => proxy.requests.length;
 
 function release(req: IncomingMessage, res: ServerResponse): void {
   served.requests.push(req.url ?? '');
@@ -125,29 +127,16 @@ before(async () => {
   tlsServer = createHttpsServer({ key: readFileSync(key), cert: readFileSync(tlsCa) }, release);
   await new Promise<void>((r) => tlsServer.listen(0, '127.0.0.1', r));
   tlsBaseUrl = `https://127.0.0.1:${(tlsServer.address() as AddressInfo).port}/releases/download`;
-  // A minimal CONNECT proxy, to check HTTP(S)_PROXY is honoured.
-  proxy = createServer();
-  proxy.on('connect', (req, socket, head) => {
-    proxied++;
-    const [host, port] = (req.url ?? '').split(':');
-    const upstream = connect(Number(port), host!, () => {
-      socket.write('HTTP/1.1 200 Connection Established\r\n\r\n');
-      upstream.write(head);
-      upstream.pipe(socket).pipe(upstream);
-    });
-    upstream.on('error', () => socket.destroy());
-    socket.on('error', () => upstream.destroy());
-  });
-  await new Promise<void>((r) => proxy.listen(0, '127.0.0.1', r));
-  proxyUrl = `http://127.0.0.1:${(proxy.address() as AddressInfo).port}`;
+  // A forward proxy, to check HTTP(S)_PROXY is honoured.
+  proxy = await ForwardProxy.start();
+  proxyUrl = proxy.url;
 });
-after(() => {
+after(async () => {
   for (const s of [server, otherOrigin, tlsServer]) {
     s.closeAllConnections();
     s.close();
   }
-  proxy.closeAllConnections();
-  proxy.close();
+  await proxy.close();
   rmSync(root, { recursive: true, force: true });
 });
 beforeEach(() => {
@@ -254,10 +243,10 @@ describe('revocations: refresh during dev import-image', () => {
     const h = host({ HTTP_PROXY: proxyUrl, http_proxy: proxyUrl });
     await cache(h, [OLD], 30);
     serve(await signedList([OLD]));
-    const before = proxied;
+    const before = proxied();
     const r = await h.importSet(good);
     assert.equal(r.code, 0, r.stderr);
-    assert.ok(proxied > before, 'the requests went through the proxy');
+    assert.ok(proxied() > before, 'the requests went through the proxy');
     assert.equal((await h.status()).freshness, 'fresh');
   });
 
@@ -855,10 +844,10 @@ describe('revocations: HTTP', () => {
       NODE_EXTRA_CA_CERTS: tlsCa,
     });
     serve(await signedList([OLD, RECALL]));
-    const before = proxied;
+    const before = proxied();
     const r = await h.run(['revocations', 'refresh']);
     assert.equal(r.code, 0, r.stderr);
-    assert.ok(proxied > before, 'the requests were tunnelled through the proxy (CONNECT)');
+    assert.ok(proxied() > before, 'the requests were tunnelled through the proxy (CONNECT)');
     assert.equal(served.requests.length, 2);
     assert.equal((await h.status()).entries, 2);
   });
@@ -873,10 +862,10 @@ describe('revocations: HTTP', () => {
       no_proxy: 'example.invalid,127.0.0.1',
     });
     serve(await signedList([OLD, RECALL]));
-    const before = proxied;
+    const before = proxied();
     const r = await h.run(['revocations', 'refresh']);
     assert.equal(r.code, 0, r.stderr);
-    assert.equal(proxied, before, 'no request went through the proxy');
+    assert.equal(proxied(), before, 'no request went through the proxy');
     assert.equal(served.requests.length, 2);
     assert.equal((await h.status()).entries, 2);
   });
@@ -907,10 +896,10 @@ describe('revocations: HTTP', () => {
       await cache(h, [OLD], 30);
       const before = await h.status();
       served.mode = 'oversized';
-      const tunnelled = proxied;
+      const tunnelled = proxied();
       const r = await h.run(['revocations', 'refresh']);
       assert.equal(r.code, 16, r.stderr);
-      assert.equal(proxied > tunnelled, via !== 'directly', 'the proxy carried it, or did not');
+      assert.equal(proxied() > tunnelled, via !== 'directly', 'the proxy carried it, or did not');
       assert.match(
         r.stderr,
         /Online fetch failed: GET .*revoked-versions\.json: response larger than 4194304 bytes/,
