@@ -15,6 +15,7 @@ import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { MvmError } from '../src/errors.js';
 import { download, partialPath } from '../src/net/download.js';
+import { HashingSink } from '../src/net/hashing-sink.js';
 import { HttpClient } from '../src/net/http.js';
 import { ReleaseServer } from './support/release-server.js';
 
@@ -152,5 +153,79 @@ describe('download', () => {
     });
     assert.equal(server.requestsFor(NAME).length, 1, 'no retry: the network was fine');
     assert.equal(existsSync(join(mnt, NAME)), false);
+  });
+
+  it('two files at once, on the one hashing worker: each file and digest exact', async () => {
+    server.reset();
+    const other = randomBytes(7 * 1024 * 1024 + 5);
+    const dir = join(work, 'second');
+    mkdirSync(join(dir, 'release'), { recursive: true });
+    writeFileSync(join(dir, 'release', 'other.bin'), other);
+    const second = await ReleaseServer.start({ releases: { [VERSION]: join(dir, 'release') } });
+    try {
+      const [a, b] = await Promise.all([
+        download(client, request(join(work, 'both-a'))),
+        download(client, {
+          ...request(join(dir, 'other.bin'), sha(other)),
+          url: second.url(VERSION, 'other.bin'),
+        }),
+      ]);
+      assert.equal(a.sha256, sha(file));
+      assert.equal(b.sha256, sha(other));
+      assert.ok(readFileSync(join(work, 'both-a')).equals(file));
+      assert.ok(readFileSync(join(dir, 'other.bin')).equals(other));
+    } finally {
+      await second.close();
+    }
+  });
+
+  it('a full disk under one file fails that file only: the other, at the same time, completes', async (t) => {
+    server.reset();
+    const mnt = join(work, 'tiny-two');
+    mkdirSync(mnt);
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+    t.after(() => execFileSync('umount', [mnt]));
+    const [full, fine] = await Promise.allSettled([
+      download(client, request(join(mnt, NAME))),
+      download(client, request(join(work, 'beside-the-full-one'))),
+    ]);
+    assert.equal(full.status, 'rejected');
+    assert.match(((full as PromiseRejectedResult).reason as Error).message, /Cannot write/);
+    assert.equal(fine.status, 'fulfilled');
+    assert.ok(readFileSync(join(work, 'beside-the-full-one')).equals(file));
+  });
+});
+
+describe('HashingSink', () => {
+  it('pieces read straight into its room and pieces copied in, mixed, then a restart: the file and digest are exact', async () => {
+    const path = join(work, 'room.partial');
+    rmSync(path, { force: true });
+    const sink = await HashingSink.open(path, 'input');
+    try {
+      const feed = (bytes: Buffer): void => {
+        for (let at = 0, k = 0; at < bytes.length; k++) {
+          const n = Math.min(bytes.length - at, 100_000 + k * 37);
+          const room = k % 3 === 2 ? undefined : sink.room();
+          if (room) {
+            // A read into the room, of at most what fits.
+            const m = Math.min(n, room.length);
+            room.set(bytes.subarray(at, at + m));
+            sink.write(room.subarray(0, m));
+            at += m;
+          } else {
+            sink.write(bytes.subarray(at, at + n));
+            at += n;
+          }
+        }
+      };
+      feed(file.subarray(0, 3 * 1024 * 1024 + 9)); // dropped by the restart
+      sink.restart();
+      feed(file);
+      assert.equal(await sink.finish(), sha(file));
+      assert.equal(sink.size, file.length);
+    } finally {
+      await sink.close();
+    }
+    assert.ok(readFileSync(path).equals(file));
   });
 });

@@ -493,6 +493,38 @@ function collect(o: { head?: (h: ResponseHead) => boolean } = {}) {
   return { sink, heads, pieces, body: () => Buffer.concat(pieces) };
 }
 
+/**
+ * A sink that offers its own space to read into (`room`), as the download's
+ * batches do: 1 MiB regions filled front to back, a fresh one when full. It
+ * notes whether each piece arrived in place (read straight into the room).
+ */
+function roomy() {
+  let region = new Uint8Array(MiB);
+  let fill = 0;
+  let offered = 0;
+  const inPlace: boolean[] = [];
+  const pieces: Buffer[] = [];
+  const sink: BodySink = {
+    head: () => true,
+    data: (chunk) => {
+      const here = chunk.buffer === region.buffer && chunk.byteOffset === fill;
+      inPlace.push(here);
+      pieces.push(Buffer.from(chunk));
+      if (here) fill += chunk.length;
+      return true;
+    },
+    room: () => {
+      offered++;
+      if (fill === region.length) {
+        region = new Uint8Array(MiB);
+        fill = 0;
+      }
+      return region.subarray(fill);
+    },
+  };
+  return { sink, inPlace, offered: () => offered, body: () => Buffer.concat(pieces) };
+}
+
 const request = (url: string, o: Partial<DirectRequest> = {}): DirectRequest => ({
   target: new URL(url),
   headers: {},
@@ -583,6 +615,45 @@ describe('getDirect: bodies', { timeout: 30_000 }, () => {
     assert.equal(c.body().length, body.length);
     assert.equal(sha(c.body()), sha(body));
     await srv.allClosed();
+  });
+
+  it('a sink with room: the body is read straight into it, the head never', async (t) => {
+    const body = randomBytes(4 * MiB + 77);
+    const srv = await rawServer(t, async (s) => {
+      // The head and the first body bytes in one write: they arrive in one read.
+      await write(
+        s,
+        Buffer.concat([
+          Buffer.from(okHead([`Content-Length: ${body.length}`])),
+          body.subarray(0, 1000),
+        ]),
+      );
+      for (let at = 1000; at < body.length; at += 300_000)
+        await write(s, body.subarray(at, at + 300_000));
+    });
+    const r = roomy();
+    await getDirect(request(srv.url('/in-place')), r.sink);
+    assert.equal(sha(r.body()), sha(body), 'the bytes delivered are the body, in order');
+    assert.ok(r.inPlace.filter(Boolean).length > 4, `in place: ${r.inPlace.join(' ')}`);
+    assert.equal(
+      r.inPlace[0],
+      false,
+      'the read that held the head went to the reader’s own buffer',
+    );
+    await srv.allClosed();
+  });
+
+  it('a sink with room, chunked body: the room is never offered (size lines must not land in it)', async (t) => {
+    const chunks = Array.from({ length: 50 }, (_, i) => randomBytes(20_000 + i));
+    const srv = await rawServer(t, async (s) => {
+      await write(s, okHead(['Transfer-Encoding: chunked']));
+      await write(s, chunkedWire(chunks));
+    });
+    const r = roomy();
+    await getDirect(request(srv.url('/chunked-room')), r.sink);
+    assert.equal(sha(r.body()), sha(Buffer.concat(chunks)));
+    assert.equal(r.offered(), 0);
+    assert.ok(r.inPlace.every((x) => !x));
   });
 
   it('close-delimited: no length, the body ends when the server ends the connection', async (t) => {
@@ -1113,15 +1184,32 @@ import { getDirect } from ${JSON.stringify(HTTP1)};
 const hash = createHash('sha256');
 let status = 0;
 let bytes = 0;
+// With 'room': the sink offers space to read into, and counts the pieces that came in place.
+let region = new Uint8Array(1 << 20);
+let fill = 0;
+let inPlace = 0;
 try {
   await getDirect(
     { target: new URL(process.argv[2]!), headers: {}, connectTimeoutMs: 5000, timeoutMs: 5000 },
     {
       head: (h) => ((status = h.status), true),
-      data: (c) => ((bytes += c.length), hash.update(c), true),
+      data: (c) => {
+        if (c.buffer === region.buffer && c.byteOffset === fill) (inPlace++, (fill += c.length));
+        bytes += c.length;
+        hash.update(c);
+        return true;
+      },
+      ...(process.argv[3] === 'room'
+        ? {
+            room: () => {
+              if (fill === region.length) (region = new Uint8Array(1 << 20)), (fill = 0);
+              return region.subarray(fill);
+            },
+          }
+        : {}),
     },
   );
-  console.log(JSON.stringify({ status, bytes, sha256: hash.digest('hex') }));
+  console.log(JSON.stringify({ status, bytes, sha256: hash.digest('hex'), inPlace }));
 } catch (e) {
   const err = e as Error & { code?: string };
   console.error(JSON.stringify({ name: err.name, code: err.code, message: err.message }));
@@ -1138,7 +1226,7 @@ try {
   });
 
   /** The child's run: `trust` names the certificate file NODE_EXTRA_CA_CERTS points to, or none. */
-  function child(url: string, trust: string | undefined) {
+  function child(url: string, trust: string | undefined, mode = '') {
     const env: NodeJS.ProcessEnv = { ...process.env };
     for (const k of ['NODE_EXTRA_CA_CERTS', 'NODE_TLS_REJECT_UNAUTHORIZED', 'NODE_TEST_CONTEXT'])
       delete env[k];
@@ -1146,7 +1234,7 @@ try {
     return new Promise<{ code: number; stdout: string; stderr: string }>((resolve) => {
       execFile(
         process.execPath,
-        ['--import', 'tsx', script, url],
+        ['--import', 'tsx', script, url, mode],
         { cwd: ROOT, env, timeout: 60_000 },
         (err, stdout, stderr) =>
           resolve({
@@ -1165,6 +1253,7 @@ try {
       status: 200,
       bytes: fixed.length,
       sha256: sha(fixed),
+      inPlace: 0,
     });
     const last = served.at(-1)!;
     assert.deepEqual(last, {
@@ -1181,7 +1270,17 @@ try {
       status: 200,
       bytes: streamed.length,
       sha256: sha(streamed),
+      inPlace: 0,
     });
+  });
+
+  it('https://localhost, a sink with room: the decrypted body is read straight into it', async () => {
+    const r = await child(`https://localhost:${port}/fixed.bin`, cert, 'room');
+    assert.equal(r.code, 0, r.stderr);
+    const got = JSON.parse(r.stdout) as { bytes: number; sha256: string; inPlace: number };
+    assert.equal(got.bytes, fixed.length);
+    assert.equal(got.sha256, sha(fixed));
+    assert.ok(got.inPlace > 1, `${got.inPlace} pieces in place`);
   });
 
   it('https://127.0.0.1 (an IP: no SNI), checked against the IP in the certificate', async () => {

@@ -47,8 +47,8 @@ export interface DownloadHooks {
 
 export const partialPath = (dest: string): string => `${dest}.partial`;
 
-/** Readies what `n` downloads about to start need (their hashing workers), while other work goes on. */
-export const prepareDownloads = (n: number): void => HashingSink.prewarm(n);
+/** Readies what downloads about to start need (the hashing worker), while other work goes on. */
+export const prepareDownloads = (): void => HashingSink.prewarm();
 
 export async function download(
   client: HttpClient,
@@ -159,6 +159,8 @@ async function transfer(
         sink.drain(resume);
         return false;
       },
+      // Read into the batch the sink hashes and writes next: no copy (its write() sees it in place).
+      room: () => (failure ? undefined : sink.room()),
     },
   );
   if (failure) throw failure;

@@ -1,10 +1,18 @@
 /**
  * Where a download's bytes go: `NAME.partial`, hashed as written. The SHA-256
  * and the writes run on a worker thread, so the thread parsing HTTP never
- * waits for them: bytes are gathered into 1 MiB batches that move to the
- * worker without a copy (transferred ArrayBuffers) and come back to be
- * reused. At most POOL batches are in flight; beyond that the socket is
- * paused (back-pressure), so memory stays bounded whatever the network does.
+ * waits for them: bytes are read straight into 1 MiB batches (see `room`) or
+ * gathered into them, and the batches move to the worker without a copy
+ * (transferred ArrayBuffers) and come back to be reused. At most POOL
+ * batches of a file are in flight; beyond that the socket is paused
+ * (back-pressure), so memory stays bounded whatever the network does.
+ *
+ * One worker serves every file of the process. Measured on a two-core host
+ * fetching a kernel and a rootfs at once, a worker per file cost more CPU
+ * (each boots its own Node.js environment, and they contend with the thread
+ * reading the sockets) than it gained in parallel hashing: the machine, not
+ * the worker, was the limit. One core hashes at about 1.5 GB/s, more than a
+ * release location sends.
  */
 import { constants, promises as fs } from 'node:fs';
 import { Worker } from 'node:worker_threads';
@@ -14,62 +22,100 @@ const BATCH = 1024 * 1024;
 const POOL = 8;
 
 /**
- * The worker: hashes what the partial already holds, then each batch in
- * order (hash, then pwrite at its offset); answers every request in order.
- * CommonJS text run with `eval`, so the bundled CLI and the single
- * executable carry it without a separate file.
+ * The worker: for each open file (by id), hashes what the partial already
+ * holds, then each batch in order (hash, then pwrite at its offset); answers
+ * every request in order. CommonJS text run with `eval`, so the bundled CLI
+ * and the single executable carry it without a separate file.
  */
 const WORKER = `
 const { parentPort } = require('node:worker_threads');
 const { createHash } = require('node:crypto');
 const fs = require('node:fs');
-let fd;
 // write(2) in slices: on these kernels a single large write into the page cache
 // is several times slower per byte than the same bytes in 128 KiB writes.
 const WRITE = 128 * 1024;
-let hash = createHash('sha256');
-function fail(e) { parentPort.postMessage({ op: 'error', message: e.message, code: e.code }); }
+const files = new Map();
 function open(m) {
-  fd = m.fd;
+  const file = { fd: m.fd, hash: createHash('sha256') };
+  files.set(m.id, file);
   const buf = Buffer.allocUnsafe(1 << 20);
   for (let pos = 0; pos < m.size; ) {
-    const n = fs.readSync(fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
+    const n = fs.readSync(file.fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
     if (n === 0) break;
-    hash.update(buf.subarray(0, n));
+    file.hash.update(buf.subarray(0, n));
     pos += n;
   }
-  parentPort.postMessage({ op: 'ready' });
+  parentPort.postMessage({ id: m.id, op: 'ready' });
+}
+function serve(m, file) {
+  if (m.op === 'write') {
+    const b = new Uint8Array(m.buf, 0, m.len);
+    file.hash.update(b);
+    for (let off = 0; off < m.len; )
+      off += fs.writeSync(file.fd, b, off, Math.min(WRITE, m.len - off), m.pos + off);
+    parentPort.postMessage({ id: m.id, op: 'free', buf: m.buf }, [m.buf]);
+  } else if (m.op === 'restart') {
+    fs.ftruncateSync(file.fd, 0);
+    file.hash = createHash('sha256');
+  } else if (m.op === 'flush') {
+    parentPort.postMessage({ id: m.id, op: 'flushed' });
+  } else if (m.op === 'finish') {
+    parentPort.postMessage({ id: m.id, op: 'digest', hex: file.hash.digest('hex') });
+  } else if (m.op === 'close') {
+    files.delete(m.id);
+    parentPort.postMessage({ id: m.id, op: 'closed' });
+  }
 }
 parentPort.on('message', (m) => {
   try {
-    if (m.op === 'open') {
-      open(m);
-    } else if (m.op === 'write') {
-      const b = Buffer.from(m.buf, 0, m.len);
-      hash.update(b);
-      for (let off = 0; off < m.len; )
-        off += fs.writeSync(fd, b, off, Math.min(WRITE, m.len - off), m.pos + off);
-      parentPort.postMessage({ op: 'free', buf: m.buf }, [m.buf]);
-    } else if (m.op === 'restart') {
-      fs.ftruncateSync(fd, 0);
-      hash = createHash('sha256');
-    } else if (m.op === 'flush') {
-      parentPort.postMessage({ op: 'flushed' });
-    } else if (m.op === 'finish') {
-      parentPort.postMessage({ op: 'digest', hex: hash.digest('hex') });
-    }
-  } catch (e) { fail(e); }
+    if (m.op === 'open') open(m);
+    else if (files.has(m.id)) serve(m, files.get(m.id));
+  } catch (e) {
+    parentPort.postMessage({ id: m.id, op: 'error', message: e.message });
+  }
 });
 `;
 
-const startWorker = (): Worker => new Worker(WORKER, { eval: true });
-const spares: Worker[] = [];
-
 type Reply =
-  | { op: 'ready' | 'flushed' }
+  | { op: 'ready' | 'flushed' | 'closed' }
   | { op: 'free'; buf: ArrayBuffer }
   | { op: 'digest'; hex: string }
-  | { op: 'error'; message: string; code?: string };
+  | { op: 'error'; message: string };
+
+/** The one worker, started on demand; it keeps the process alive only while a file is open. */
+const hasher = {
+  worker: undefined as Worker | undefined,
+  sinks: new Map<number, HashingSink>(),
+  nextId: 1,
+
+  get(): Worker {
+    if (this.worker) return this.worker;
+    const worker = new Worker(WORKER, { eval: true });
+    worker.unref();
+    worker.on('message', (m: Reply & { id: number }) => this.sinks.get(m.id)?.onReply(m));
+    // A worker that dies takes every open file with it; the next file starts another.
+    const lost = (message: string): void => {
+      if (this.worker === worker) this.worker = undefined;
+      for (const sink of this.sinks.values()) sink.onReply({ op: 'error', message });
+    };
+    worker.on('error', (e) => lost(e.message));
+    worker.on('exit', (code) => lost(`the hashing worker stopped (exit code ${code})`));
+    this.worker = worker;
+    return worker;
+  },
+
+  add(sink: HashingSink): number {
+    const id = this.nextId++;
+    this.sinks.set(id, sink);
+    this.get().ref();
+    return id;
+  },
+
+  remove(id: number): void {
+    this.sinks.delete(id);
+    if (this.sinks.size === 0) this.worker?.unref();
+  },
+};
 
 export class HashingSink {
   /** Bytes in the file once everything accepted is written (what it held at open, plus writes). */
@@ -82,33 +128,25 @@ export class HashingSink {
   private waiting: { resolve: (r: Reply) => void; op: string } | undefined;
   private onDrain: (() => void) | undefined;
 
+  private readonly id: number;
+
   private constructor(
     private readonly handle: fs.FileHandle,
-    private readonly worker: Worker,
     readonly path: string,
     size: number,
     private readonly code: 'input' | 'store',
   ) {
     this.size = size;
-    worker.on('message', (m: Reply) => this.onReply(m));
-    worker.on('error', (e) => this.onReply({ op: 'error', message: e.message }));
+    this.id = hasher.add(this);
   }
 
   /**
-   * Starts up to `n` workers ahead of the downloads that will take them (a
-   * worker takes tens of milliseconds to boot, while the signature is being
-   * verified they cost nothing). Unused ones do not keep the process alive.
+   * Starts the worker ahead of the downloads that will use it (it takes tens
+   * of milliseconds to boot; while the signature is being verified that
+   * costs nothing). Unused, it does not keep the process alive.
    */
-  static prewarm(n: number): void {
-    while (spares.length < n) {
-      const w = startWorker();
-      w.unref();
-      w.once('error', () => {
-        const i = spares.indexOf(w);
-        if (i >= 0) spares.splice(i, 1);
-      });
-      spares.push(w);
-    }
+  static prewarm(): void {
+    hasher.get();
   }
 
   /**
@@ -137,12 +175,9 @@ export class HashingSink {
         fix: 'Remove it: the download writes NAME.partial itself.',
       });
     }
-    const worker = spares.pop() ?? startWorker();
-    worker.removeAllListeners('error');
-    worker.ref();
-    const sink = new HashingSink(handle, worker, path, st.size, code);
+    const sink = new HashingSink(handle, path, st.size, code);
     try {
-      worker.postMessage({ op: 'open', fd: handle.fd, size: st.size });
+      sink.send({ op: 'open', fd: handle.fd, size: st.size });
       await sink.request('ready');
     } catch (e) {
       await sink.close();
@@ -152,11 +187,37 @@ export class HashingSink {
   }
 
   /**
-   * Takes a chunk (copied into the current batch). False when POOL batches
-   * are in flight: pause the source until `drain` calls back.
+   * The free end of the current batch, for a source to read straight into
+   * (then `write` that piece, in place: nothing is copied); undefined when
+   * every batch is in flight. Only the bytes written count: whatever else
+   * lands there is overwritten by the next read. Valid for one read only: a
+   * full batch goes to the worker (and leaves this thread) inside `write`.
+   */
+  room(): Uint8Array | undefined {
+    if (this.failure) return undefined;
+    if (!this.current) {
+      const buf = this.free.pop() ?? (this.inFlight < POOL ? new ArrayBuffer(BATCH) : undefined);
+      if (!buf) return undefined;
+      this.current = new Uint8Array(buf);
+      this.fill = 0;
+    }
+    return this.current.subarray(this.fill);
+  }
+
+  /**
+   * Takes a chunk: copied into the current batch, or only counted when it was
+   * read into the batch's free end (`room`). False when POOL batches are in
+   * flight: pause the source until `drain` calls back.
    */
   write(chunk: Uint8Array): boolean {
     if (this.failure) throw this.failure;
+    const c = this.current;
+    if (c && chunk.buffer === c.buffer && chunk.byteOffset === this.fill) {
+      this.fill += chunk.length;
+      this.size += chunk.length;
+      if (this.fill === BATCH) this.post();
+      return this.inFlight < POOL;
+    }
     for (let off = 0; off < chunk.length;) {
       if (!this.current) {
         this.current = new Uint8Array(this.free.pop() ?? new ArrayBuffer(BATCH));
@@ -183,7 +244,7 @@ export class HashingSink {
    */
   restart(): void {
     this.post();
-    this.worker.postMessage({ op: 'restart' });
+    this.send({ op: 'restart' });
     this.size = 0;
   }
 
@@ -200,40 +261,46 @@ export class HashingSink {
     return (r as { hex: string }).hex;
   }
 
-  /** Writes out what was accepted (a resumable partial), then stops the worker and closes the file. */
+  /** Writes out what was accepted (a resumable partial), then closes the file. */
   async close(): Promise<void> {
     if (!this.failure) {
       this.post();
       await this.request('flush').catch(() => undefined);
     }
-    await this.worker.terminate().catch(() => undefined);
+    // The worker forgets the file (after any batch still queued for it) before the file is closed.
+    await this.request('close').catch(() => undefined);
+    hasher.remove(this.id);
     await this.handle.close().catch(() => undefined);
   }
 
   private post(): void {
     if (!this.current || this.fill === 0) return;
     const buf = this.current.buffer as ArrayBuffer;
-    this.worker.postMessage({ op: 'write', buf, len: this.fill, pos: this.size - this.fill }, [
-      buf,
-    ]);
+    this.send({ op: 'write', buf, len: this.fill, pos: this.size - this.fill }, [buf]);
     this.inFlight++;
     this.current = undefined;
     this.fill = 0;
   }
 
+  /** A message about this file to the worker, which takes them in order. */
+  private send(message: object, transfer: ArrayBuffer[] = []): void {
+    hasher.get().postMessage({ ...message, id: this.id }, transfer);
+  }
+
   /** Sends `op` and resolves with its answer, which comes after every write sent before it. */
-  private request(op: 'ready' | 'flush' | 'finish'): Promise<Reply> {
+  private request(op: 'ready' | 'flush' | 'finish' | 'close'): Promise<Reply> {
     if (this.failure) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.waiting = {
         op,
         resolve: (r) => (r.op === 'error' ? reject(this.failure) : resolve(r)),
       };
-      if (op !== 'ready') this.worker.postMessage({ op });
+      if (op !== 'ready') this.send({ op });
     });
   }
 
-  private onReply(m: Reply): void {
+  /** An answer from the worker about this file. */
+  onReply(m: Reply): void {
     if (m.op === 'free') {
       this.inFlight--;
       this.free.push(m.buf);

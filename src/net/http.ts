@@ -33,7 +33,9 @@ export interface StreamHandler {
     headers: Readonly<Record<string, string | string[] | undefined>>,
   ): boolean;
   /** A body chunk (only valid during the call); false pauses the socket until `resume()`. */
-  data(chunk: Buffer, resume: () => void): boolean;
+  data(chunk: Uint8Array, resume: () => void): boolean;
+  /** Space to read the body straight into, on a direct connection (see BodySink.room in http1.ts). */
+  room?(): Uint8Array | undefined;
 }
 
 const MAX_REDIRECTS = 5;
@@ -192,6 +194,7 @@ export class HttpClient {
           return location === undefined && handler.response(status, headers);
         },
         data: (chunk, resume) => handler.data(chunk, resume),
+        ...(handler.room ? { room: () => handler.room!() } : {}),
       },
     );
     return location;

@@ -8,7 +8,9 @@
  * is taken from the hashing and the writes. This reads the socket into one
  * reused buffer (net/tls `onread`) and parses only what a GET of a static file
  * needs: a status line, bounded headers, and a body framed by
- * Content-Length, chunked encoding or the connection's end.
+ * Content-Length, chunked encoding or the connection's end. A sink that
+ * offers space (`room`) gets such a body read straight into it, which saves
+ * a copy of every byte (a chunked body still comes through our buffer).
  *
  * It decides nothing about the bytes: every body is hashed and compared with
  * the signed manifest, so a malformed answer can only make the download fail,
@@ -179,7 +181,13 @@ export interface BodySink {
   /** The final head (1xx are skipped); false: the body is not wanted, the connection is closed. */
   head(head: ResponseHead): boolean;
   /** A body piece, valid only during the call; false pauses the socket until `resume()`. */
-  data(chunk: Buffer, resume: () => void): boolean;
+  data(chunk: Uint8Array, resume: () => void): boolean;
+  /**
+   * Where the next body bytes may be read straight into, saving a copy: the
+   * sink's own free space, which it gets back as a `data` piece at that very
+   * place. Undefined (or absent): the reader's own buffer.
+   */
+  room?(): Uint8Array | undefined;
 }
 
 /**
@@ -233,9 +241,16 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
     let received = 0;
     let finished = false;
 
+    const scratch = Buffer.allocUnsafe(READ_BUFFER_BYTES);
+    // Node asks for the next read's buffer after every read (onread.buffer as a
+    // function), so the sink's space is never held past the one read it was
+    // offered for. Inside a body not framed by chunks (whose size lines would
+    // land in it): the sink's own space when it has some; else our own.
+    const nextBuffer = (): Uint8Array =>
+      (!head && !finished && framing?.kind !== 'chunked' && sink.room?.()) || scratch;
     const onread = {
-      buffer: Buffer.allocUnsafe(READ_BUFFER_BYTES),
-      callback: (n: number, buf: Buffer): boolean => {
+      buffer: sink.room ? nextBuffer : scratch,
+      callback: (n: number, buf: Uint8Array): boolean => {
         try {
           return onBytes(buf.subarray(0, n));
         } catch (e) {
@@ -305,7 +320,7 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
       socket.resume();
     };
     /** One read: the head first (skipping 1xx), then the body; false pauses the socket. */
-    function onBytes(bytes: Buffer): boolean {
+    function onBytes(bytes: Uint8Array): boolean {
       if (head) {
         const all: Buffer = Buffer.concat([head, bytes]);
         let start = 0;
@@ -347,7 +362,7 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
       const deliver = (piece: Uint8Array): void => {
         if (piece.length === 0) return;
         received += piece.length;
-        if (!sink.data(piece as Buffer, resume)) go = false;
+        if (!sink.data(piece, resume)) go = false;
       };
       if (framing!.kind === 'length') {
         deliver(bytes.subarray(0, framing!.length - received));

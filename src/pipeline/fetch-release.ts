@@ -97,7 +97,7 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
   };
   try {
     await prepareDir(run);
-    prepareDownloads(2); //                                              hashing workers boot meanwhile
+    prepareDownloads(); //                                               the hashing worker boots meanwhile
     const pair = alongside(fetchRevocations(client, run)); //           the revocation pair (404: none), small
     const signed = await fetchSigned(client, run); //                  manifest + bundle
     const signature = verifySignature(signed, run); //                  the signature, before any large download
