@@ -23,9 +23,11 @@ const POOL = 8;
 
 /**
  * The worker: for each open file (by id), hashes what the partial already
- * holds, then each batch in order (hash, then pwrite at its offset); answers
- * every request in order. CommonJS text run with `eval`, so the bundled CLI
- * and the single executable carry it without a separate file.
+ * holds, then each batch in order (hash, then pwrite at its offset). Messages
+ * are taken in order, so an answer comes after every batch sent before its
+ * request. After a failure the file's later batches are dropped; `close` is
+ * always answered. CommonJS text run with `eval`, so the bundled CLI and the
+ * single executable carry it without a separate file.
  */
 const WORKER = `
 const { parentPort } = require('node:worker_threads');
@@ -35,9 +37,7 @@ const fs = require('node:fs');
 // is several times slower per byte than the same bytes in 128 KiB writes.
 const WRITE = 128 * 1024;
 const files = new Map();
-function open(m) {
-  const file = { fd: m.fd, hash: createHash('sha256') };
-  files.set(m.id, file);
+function open(m, file) {
   const buf = Buffer.allocUnsafe(1 << 20);
   for (let pos = 0; pos < m.size; ) {
     const n = fs.readSync(file.fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
@@ -45,7 +45,6 @@ function open(m) {
     file.hash.update(buf.subarray(0, n));
     pos += n;
   }
-  parentPort.postMessage({ id: m.id, op: 'ready' });
 }
 function serve(m, file) {
   if (m.op === 'write') {
@@ -57,27 +56,31 @@ function serve(m, file) {
   } else if (m.op === 'restart') {
     fs.ftruncateSync(file.fd, 0);
     file.hash = createHash('sha256');
-  } else if (m.op === 'flush') {
-    parentPort.postMessage({ id: m.id, op: 'flushed' });
   } else if (m.op === 'finish') {
     parentPort.postMessage({ id: m.id, op: 'digest', hex: file.hash.digest('hex') });
-  } else if (m.op === 'close') {
-    files.delete(m.id);
-    parentPort.postMessage({ id: m.id, op: 'closed' });
   }
 }
 parentPort.on('message', (m) => {
+  if (m.op === 'close') {
+    files.delete(m.id);
+    parentPort.postMessage({ id: m.id, op: 'closed' });
+    return;
+  }
+  if (m.op === 'open') files.set(m.id, { fd: m.fd, hash: createHash('sha256'), failed: false });
+  const file = files.get(m.id);
+  if (!file || file.failed) return;
   try {
-    if (m.op === 'open') open(m);
-    else if (files.has(m.id)) serve(m, files.get(m.id));
+    if (m.op === 'open') open(m, file);
+    else serve(m, file);
   } catch (e) {
+    file.failed = true;
     parentPort.postMessage({ id: m.id, op: 'error', message: e.message });
   }
 });
 `;
 
 type Reply =
-  | { op: 'ready' | 'flushed' | 'closed' }
+  | { op: 'closed' }
   | { op: 'free'; buf: ArrayBuffer }
   | { op: 'digest'; hex: string }
   | { op: 'error'; message: string };
@@ -93,10 +96,11 @@ const hasher = {
     const worker = new Worker(WORKER, { eval: true });
     worker.unref();
     worker.on('message', (m: Reply & { id: number }) => this.sinks.get(m.id)?.onReply(m));
-    // A worker that dies takes every open file with it; the next file starts another.
+    // A worker that dies takes its open files with it; the next file starts another.
     const lost = (message: string): void => {
-      if (this.worker === worker) this.worker = undefined;
-      for (const sink of this.sinks.values()) sink.onReply({ op: 'error', message });
+      if (this.worker !== worker) return;
+      this.worker = undefined;
+      for (const sink of this.sinks.values()) sink.onWorkerLost(worker, message);
     };
     worker.on('error', (e) => lost(e.message));
     worker.on('exit', (code) => lost(`the hashing worker stopped (exit code ${code})`));
@@ -125,10 +129,14 @@ export class HashingSink {
   private fill = 0;
   private inFlight = 0;
   private failure: MvmError | undefined;
-  private waiting: { resolve: (r: Reply) => void; op: string } | undefined;
+  /** The one answer awaited (finish's digest, close's acknowledgement). */
+  private waiting:
+    | { expect: 'digest' | 'closed'; resolve: (r: Reply) => void; reject: (e: Error) => void }
+    | undefined;
   private onDrain: (() => void) | undefined;
-
   private readonly id: number;
+  /** The worker this file was opened on; undefined once it is lost. */
+  private worker: Worker | undefined;
 
   private constructor(
     private readonly handle: fs.FileHandle,
@@ -138,6 +146,7 @@ export class HashingSink {
   ) {
     this.size = size;
     this.id = hasher.add(this);
+    this.worker = hasher.get();
   }
 
   /**
@@ -176,13 +185,10 @@ export class HashingSink {
       });
     }
     const sink = new HashingSink(handle, path, st.size, code);
-    try {
-      sink.send({ op: 'open', fd: handle.fd, size: st.size });
-      await sink.request('ready');
-    } catch (e) {
-      await sink.close();
-      throw e;
-    }
+    // Not waited for: the download starts at once, its batches queue behind the
+    // file's earlier bytes (and behind the worker's start-up, when it is still
+    // booting), and a failure to read them surfaces at the next write or at finish.
+    sink.send({ op: 'open', fd: handle.fd, size: st.size });
     return sink;
   }
 
@@ -256,19 +262,19 @@ export class HashingSink {
    * so durability would cost seconds per gigabyte and buy no safety.
    */
   async finish(): Promise<string> {
+    if (this.failure) throw this.failure;
     this.post();
-    const r = await this.request('finish');
+    const r = await this.request('finish', 'digest');
     return (r as { hex: string }).hex;
   }
 
   /** Writes out what was accepted (a resumable partial), then closes the file. */
   async close(): Promise<void> {
-    if (!this.failure) {
-      this.post();
-      await this.request('flush').catch(() => undefined);
-    }
-    // The worker forgets the file (after any batch still queued for it) before the file is closed.
-    await this.request('close').catch(() => undefined);
+    if (!this.failure) this.post();
+    // Awaited even after a failure: the descriptor closes only once the worker is
+    // done with every batch of this file, or a file opened next could be given
+    // the same number and receive them.
+    await this.request('close', 'closed').catch(() => undefined);
     hasher.remove(this.id);
     await this.handle.close().catch(() => undefined);
   }
@@ -282,52 +288,70 @@ export class HashingSink {
     this.fill = 0;
   }
 
-  /** A message about this file to the worker, which takes them in order. */
+  /** A message about this file to its worker, which takes them in order. */
   private send(message: object, transfer: ArrayBuffer[] = []): void {
-    hasher.get().postMessage({ ...message, id: this.id }, transfer);
+    this.worker?.postMessage({ ...message, id: this.id }, transfer);
   }
 
-  /** Sends `op` and resolves with its answer, which comes after every write sent before it. */
-  private request(op: 'ready' | 'flush' | 'finish' | 'close'): Promise<Reply> {
-    if (this.failure) return Promise.reject(this.failure);
+  /** Sends `op`; resolves with the `expect` answer, which comes after every batch sent before. */
+  private request(op: 'finish' | 'close', expect: 'digest' | 'closed'): Promise<Reply> {
+    if (!this.worker) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
-      this.waiting = {
-        op,
-        resolve: (r) => (r.op === 'error' ? reject(this.failure) : resolve(r)),
-      };
-      if (op !== 'ready') this.send({ op });
+      this.waiting = { expect, resolve, reject };
+      this.send({ op });
     });
   }
 
   /** An answer from the worker about this file. */
   onReply(m: Reply): void {
     if (m.op === 'free') {
-      this.inFlight--;
-      this.free.push(m.buf);
-      if (this.inFlight < POOL && this.onDrain) {
-        const drain = this.onDrain;
-        this.onDrain = undefined;
-        drain();
-      }
-      return;
+      this.release(m.buf);
+    } else if (m.op === 'error') {
+      this.fail(m.message);
+      // No digest will come; close is still answered (the worker drops the rest first).
+      if (this.waiting?.expect === 'digest') this.settle().reject(this.failure!);
+    } else if (this.waiting?.expect === m.op) {
+      this.settle().resolve(m);
     }
-    if (m.op === 'error') {
-      // Disk full, quota, a read-only remount: the local side, never a reason to retry the network.
-      this.failure ??= new MvmError(this.code, `Cannot write ${this.path}`, {
-        cause: m.message,
-        fix:
-          this.code === 'store'
-            ? 'Check free space and permissions of the data directory (MVM_DATA_DIR).'
-            : 'Check free space and permissions of the output directory (--out).',
-      });
-      this.onDrain?.();
-    }
-    this.answer(m);
   }
 
-  private answer(m: Reply): void {
-    const w = this.waiting;
+  /** The worker died: nothing more will be written or answered for this file. */
+  onWorkerLost(worker: Worker, message: string): void {
+    if (this.worker !== worker) return;
+    this.worker = undefined;
+    this.fail(message);
+    if (this.waiting) this.settle().reject(this.failure!);
+  }
+
+  private settle(): { resolve: (r: Reply) => void; reject: (e: Error) => void } {
+    const w = this.waiting!;
     this.waiting = undefined;
-    w?.resolve(m);
+    return w;
+  }
+
+  /** A batch written: back to the pool, and the source resumed if it was waiting for one. */
+  private release(buf: ArrayBuffer): void {
+    this.inFlight--;
+    this.free.push(buf);
+    if (this.inFlight < POOL && this.onDrain) {
+      const drain = this.onDrain;
+      this.onDrain = undefined;
+      drain();
+    }
+  }
+
+  /** Disk full, quota, a read-only remount: the local side, never a reason to retry the network. */
+  private fail(message: string): void {
+    this.failure ??= new MvmError(this.code, `Cannot write ${this.path}`, {
+      cause: message,
+      fix:
+        this.code === 'store'
+          ? 'Check free space and permissions of the data directory (MVM_DATA_DIR).'
+          : 'Check free space and permissions of the output directory (--out).',
+    });
+    // A source paused for a free batch resumes, to find the failure at its next write.
+    const drain = this.onDrain;
+    this.onDrain = undefined;
+    drain?.();
   }
 }

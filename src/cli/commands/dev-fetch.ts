@@ -15,6 +15,7 @@ import {
   type TransferSet,
 } from '../../pipeline/fetch-release.js';
 import type { ImportResult } from '../../pipeline/import-image.js';
+import { prepareDownloads } from '../../net/download.js';
 import { pullImage } from '../../pipeline/pull.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
@@ -36,6 +37,7 @@ export async function fetchCommand(args: string[], io: Output): Promise<number> 
   }
   const arch = archFlag(values.arch);
   const config = withOffline(configFrom(process.env, homedir()), values.offline === true);
+  startEarly(config);
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
   const dir = resolve(values.out ?? `mvm-dev-v${v}-${arch}`);
   const json = values.json === true;
@@ -65,6 +67,7 @@ export async function fetchCommand(args: string[], io: Output): Promise<number> 
 export async function pullCommand(args: string[], io: Output): Promise<number> {
   const { values } = parseCommand('dev pull', args);
   const config = withOffline(configFrom(process.env, homedir()), values.offline === true);
+  startEarly(config);
   const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
   const json = values.json === true;
   const result = await pull(config, trustedRoot, io, {
@@ -126,6 +129,11 @@ export async function pull(
 
 const withOffline = (config: Config, flag: boolean): Config =>
   flag ? { ...config, offline: true } : config;
+
+/** The hashing worker boots (tens of milliseconds) while the trusted root loads and the signature is checked. */
+const startEarly = (config: Config): void => {
+  if (!config.offline) prepareDownloads();
+};
 
 function archFlag(value: string | undefined): Arch {
   if (value === undefined) {
