@@ -1,31 +1,36 @@
 /**
  * Where a download's bytes go: `NAME.partial`, hashed as written. The SHA-256
- * and the writes run on a worker thread, so the thread parsing HTTP never
- * waits for them: bytes are read straight into 1 MiB batches (see `room`) or
- * gathered into them, and the batches move to the worker without a copy
- * (transferred ArrayBuffers) and come back to be reused. At most POOL
- * batches of a file are in flight; beyond that the socket is paused
- * (back-pressure), so memory stays bounded whatever the network does.
+ * and the writes run on two worker threads (see WORKER), so the thread
+ * parsing HTTP waits for neither: bytes are read straight into 1 MiB batches
+ * (see `room`) or gathered into them, and each batch moves from thread to
+ * thread without a copy (transferred ArrayBuffers: one thread holds it at a
+ * time) and comes back to be reused. At most POOL batches of a file are in
+ * flight; beyond that the socket is paused (back-pressure), so memory stays
+ * bounded whatever the network does.
  *
- * One worker serves every file of the process. Measured on a two-core host
- * fetching a kernel and a rootfs at once, a worker per file cost more CPU
- * (each boots its own Node.js environment, and they contend with the thread
- * reading the sockets) than it gained in parallel hashing: the machine, not
- * the worker, was the limit. One core hashes at about 1.5 GB/s, more than a
- * release location sends.
+ * The two workers serve every file of the process. Measured on a two-core
+ * host fetching a kernel and a rootfs at once, a worker (or two) per file
+ * cost more CPU than it gained: each boots its own Node.js environment, and
+ * the machine, not the workers, was the limit. One core hashes at about
+ * 1.5 GB/s, more than a release location sends.
  */
 import { constants, promises as fs } from 'node:fs';
-import { Worker } from 'node:worker_threads';
+import { MessageChannel, Worker } from 'node:worker_threads';
 import { MvmError } from '../errors.js';
 
 const BATCH = 1024 * 1024;
 const POOL = 8;
 
 /**
- * The worker: for each open file (by id), hashes what the partial already
- * holds, then each batch in order (hash, then pwrite at its offset). Messages
- * are taken in order, so an answer comes after every batch sent before its
- * request. After a failure the file's later batches are dropped; `close` is
+ * Two workers in a line, shared by every open file (by id): the hasher
+ * hashes what a partial already holds, then each batch, and passes it on; the
+ * writer writes each batch at its offset and hands it back. A batch is hashed
+ * while the one before it is written, so a file streams at the pace of the
+ * slower of the two, not of both in turn: when the page cache is slow to
+ * take writes (a host short of free memory, a VM whose freed pages went back
+ * to the hypervisor), writing alone can take as long as curl's whole run.
+ * Requests travel the same line, so each answer comes after every batch sent
+ * before it. After a failure a file's later batches are dropped; `close` is
  * always answered. CommonJS text run with `eval`, so the bundled CLI and the
  * single executable carry it without a separate file.
  */
@@ -37,44 +42,72 @@ const fs = require('node:fs');
 // is several times slower per byte than the same bytes in 128 KiB writes.
 const WRITE = 128 * 1024;
 const files = new Map();
-function open(m, file) {
+let writer;
+function fail(m, file, e) {
+  if (file) file.failed = true;
+  parentPort.postMessage({ id: m.id, op: 'error', message: e.message });
+}
+function hashExisting(m, file) {
   const buf = Buffer.allocUnsafe(1 << 20);
   for (let pos = 0; pos < m.size; ) {
-    const n = fs.readSync(file.fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
+    const n = fs.readSync(m.fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
     if (n === 0) break;
     file.hash.update(buf.subarray(0, n));
     pos += n;
   }
 }
-function serve(m, file) {
-  if (m.op === 'write') {
-    const b = new Uint8Array(m.buf, 0, m.len);
-    file.hash.update(b);
-    for (let off = 0; off < m.len; )
-      off += fs.writeSync(file.fd, b, off, Math.min(WRITE, m.len - off), m.pos + off);
-    parentPort.postMessage({ id: m.id, op: 'free', buf: m.buf }, [m.buf]);
-  } else if (m.op === 'restart') {
-    fs.ftruncateSync(file.fd, 0);
-    file.hash = createHash('sha256');
-  } else if (m.op === 'finish') {
-    parentPort.postMessage({ id: m.id, op: 'digest', hex: file.hash.digest('hex') });
-  }
-}
-parentPort.on('message', (m) => {
+function hasher(m) {
   if (m.op === 'close') {
     files.delete(m.id);
-    parentPort.postMessage({ id: m.id, op: 'closed' });
-    return;
+    return writer.postMessage(m);
   }
-  if (m.op === 'open') files.set(m.id, { fd: m.fd, hash: createHash('sha256'), failed: false });
+  if (m.op === 'open') {
+    files.set(m.id, { hash: createHash('sha256'), failed: false });
+    writer.postMessage(m);
+  }
   const file = files.get(m.id);
   if (!file || file.failed) return;
   try {
-    if (m.op === 'open') open(m, file);
-    else serve(m, file);
-  } catch (e) {
-    file.failed = true;
-    parentPort.postMessage({ id: m.id, op: 'error', message: e.message });
+    if (m.op === 'open') {
+      hashExisting(m, file);
+    } else if (m.op === 'write') {
+      file.hash.update(new Uint8Array(m.buf, 0, m.len));
+      writer.postMessage(m, [m.buf]);
+    } else if (m.op === 'restart') {
+      file.hash = createHash('sha256');
+      writer.postMessage(m);
+    } else if (m.op === 'finish') {
+      writer.postMessage({ id: m.id, op: 'finish', hex: file.hash.digest('hex') });
+    }
+  } catch (e) { fail(m, file, e); }
+}
+function write(m) {
+  if (m.op === 'open') files.set(m.id, { fd: m.fd, failed: false });
+  const file = files.get(m.id);
+  if (m.op === 'close') {
+    files.delete(m.id);
+    return parentPort.postMessage({ id: m.id, op: 'closed' });
+  }
+  if (!file || file.failed) return;
+  try {
+    if (m.op === 'write') {
+      const b = new Uint8Array(m.buf, 0, m.len);
+      for (let off = 0; off < m.len; )
+        off += fs.writeSync(file.fd, b, off, Math.min(WRITE, m.len - off), m.pos + off);
+      parentPort.postMessage({ id: m.id, op: 'free', buf: m.buf }, [m.buf]);
+    } else if (m.op === 'restart') {
+      fs.ftruncateSync(file.fd, 0);
+    } else if (m.op === 'finish') {
+      parentPort.postMessage({ id: m.id, op: 'digest', hex: m.hex });
+    }
+  } catch (e) { fail(m, file, e); }
+}
+parentPort.once('message', (setup) => {
+  if (setup.role === 'hasher') {
+    writer = setup.line;
+    parentPort.on('message', hasher);
+  } else {
+    setup.line.on('message', write);
   }
 });
 `;
@@ -85,39 +118,56 @@ type Reply =
   | { op: 'digest'; hex: string }
   | { op: 'error'; message: string };
 
-/** The one worker, started on demand; it keeps the process alive only while a file is open. */
-const hasher = {
-  worker: undefined as Worker | undefined,
+/** The two workers, started together on demand; they keep the process alive only while a file is open. */
+const line = {
+  workers: undefined as { hasher: Worker; writer: Worker } | undefined,
   sinks: new Map<number, HashingSink>(),
   nextId: 1,
 
+  /** The worker files are sent to (the hasher); its partner is started with it. */
   get(): Worker {
-    if (this.worker) return this.worker;
-    const worker = new Worker(WORKER, { eval: true });
-    worker.unref();
-    worker.on('message', (m: Reply & { id: number }) => this.sinks.get(m.id)?.onReply(m));
-    // A worker that dies takes its open files with it; the next file starts another.
-    const lost = (message: string): void => {
-      if (this.worker !== worker) return;
-      this.worker = undefined;
-      for (const sink of this.sinks.values()) sink.onWorkerLost(worker, message);
+    if (this.workers) return this.workers.hasher;
+    const workers = {
+      hasher: new Worker(WORKER, { eval: true }),
+      writer: new Worker(WORKER, { eval: true }),
     };
-    worker.on('error', (e) => lost(e.message));
-    worker.on('exit', (code) => lost(`the hashing worker stopped (exit code ${code})`));
-    this.worker = worker;
-    return worker;
+    const { port1, port2 } = new MessageChannel();
+    workers.writer.postMessage({ role: 'writer', line: port2 }, [port2]);
+    // Each worker's first message is its set-up; what files send next queues behind it.
+    workers.hasher.postMessage({ role: 'hasher', line: port1 }, [port1]);
+    // A worker that dies takes the open files with it; the next file starts another pair.
+    const lost = (message: string): void => {
+      if (this.workers !== workers) return;
+      this.workers = undefined;
+      void workers.hasher.terminate();
+      void workers.writer.terminate();
+      for (const sink of this.sinks.values()) sink.onWorkerLost(workers.hasher, message);
+    };
+    for (const w of [workers.hasher, workers.writer]) {
+      w.unref();
+      w.on('message', (m: Reply & { id: number }) => this.sinks.get(m.id)?.onReply(m));
+      w.on('error', (e) => lost(e.message));
+      w.on('exit', (code) => lost(`a hashing worker stopped (exit code ${code})`));
+    }
+    this.workers = workers;
+    return workers.hasher;
   },
 
   add(sink: HashingSink): number {
     const id = this.nextId++;
     this.sinks.set(id, sink);
-    this.get().ref();
+    this.get();
+    this.workers!.hasher.ref();
+    this.workers!.writer.ref();
     return id;
   },
 
   remove(id: number): void {
     this.sinks.delete(id);
-    if (this.sinks.size === 0) this.worker?.unref();
+    if (this.sinks.size === 0) {
+      this.workers?.hasher.unref();
+      this.workers?.writer.unref();
+    }
   },
 };
 
@@ -145,8 +195,8 @@ export class HashingSink {
     private readonly code: 'input' | 'store',
   ) {
     this.size = size;
-    this.id = hasher.add(this);
-    this.worker = hasher.get();
+    this.id = line.add(this);
+    this.worker = line.get();
   }
 
   /**
@@ -155,7 +205,7 @@ export class HashingSink {
    * costs nothing). Unused, it does not keep the process alive.
    */
   static prewarm(): void {
-    hasher.get();
+    line.get();
   }
 
   /**
@@ -275,7 +325,7 @@ export class HashingSink {
     // done with every batch of this file, or a file opened next could be given
     // the same number and receive them.
     await this.request('close', 'closed').catch(() => undefined);
-    hasher.remove(this.id);
+    line.remove(this.id);
     await this.handle.close().catch(() => undefined);
   }
 

@@ -18,7 +18,7 @@
  * caller (src/net/http.ts), which sends proxied requests through undici.
  */
 import net from 'node:net';
-import tls from 'node:tls';
+import type tls from 'node:tls';
 
 export type Headers = Record<string, string | string[]>;
 
@@ -193,6 +193,9 @@ export interface BodySink {
 /**
  * tls.connect reads into a user buffer too (`onread`, documented for
  * tls.connect since Node.js 15) though @types/node lists it for net only.
+ * node:tls is loaded only for an https URL (getBuiltinModule, synchronous):
+ * it costs several milliseconds at start-up, and release mirrors are often
+ * plain http.
  */
 const tlsOptions = (host: string, port: number, onread: net.OnReadOpts): tls.ConnectionOptions =>
   ({
@@ -260,7 +263,7 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
       },
     };
     const socket: net.Socket = https
-      ? tls.connect(tlsOptions(host, port, onread))
+      ? process.getBuiltinModule('node:tls').connect(tlsOptions(host, port, onread))
       : net.connect({ host, port, onread });
 
     const connectTimer = setTimeout(
