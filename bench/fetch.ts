@@ -18,6 +18,15 @@
  *   server copies every byte twice in user space and takes about one core at
  *   1 GB/s, which a client that also hashes must share.
  *
+ * Every timed run starts from the same page-cache state: a scratch file of
+ * the run's size written with dd in 1 MiB blocks, then deleted. On a VM
+ * whose free memory goes back to the hypervisor (virtio-balloon free page
+ * reporting, as on this project's build hosts), the cost of writing into the
+ * page cache depends on how the previous writer's pages were freed: after
+ * curl's 16 KiB writes or tee's pipe-sized ones, the next 2 GB write took up
+ * to four times the CPU (measured: 2.2 s against 0.5 s of system time for
+ * the same dd), so without this the order of the clients decided the ratio.
+ *
  * BENCH_SIZES_MB="256,2048" sets the rootfs sizes; BENCH_REPS (default 5) the
  * repetitions, in a rotated order each round; BENCH_SERVERS="sendfile,node"
  * the servers (sendfile needs python3).
@@ -80,7 +89,14 @@ async function serveSet(mb: number): Promise<{ kernel: string; rootfs: string }>
   return { kernel, rootfs };
 }
 
-function measure(base: string) {
+/** The same start for every run (see the header): `mb` MiB written in 1 MiB blocks, then deleted. */
+function primePageCache(mb: number): void {
+  const scratch = join(work, 'prime');
+  execFileSync('dd', ['if=/dev/zero', `of=${scratch}`, 'bs=1M', `count=${mb}`, 'status=none']);
+  rmSync(scratch);
+}
+
+function measure(base: string, mb: number) {
   const out = join(work, 'out');
   const kernel = `${base}/v${version}/dev-vmlinux-${arch}`;
   const rootfs = `${base}/v${version}/dev-rootfs-${arch}.ext4`;
@@ -88,6 +104,7 @@ function measure(base: string) {
   const intoOut = (create: boolean, run: () => number) => (): number => {
     rmSync(out, { recursive: true, force: true });
     if (create) mkdirSync(out);
+    primePageCache(mb + 32);
     const s = run();
     rmSync(out, { recursive: true, force: true });
     return s;
@@ -156,7 +173,7 @@ try {
     for (const kind of servers) {
       const server = await startServer(kind);
       try {
-        const r = measure(server.base);
+        const r = measure(server.base, mb);
         const total = (mb + 32) * 1024 * 1024;
         console.log(
           `[${kind}] rootfs ${String(mb).padStart(5)} MB + kernel 32 MB: dev fetch ${r.fetch.toFixed(3)} s (${(total / r.fetch / 1e6).toFixed(0)} MB/s)   curl ${r.curl.toFixed(3)} s (${(total / r.curl / 1e6).toFixed(0)} MB/s)   curl|tee|sha256sum ${r.curlHash.toFixed(3)} s`,
