@@ -257,6 +257,27 @@ export const MUTANTS = [
     tests: ['test/dev-fetch.test.ts'],
   },
   {
+    name: "http1: a chunked body is read into the sink's own space",
+    file: 'src/net/http1.ts',
+    find: "(!head && !finished && framing?.kind !== 'chunked' && sink.room?.())",
+    replace: '(!head && !finished && sink.room?.())',
+    tests: ['test/http1.test.ts'],
+  },
+  {
+    name: 'download: a piece read into a batch is not counted',
+    file: 'src/net/hashing-sink.ts',
+    find: '      this.fill += chunk.length;\n',
+    replace: '',
+    tests: ['test/download.test.ts'],
+  },
+  {
+    name: 'download: the partial is closed before the workers are done with it',
+    file: 'src/net/hashing-sink.ts',
+    find: "    await this.request('close', 'closed').catch(() => undefined);",
+    replace: "    void this.request('close', 'closed').catch(() => undefined);",
+    tests: ['test/download.test.ts'],
+  },
+  {
     name: 'http1: Content-Length beside Transfer-Encoding accepted (request smuggling)',
     file: 'src/net/http1.ts',
     find: "    if (cl.length > 0) throw new ProtocolError('both Content-Length and Transfer-Encoding');",

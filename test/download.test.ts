@@ -228,4 +228,16 @@ describe('HashingSink', () => {
     }
     assert.ok(readFileSync(path).equals(file));
   });
+
+  it('close writes out every byte accepted before it resolves: the partial is whole for the next run', async () => {
+    const path = join(work, 'closed.partial');
+    rmSync(path, { force: true });
+    const sink = await HashingSink.open(path, 'input');
+    const accepted = file.subarray(0, 11 * 1024 * 1024 + 5); // more batches than are ever in flight
+    for (let at = 0; at < accepted.length; at += 300_000)
+      sink.write(accepted.subarray(at, at + 300_000));
+    await sink.close();
+    // Read at once: a descriptor closed while batches were still queued would leave this short.
+    assert.ok(readFileSync(path).equals(accepted));
+  });
 });
