@@ -258,6 +258,36 @@ describe('dev fetch: the transfer set', () => {
     assert.match(r.stderr + r.stdout, /no revocation list/i);
     assertTransferSet(h.out, set, []);
   });
+
+  it('the revocation list and its bundle are requested together: the bundle while the list is still coming', async () => {
+    server.set(LIST, { stallAfter: 10 });
+    const h = online();
+    const fetching = h.fetch();
+    const bundleAsked = async (): Promise<boolean> => {
+      for (let i = 0; i < 100; i++) {
+        if (server.requests.some((q) => q.name === LIST_BUNDLE)) return true;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      return false;
+    };
+    const together = await bundleAsked();
+    server.release(LIST);
+    const r = await fetching;
+    assert.ok(together, 'the bundle was requested while the list was stalled');
+    assert.equal(r.code, 0, r.stderr);
+    assertTransferSet(h.out, set);
+  });
+
+  it('a revocation list published without its bundle: exit 16 naming the bundle URL; nothing large requested', async () => {
+    server.set(LIST_BUNDLE, { notFound: true });
+    const h = online();
+    const r = await h.fetch();
+    assert.equal(r.code, 16, r.stderr);
+    assert.match(r.stderr, new RegExp(`GET \\S+/${LIST_BUNDLE.replaceAll('.', '\\.')}: HTTP 404`));
+    assert.match(r.stderr, /no revocation list bundle at this URL/);
+    const names = server.requests.map((q) => q.name);
+    assert.ok(!names.some((x) => artifactNames().includes(x)), names.join(' '));
+  });
 });
 
 describe('dev fetch: transfers that survive real networks', () => {

@@ -304,6 +304,17 @@ async function fetchRevocations(
   client: HttpClient,
   ctx: FetchContext,
 ): Promise<FetchedList | undefined> {
+  // Both at once, as the manifest and its bundle are: one round trip (two with a
+  // redirect) instead of two. With no list published, the bundle's 404 is not awaited.
+  const pending = alongside(
+    getSmall(
+      client,
+      revocationsUrl(ctx.config, REVOCATIONS_BUNDLE),
+      MAX_LIST_BYTES,
+      'revocation list bundle',
+      ctx,
+    ),
+  );
   const json = await getSmall(
     client,
     revocationsUrl(ctx.config, REVOCATIONS_JSON),
@@ -312,14 +323,7 @@ async function fetchRevocations(
     ctx,
   );
   if (!json) return undefined;
-  const bundle = await getSmall(
-    client,
-    revocationsUrl(ctx.config, REVOCATIONS_BUNDLE),
-    MAX_LIST_BYTES,
-    'revocation list bundle',
-    ctx,
-  );
-  if (!bundle) throw client.statusError(revocationsUrl(ctx.config, REVOCATIONS_BUNDLE), 404);
+  const bundle = (await pending)!; // only the list's own 404 means "none"; the bundle's throws
   let verified: VerifiedList;
   try {
     verified = verifyRevocationPair(json, bundle, ctx.config.releaseRepo, ctx.trustedRoot);
