@@ -12,7 +12,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { after, before, describe, it } from 'node:test';
+import { after, before, describe, it, type TestContext } from 'node:test';
 import { MvmError } from '../src/errors.js';
 import { download, partialPath } from '../src/net/download.js';
 import { HashingSink } from '../src/net/hashing-sink.js';
@@ -52,6 +52,15 @@ const request = (dest: string, sha256 = sha(file)) => ({
   role: 'rootfs',
   diskErrorCode: 'input' as const,
 });
+
+/** A 2 MiB tmpfs (a real mount: tests run as root), unmounted after the test. */
+function tinyDisk(t: TestContext, name: string): string {
+  const mnt = join(work, name);
+  mkdirSync(mnt);
+  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
+  t.after(() => execFileSync('umount', [mnt]));
+  return mnt;
+}
 
 describe('download', () => {
   it('writes every batch at its own offset: the file on disk is the file served', async () => {
@@ -140,10 +149,7 @@ describe('download', () => {
 
   it('a full disk is a local error (the output directory), not retried as a network failure', async (t) => {
     server.reset();
-    const mnt = join(work, 'tiny');
-    mkdirSync(mnt);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-    t.after(() => execFileSync('umount', [mnt]));
+    const mnt = tinyDisk(t, 'tiny');
     await assert.rejects(download(client, request(join(mnt, NAME))), (e: unknown) => {
       assert.ok(e instanceof MvmError);
       assert.equal(e.code, 'input');
@@ -181,10 +187,7 @@ describe('download', () => {
 
   it('a full disk under one file fails that file only: the other, at the same time, completes', async (t) => {
     server.reset();
-    const mnt = join(work, 'tiny-two');
-    mkdirSync(mnt);
-    execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=2m', 'tmpfs', mnt]);
-    t.after(() => execFileSync('umount', [mnt]));
+    const mnt = tinyDisk(t, 'tiny-two');
     const [full, fine] = await Promise.allSettled([
       download(client, request(join(mnt, NAME))),
       download(client, request(join(work, 'beside-the-full-one'))),

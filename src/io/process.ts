@@ -1,5 +1,3 @@
-import { spawn } from 'node:child_process';
-
 /**
  * Whether a process still exists: leftovers (staging objects, list
  * generations, locks) are only ever removed once the process that made them is
@@ -35,6 +33,9 @@ export function runWithInput(
       clearTimeout(timer);
       resolve(r);
     };
+    // Loaded on first use (getBuiltinModule): commands that never run a tool,
+    // dev fetch among them, do not pay for node:child_process at start-up.
+    const { spawn } = process.getBuiltinModule('node:child_process');
     const child = spawn(command, args, { stdio: ['pipe', 'ignore', 'pipe'] });
     const timer = setTimeout(() => {
       child.kill('SIGKILL');

@@ -432,7 +432,7 @@ async function downloadArtifacts(
   return results.map((r) => (r as PromiseFulfilledResult<Downloaded>).value);
 }
 
-/** Manifest, bundle and revocation pair into the set, each written whole then renamed. */
+/** Manifest, bundle and revocation pair into the set, at once, each written whole then renamed. */
 async function writeSmallFiles(
   signed: SignedFiles,
   list: FetchedList | undefined,
@@ -449,17 +449,19 @@ async function writeSmallFiles(
         ] as [string, Buffer][])
       : []),
   ];
-  for (const [name, bytes] of files) {
-    try {
-      // Not synced, as the downloads are not: a torn file fails its check wherever it is used.
-      await replaceFile(join(ctx.dir, name), bytes, { mode: 0o644, sync: false });
-    } catch (e) {
-      throw new MvmError(ctx.diskErrorCode, `Cannot write ${join(ctx.dir, name)}`, {
-        cause: (e as Error).message,
-        underlying: e,
-      });
-    }
-  }
+  await Promise.all(
+    files.map(async ([name, bytes]) => {
+      try {
+        // Not synced, as the downloads are not: a torn file fails its check wherever it is used.
+        await replaceFile(join(ctx.dir, name), bytes, { mode: 0o644, sync: false });
+      } catch (e) {
+        throw new MvmError(ctx.diskErrorCode, `Cannot write ${join(ctx.dir, name)}`, {
+          cause: (e as Error).message,
+          underlying: e,
+        });
+      }
+    }),
+  );
 }
 
 const small = (name: string, bytes: Buffer) => ({

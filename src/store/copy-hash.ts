@@ -1,5 +1,4 @@
 import { createHash } from 'node:crypto';
-import { spawn } from 'node:child_process';
 import { constants, existsSync, promises as fs } from 'node:fs';
 import { MvmError } from '../errors.js';
 import type { OpenedFile } from '../io/files.js';
@@ -86,6 +85,8 @@ async function kernelCopyHashBehind(
   // file, even if the source shrinks meanwhile; fs.copyFile would loop forever
   // waiting for bytes that no longer exist. The child reads the very file that
   // was checked: our descriptor, passed as its stdin.
+  // node:child_process is loaded on first use, as in src/io/process.ts.
+  const { spawn } = process.getBuiltinModule('node:child_process');
   const child = spawn('cp', ['--', '/dev/stdin', dest], {
     stdio: [src.handle.fd, 'ignore', 'pipe'],
   });
