@@ -7,11 +7,24 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createServer } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import {
+  createServer as createTcpServer,
+  type AddressInfo,
+  type Server,
+  type Socket,
+} from 'node:net';
 import { after, before, describe, it, type TestContext } from 'node:test';
 import { MvmError } from '../src/errors.js';
 import { download, partialPath } from '../src/net/download.js';
@@ -52,6 +65,22 @@ const request = (dest: string, sha256 = sha(file)) => ({
   role: 'rootfs',
   diskErrorCode: 'input' as const,
 });
+
+/** A TCP server on 127.0.0.1 that answers every request with `answer(socket)`; closed after the test. */
+async function rawServer(t: TestContext, answer: (s: Socket) => void): Promise<string> {
+  const sockets = new Set<Socket>();
+  const srv: Server = createTcpServer((s) => {
+    sockets.add(s);
+    s.on('error', () => undefined);
+    s.once('data', () => answer(s));
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => {
+    for (const s of sockets) s.destroy();
+    srv.close();
+  });
+  return `http://127.0.0.1:${(srv.address() as AddressInfo).port}/f`;
+}
 
 /** A 2 MiB tmpfs (a real mount: tests run as root), unmounted after the test. */
 function tinyDisk(t: TestContext, name: string): string {
@@ -197,6 +226,45 @@ describe('download', () => {
     assert.equal(fine.status, 'fulfilled');
     assert.ok(readFileSync(join(work, 'beside-the-full-one')).equals(file));
   });
+  it(
+    'a body that never ends, past the size limit: refused at once, not drained forever',
+    { timeout: 20_000 },
+    async (t) => {
+      let requests = 0;
+      const url = await rawServer(t, (s) => {
+        requests++;
+        s.write('HTTP/1.1 200 OK\r\nconnection: close\r\n\r\n'); // no length: until the server closes
+        const chunk = Buffer.alloc(256 * 1024, 1);
+        const pump = (): void => {
+          while (!s.destroyed && s.write(chunk));
+          if (!s.destroyed) s.once('drain', pump);
+        };
+        pump();
+      });
+      const dest = join(work, 'endless');
+      await assert.rejects(
+        download(client, { ...request(dest), url, maxBytes: 4 * 1024 * 1024 }),
+        (e: unknown) => {
+          assert.ok(e instanceof MvmError);
+          assert.equal(e.code, 'network');
+          assert.match(e.message, /larger than 4194304 bytes/);
+          return true;
+        },
+      );
+      assert.equal(requests, 1, 'not retried: the limit will not change');
+    },
+  );
+
+  it('a malformed answer to a resumed request (200 with Content-Length and chunked) keeps the partial for the next run', async (t) => {
+    const dest = join(work, 'malformed-resume');
+    const held = file.subarray(0, 2 * 1024 * 1024 + 1);
+    writeFileSync(partialPath(dest), held);
+    const url = await rawServer(t, (s) =>
+      s.end('HTTP/1.1 200 OK\r\ncontent-length: 10\r\ntransfer-encoding: chunked\r\n\r\n'),
+    );
+    await assert.rejects(download(client, { ...request(dest), url }), /not valid HTTP\/1\.1/);
+    assert.ok(readFileSync(partialPath(dest)).equals(held), 'the bytes already held are kept');
+  });
 });
 
 describe('HashingSink', () => {
@@ -242,5 +310,26 @@ describe('HashingSink', () => {
     await sink.close();
     // Read at once: a descriptor closed while batches were still queued would leave this short.
     assert.ok(readFileSync(path).equals(accepted));
+  });
+});
+
+describe('HashingSink: another process changing the partial', () => {
+  it('a partial that grows behind our back: finish refuses it (the digest would not describe the file)', async () => {
+    const path = join(work, 'grown.partial');
+    rmSync(path, { force: true });
+    const sink = await HashingSink.open(path, 'input');
+    try {
+      sink.write(file.subarray(0, 100_000));
+      // Larger than what was written, whichever lands first.
+      appendFileSync(path, Buffer.alloc(300_000, 7));
+      await assert.rejects(sink.finish(), (e: unknown) => {
+        assert.ok(e instanceof MvmError);
+        assert.equal(e.code, 'input');
+        assert.match(e.cause ?? '', /another process changed it/);
+        return true;
+      });
+    } finally {
+      await sink.close();
+    }
   });
 });

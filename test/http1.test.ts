@@ -643,6 +643,22 @@ describe('getDirect: bodies', { timeout: 30_000 }, () => {
     await srv.allClosed();
   });
 
+  it('a sink whose room is empty: the reader reads into its own buffer (an empty one would never fill)', async (t) => {
+    const body = randomBytes(MiB + 3);
+    const srv = await rawServer(t, async (s) => {
+      await write(s, okHead([`Content-Length: ${body.length}`]));
+      await write(s, body);
+    });
+    const c = collect();
+    let offered = 0;
+    await getDirect(request(srv.url('/empty-room')), {
+      ...c.sink,
+      room: () => (offered++, new Uint8Array(0)),
+    });
+    assert.equal(sha(c.body()), sha(body));
+    assert.ok(offered > 0);
+  });
+
   it('a sink with room, chunked body: the room is never offered (size lines must not land in it)', async (t) => {
     const chunks = Array.from({ length: 50 }, (_, i) => randomBytes(20_000 + i));
     const srv = await rawServer(t, async (s) => {

@@ -111,7 +111,7 @@ async function transfer(
   // Decided when the response headers arrive; acted on (restarts are asynchronous) after the request.
   let verdict = 'body' as 'body' | 'restart' | 'complete' | { status: number };
   let failure = undefined as unknown;
-  await client.stream(
+  const request = client.stream(
     req.url,
     { ...(from > 0 ? { from } : {}), ...(hooks.signal ? { signal: hooks.signal } : {}) },
     {
@@ -140,11 +140,13 @@ async function transfer(
         }
         return true;
       },
+      // A failure ends the request (thrown, the reader closes the connection):
+      // draining instead would never end on a body that does not.
       data: (chunk, resume) => {
-        if (failure) return true; // draining what the socket already holds
+        if (failure) throw failure;
         if (sink.size + chunk.length > req.maxBytes) {
           failure = tooLarge(req, sink.size + chunk.length);
-          return true;
+          throw failure;
         }
         try {
           if (sink.write(chunk)) {
@@ -153,7 +155,7 @@ async function transfer(
           }
         } catch (e) {
           failure = e;
-          return true;
+          throw e;
         }
         hooks.onProgress?.(sink.size, total);
         sink.drain(resume);
@@ -163,6 +165,10 @@ async function transfer(
       room: () => (failure ? undefined : sink.room()),
     },
   );
+  // Our own failure, not the transport's wrapping of it (which would be retried).
+  await request.catch((e: unknown) => {
+    throw failure ?? e;
+  });
   if (failure) throw failure;
   if (verdict === 'complete') return total;
   if (verdict === 'restart') {

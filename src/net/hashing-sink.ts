@@ -51,7 +51,7 @@ function hashExisting(m, file) {
   const buf = Buffer.allocUnsafe(1 << 20);
   for (let pos = 0; pos < m.size; ) {
     const n = fs.readSync(m.fd, buf, 0, Math.min(buf.length, m.size - pos), pos);
-    if (n === 0) break;
+    if (n === 0) throw new Error('the partial shrank while it was read: another process changed it');
     file.hash.update(buf.subarray(0, n));
     pos += n;
   }
@@ -77,7 +77,7 @@ function hasher(m) {
       file.hash = createHash('sha256');
       writer.postMessage(m);
     } else if (m.op === 'finish') {
-      writer.postMessage({ id: m.id, op: 'finish', hex: file.hash.digest('hex') });
+      writer.postMessage({ id: m.id, op: 'finish', size: m.size, hex: file.hash.digest('hex') });
     }
   } catch (e) { fail(m, file, e); }
 }
@@ -98,6 +98,10 @@ function write(m) {
     } else if (m.op === 'restart') {
       fs.ftruncateSync(file.fd, 0);
     } else if (m.op === 'finish') {
+      // The digest describes the file only if the file holds exactly what was hashed.
+      const size = fs.fstatSync(file.fd).size;
+      if (size !== m.size)
+        throw new Error('the partial is ' + size + ' bytes, not the ' + m.size + ' written: another process changed it');
       parentPort.postMessage({ id: m.id, op: 'digest', hex: m.hex });
     }
   } catch (e) { fail(m, file, e); }
@@ -139,9 +143,12 @@ const line = {
     const lost = (message: string): void => {
       if (this.workers !== workers) return;
       this.workers = undefined;
-      void workers.hasher.terminate();
-      void workers.writer.terminate();
-      for (const sink of this.sinks.values()) sink.onWorkerLost(workers.hasher, message);
+      // Files close their descriptors only once both have stopped (no write in flight).
+      const stopped = Promise.all([workers.hasher.terminate(), workers.writer.terminate()]).then(
+        () => undefined,
+        () => undefined,
+      );
+      for (const sink of this.sinks.values()) sink.onWorkerLost(workers.hasher, message, stopped);
     };
     for (const w of [workers.hasher, workers.writer]) {
       w.unref();
@@ -153,13 +160,14 @@ const line = {
     return workers.hasher;
   },
 
-  add(sink: HashingSink): number {
+  /** Registers an open file on the workers (started if need be); returns its id and the worker to send to. */
+  add(sink: HashingSink): { id: number; worker: Worker } {
+    const worker = this.get();
     const id = this.nextId++;
     this.sinks.set(id, sink);
-    this.get();
     this.workers!.hasher.ref();
     this.workers!.writer.ref();
-    return id;
+    return { id, worker };
   },
 
   remove(id: number): void {
@@ -187,6 +195,8 @@ export class HashingSink {
   private readonly id: number;
   /** The worker this file was opened on; undefined once it is lost. */
   private worker: Worker | undefined;
+  /** Once the workers are lost: settles when both have stopped. */
+  private stopped: Promise<void> | undefined;
 
   private constructor(
     private readonly handle: fs.FileHandle,
@@ -195,8 +205,7 @@ export class HashingSink {
     private readonly code: 'input' | 'store',
   ) {
     this.size = size;
-    this.id = line.add(this);
-    this.worker = line.get();
+    ({ id: this.id, worker: this.worker } = line.add(this));
   }
 
   /**
@@ -234,7 +243,16 @@ export class HashingSink {
         fix: 'Remove it: the download writes NAME.partial itself.',
       });
     }
-    const sink = new HashingSink(handle, path, st.size, code);
+    let sink: HashingSink;
+    try {
+      sink = new HashingSink(handle, path, st.size, code);
+    } catch (e) {
+      await handle.close();
+      throw new MvmError(code, `Cannot hash ${path}`, {
+        cause: `the hashing workers did not start: ${(e as Error).message}`,
+        underlying: e,
+      });
+    }
     // Not waited for: the download starts at once, its batches queue behind the
     // file's earlier bytes (and behind the worker's start-up, when it is still
     // booting), and a failure to read them surfaces at the next write or at finish.
@@ -314,7 +332,7 @@ export class HashingSink {
   async finish(): Promise<string> {
     if (this.failure) throw this.failure;
     this.post();
-    const r = await this.request('finish', 'digest');
+    const r = await this.request('finish', 'digest', { size: this.size });
     return (r as { hex: string }).hex;
   }
 
@@ -325,6 +343,7 @@ export class HashingSink {
     // done with every batch of this file, or a file opened next could be given
     // the same number and receive them.
     await this.request('close', 'closed').catch(() => undefined);
+    await this.stopped;
     line.remove(this.id);
     await this.handle.close().catch(() => undefined);
   }
@@ -344,11 +363,15 @@ export class HashingSink {
   }
 
   /** Sends `op`; resolves with the `expect` answer, which comes after every batch sent before. */
-  private request(op: 'finish' | 'close', expect: 'digest' | 'closed'): Promise<Reply> {
+  private request(
+    op: 'finish' | 'close',
+    expect: 'digest' | 'closed',
+    fields: object = {},
+  ): Promise<Reply> {
     if (!this.worker) return Promise.reject(this.failure);
     return new Promise((resolve, reject) => {
       this.waiting = { expect, resolve, reject };
-      this.send({ op });
+      this.send({ ...fields, op });
     });
   }
 
@@ -366,9 +389,10 @@ export class HashingSink {
   }
 
   /** The worker died: nothing more will be written or answered for this file. */
-  onWorkerLost(worker: Worker, message: string): void {
+  onWorkerLost(worker: Worker, message: string, stopped: Promise<void>): void {
     if (this.worker !== worker) return;
     this.worker = undefined;
+    this.stopped = stopped;
     this.fail(message);
     if (this.waiting) this.settle().reject(this.failure!);
   }

@@ -249,8 +249,11 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
     // function), so the sink's space is never held past the one read it was
     // offered for. Inside a body not framed by chunks (whose size lines would
     // land in it): the sink's own space when it has some; else our own.
-    const nextBuffer = (): Uint8Array =>
-      (!head && !finished && framing?.kind !== 'chunked' && sink.room?.()) || scratch;
+    const nextBuffer = (): Uint8Array => {
+      const room = !head && !finished && framing?.kind !== 'chunked' ? sink.room?.() : undefined;
+      // Never an empty one: TLS would copy nothing into it, forever.
+      return room && room.byteLength > 0 ? room : scratch;
+    };
     const onread = {
       buffer: sink.room ? nextBuffer : scratch,
       callback: (n: number, buf: Uint8Array): boolean => {
@@ -345,11 +348,13 @@ export function getDirect(req: DirectRequest, sink: BodySink): Promise<void> {
           if (parsed.status >= 200) {
             head = undefined;
             clearTimeout(headTimer);
+            // Before the sink hears of it: a malformed answer must not make it act
+            // (a download would drop its partial for a 200 that then fails).
+            framing = framingOf(parsed);
             if (!sink.head(parsed)) {
               finish();
               return false;
             }
-            framing = framingOf(parsed);
             if (framing.kind === 'chunked') chunked = new ChunkedDecoder();
             break;
           }
