@@ -267,11 +267,16 @@ describe('download', () => {
   });
 });
 
+/** A sink on a new, empty partial in the work directory. */
+async function freshSink(name: string): Promise<{ path: string; sink: HashingSink }> {
+  const path = join(work, name);
+  rmSync(path, { force: true });
+  return { path, sink: await HashingSink.open(path, 'input') };
+}
+
 describe('HashingSink', () => {
   it('pieces read straight into its room and pieces copied in, mixed, then a restart: the file and digest are exact', async () => {
-    const path = join(work, 'room.partial');
-    rmSync(path, { force: true });
-    const sink = await HashingSink.open(path, 'input');
+    const { path, sink } = await freshSink('room.partial');
     try {
       const feed = (bytes: Buffer): void => {
         for (let at = 0, k = 0; at < bytes.length; k++) {
@@ -301,9 +306,7 @@ describe('HashingSink', () => {
   });
 
   it('close writes out every byte accepted before it resolves: the partial is whole for the next run', async () => {
-    const path = join(work, 'closed.partial');
-    rmSync(path, { force: true });
-    const sink = await HashingSink.open(path, 'input');
+    const { path, sink } = await freshSink('closed.partial');
     const accepted = file.subarray(0, 11 * 1024 * 1024 + 5); // more batches than are ever in flight
     for (let at = 0; at < accepted.length; at += 300_000)
       sink.write(accepted.subarray(at, at + 300_000));
@@ -311,13 +314,9 @@ describe('HashingSink', () => {
     // Read at once: a descriptor closed while batches were still queued would leave this short.
     assert.ok(readFileSync(path).equals(accepted));
   });
-});
 
-describe('HashingSink: another process changing the partial', () => {
   it('a partial that grows behind our back: finish refuses it (the digest would not describe the file)', async () => {
-    const path = join(work, 'grown.partial');
-    rmSync(path, { force: true });
-    const sink = await HashingSink.open(path, 'input');
+    const { path, sink } = await freshSink('grown.partial');
     try {
       sink.write(file.subarray(0, 100_000));
       // Larger than what was written, whichever lands first.
