@@ -47,7 +47,7 @@ export interface DownloadHooks {
 
 export const partialPath = (dest: string): string => `${dest}.partial`;
 
-/** Readies what downloads about to start need (the hashing worker), while other work goes on. */
+/** Readies what downloads about to start need (the hashing and writing workers), while other work goes on. */
 export const prepareDownloads = (): void => HashingSink.prewarm();
 
 export async function download(

@@ -209,9 +209,9 @@ export class HashingSink {
   }
 
   /**
-   * Starts the worker ahead of the downloads that will use it (it takes tens
-   * of milliseconds to boot; while the signature is being verified that
-   * costs nothing). Unused, it does not keep the process alive.
+   * Starts the workers ahead of the downloads that will use them (they take
+   * tens of milliseconds to boot; while the signature is being verified that
+   * costs nothing). Unused, they do not keep the process alive.
    */
   static prewarm(): void {
     line.get();

@@ -97,7 +97,7 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
   };
   try {
     await prepareDir(run);
-    prepareDownloads(); //                                               the hashing worker boots meanwhile
+    prepareDownloads(); //                                               the workers boot meanwhile
     const pair = alongside(fetchRevocations(client, run)); //           the revocation pair (404: none), small
     const signed = await fetchSigned(client, run); //                  manifest + bundle
     const signature = verifySignature(signed, run); //                  the signature, before any large download

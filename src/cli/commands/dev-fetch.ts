@@ -130,7 +130,7 @@ export async function pull(
 const withOffline = (config: Config, flag: boolean): Config =>
   flag ? { ...config, offline: true } : config;
 
-/** The hashing worker boots (tens of milliseconds) while the trusted root loads and the signature is checked. */
+/** The download workers boot (tens of milliseconds) while the trusted root loads and the signature is checked. */
 const startEarly = (config: Config): void => {
   if (!config.offline) prepareDownloads();
 };
