@@ -20,8 +20,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { auditLogPath, configFrom, type Config } from '../src/config.js';
-import { auditAnchorPath, AuditLogReader } from '../src/telemetry/audit-log.js';
-import { appendAuditRecords, audit, type AuditRecord } from '../src/telemetry/audit.js';
+import { auditAnchorPath, AuditLogReader } from '../src/audit/log-files.js';
+import { appendAuditRecords, audit, type AuditRecord } from '../src/audit/record.js';
 import { median } from './measure.js';
 
 const REPS = Number(process.env['BENCH_REPS'] ?? 9);

@@ -207,21 +207,21 @@ export const MUTANTS = [
   // src/telemetry: the audit chain
   {
     name: 'audit: chain link not checked',
-    file: 'src/telemetry/chain.ts',
+    file: 'src/audit/chain.ts',
     find: '    } else if (r.prev !== this.prev || r.seq !== this.seq + 1) {',
     replace: '    } else if (r.seq !== this.seq + 1) {',
     tests: AUDIT,
   },
   {
     name: 'audit: sequence not checked',
-    file: 'src/telemetry/chain.ts',
+    file: 'src/audit/chain.ts',
     find: '    } else if (r.prev !== this.prev || r.seq !== this.seq + 1) {',
     replace: '    } else if (r.prev !== this.prev) {',
     tests: AUDIT,
   },
   {
     name: 'audit: truncation below the anchor accepted',
-    file: 'src/telemetry/audit.ts',
+    file: 'src/audit/record.ts',
     find: '  if (anchor.seq > seq)',
     replace: '  if (anchor.seq > seq + 1)',
     tests: AUDIT,

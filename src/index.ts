@@ -8,7 +8,8 @@ export {
   type VerifyBlobOptions,
   type VerifyBlobResult,
 } from './verify-blob.js';
-export { verifyArtifact, type VerifiedSignature, type VerifiedSigner } from './trust/verify.js';
+export { verifyArtifact } from './trust/verify.js';
+export type { VerifiedSignature, VerifiedSigner } from './trust/verified.js';
 export { parseBundle, type BundleFormat, type ParsedBundle } from './trust/bundle.js';
 export {
   EMBEDDED_TRUSTED_ROOT_PATH,

@@ -16,7 +16,8 @@ import {
 } from './trust/certificate-claims.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from './trust/trusted-root.js';
 import { readTrustFile } from './trust/trust-file.js';
-import { verifyArtifact, type VerifiedSignature } from './trust/verify.js';
+import type { VerifiedSignature } from './trust/verified.js';
+import { verifyArtifact } from './trust/verify.js';
 
 export interface VerifyBlobOptions {
   /** Path of the signed file. */

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { after, before, describe, it } from 'node:test';
 import { configFrom } from '../src/config.js';
-import { audit, checkChain, readAuditAnchor } from '../src/telemetry/audit.js';
+import { audit, checkChain, readAuditAnchor } from '../src/audit/record.js';
 import { testHost, type TestHost } from './support/host.js';
 import type { ReleaseFiles } from './support/release.js';
 import { suiteWorld } from './support/world.js';

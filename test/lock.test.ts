@@ -53,7 +53,7 @@ await withLock(lock, 'the test lock', async () => {
 /** Appends COUNT audit records through the library, acknowledging each on stdout. */
 const WRITER = `
 import { configFrom } from ${JSON.stringify(DIST('config.js'))};
-import { audit } from ${JSON.stringify(DIST('telemetry/audit.js'))};
+import { audit } from ${JSON.stringify(DIST('audit/record.js'))};
 const [data, id, count] = process.argv.slice(2);
 const config = configFrom({ MVM_DATA_DIR: data }, '/nonexistent');
 const kinds = [

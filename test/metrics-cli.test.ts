@@ -21,7 +21,7 @@ import {
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configFrom } from '../src/config.js';
-import { appendAuditRecords, audit } from '../src/telemetry/audit.js';
+import { appendAuditRecords, audit } from '../src/audit/record.js';
 import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { EXPORTED_METRICS } from './support/prometheus.js';

@@ -1,5 +1,5 @@
 /**
- * The incremental reader behind `metrics serve` (src/telemetry/audit-log.ts),
+ * The incremental reader behind `metrics serve` (src/audit/log-files.ts),
  * library-level: what each refresh reads (its byte count), what makes it start
  * over, and that what it counts always equals a whole reading of the log.
  */
@@ -19,8 +19,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { appendAuditRecords, type AuditRecord } from '../src/telemetry/audit.js';
-import { AuditLogReader, readAuditLog, type AuditView } from '../src/telemetry/audit-log.js';
+import { appendAuditRecords, type AuditRecord } from '../src/audit/record.js';
+import { AuditLogReader, readAuditLog, type AuditView } from '../src/audit/log-files.js';
 
 let root: string;
 let n = 0;

@@ -18,7 +18,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { configFrom } from '../src/config.js';
-import { audit } from '../src/telemetry/audit.js';
+import { audit } from '../src/audit/record.js';
 import { HOST_ARCH, startMetricsServe, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, type ReleaseFiles } from './support/release.js';

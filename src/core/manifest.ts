@@ -7,6 +7,8 @@ import { MvmError } from '../errors.js';
 import { parseJsonObject, schemaVersionOf } from './json.js';
 
 export const SUPPORTED_MANIFEST_SCHEMA = 1;
+/** The most bytes a manifest may have; read bounded wherever one is read. */
+export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
 export type Arch = 'x86_64' | 'aarch64';
 export type Variant = 'dev' | 'builder';

@@ -14,6 +14,7 @@ import { releaseCredential, releaseFileUrl, revocationsUrl, type Config } from '
 import {
   artifactName,
   listedArtifact,
+  MAX_MANIFEST_BYTES,
   parseManifest,
   releaseFileNames,
   type Arch,
@@ -33,10 +34,10 @@ import {
   verifyRevocationPair,
   type VerifiedList,
 } from '../revocations/cache.js';
-import { audit, type AuditRecord } from '../telemetry/audit.js';
-import { MAX_MANIFEST_BYTES, verifyReleaseManifest } from './import-image.js';
+import { audit, type AuditRecord } from '../audit/record.js';
+import { verifyReleaseManifest } from './import-image.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
-import type { VerifiedSignature } from '../trust/verify.js';
+import type { VerifiedSignature } from '../trust/verified.js';
 
 export type FetchEvent =
   | { step: 'signature'; identity: string; issuer: string; logIndex: string }

@@ -12,6 +12,7 @@ import {
   artifactFor,
   artifactName,
   listedArtifact,
+  MAX_MANIFEST_BYTES,
   parseManifest,
   releaseFileNames,
   sameDigest,
@@ -45,9 +46,9 @@ import {
 } from '../revocations/in-force.js';
 import { refreshAndAudit } from '../revocations/refresh.js';
 import { copyAndHash, type CopiedFile } from '../store/copy-hash.js';
-import { readReceiptIfAny, RECEIPT_FILE } from '../store/receipt.js';
+import { builtAtOf, INSTALLED_FILES, readReceiptIfAny, type Receipt } from '../store/receipt.js';
 import { ImageStore } from '../store/image-store.js';
-import { audit, type AuditRecord, type Bypass } from '../telemetry/audit.js';
+import { audit, type AuditRecord, type Bypass } from '../audit/record.js';
 import { parseBundle, type ParsedBundle } from '../trust/bundle.js';
 import {
   checkStoreWritable,
@@ -58,7 +59,8 @@ import {
   SIGNATURE_FAILED,
 } from './import-mistakes.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
-import { verifyArtifact, type VerifiedSignature } from '../trust/verify.js';
+import type { VerifiedSignature } from '../trust/verified.js';
+import { verifyArtifact } from '../trust/verify.js';
 
 /** The files of a release (SPEC.md sections 1 and 2), as the operator named them. */
 export interface ReleaseSet {
@@ -79,8 +81,6 @@ export interface ReleaseSet {
   /** The directory the files were found in by their release names (--dir), for errors that name it. */
   readonly dir?: string;
 }
-
-export const MAX_MANIFEST_BYTES = 1024 * 1024;
 
 /** Release file names for `--dir` (SPEC.md section 1). */
 export function releaseSetIn(dir: string, arch: Arch): ReleaseSet {
@@ -153,55 +153,6 @@ export interface ImportContext {
   readonly signal?: AbortSignal;
 }
 
-/** One verified file of an installed image: its name in the object, its release name, digest and size. */
-export interface InstalledArtifact {
-  readonly file: string;
-  readonly name: string;
-  readonly sha256: string;
-  readonly bytes: number;
-}
-
-/** Written beside the image: what was verified, by whom, when, by which mvmctl. */
-export interface Receipt {
-  readonly schema: 1;
-  readonly version: string;
-  readonly arch: Arch;
-  readonly variant: string;
-  readonly rootfsFormat: string;
-  readonly verification: 'verified' | 'UNVERIFIED';
-  readonly bypassed: readonly Bypass[];
-  readonly signer: {
-    identity: string;
-    issuer: string;
-    logIndex: string;
-    integratedTime: string | null;
-    /** The verified signing time and who vouches for it (the log, or an RFC 3161 timestamp authority). */
-    signedTime: { source: string; time: string } | null;
-  } | null;
-  readonly manifestSha256: string;
-  readonly bundleSha256: string;
-  readonly artifacts: {
-    readonly kernel: InstalledArtifact;
-    readonly rootfs: InstalledArtifact;
-    /** Present only when the manifest lists an initrd. */
-    readonly initrd?: InstalledArtifact;
-  };
-  /** The manifest's built_at (receipts written before it was recorded lack it: see builtAtOf). */
-  readonly builtAt?: string;
-  readonly notAfter: string;
-  readonly expiredAtInstall: boolean;
-  readonly revocation: { state: string; ageHours?: number };
-  readonly installedAt: string;
-  readonly mvmctlVersion: string;
-  readonly trustedRoot: { source: string; sha256: string };
-  /**
-   * Signed manifest fields this mvmctl does not know (unknownFieldsOf: top-level by name,
-   * an artifact's as `artifacts[<name>].<field>`), recorded as they were, never acted on.
-   * Absent when the manifest has none.
-   */
-  readonly manifestUnknownFields?: Readonly<Record<string, unknown>>;
-}
-
 export interface ImportResult {
   readonly version: string;
   readonly path: string;
@@ -210,27 +161,6 @@ export interface ImportResult {
   /** Present when another build of this version was installed and is now replaced. */
   readonly replaced?: Replacement;
 }
-
-/** Every installed image with its receipt (undefined when unreadable), for status reports. */
-export async function installedImages(
-  store: ImageStore,
-): Promise<{ version: string; path: string; receipt: Receipt | undefined }[]> {
-  const out = [];
-  for (const img of await store.list()) {
-    const receipt = await readReceiptIfAny(img.dir);
-    out.push({ version: img.version, path: join(store.root, `v${img.version}`), receipt });
-  }
-  return out;
-}
-
-export const INSTALLED_FILES = {
-  kernel: 'vmlinux',
-  rootfs: (format: string) => `rootfs.${format}`,
-  initrd: 'initrd',
-  manifest: 'manifest.json',
-  bundle: 'manifest.json.bundle',
-  receipt: RECEIPT_FILE,
-};
 
 /**
  * The pipeline, in SPEC.md's order; every step throws a typed MvmError, and
@@ -896,14 +826,7 @@ async function installedBuild(
 ): Promise<{ receipt: Receipt | undefined; builtAt: string | undefined } | undefined> {
   const img = await store.installed(version);
   if (!img) return undefined;
-  const receipt = await readRegularFile(
-    join(img.dir, INSTALLED_FILES.receipt),
-    'receipt',
-    MAX_MANIFEST_BYTES,
-    { noFollow: true },
-  )
-    .then((b) => JSON.parse(b.toString('utf8')) as Receipt)
-    .catch(() => undefined);
+  const receipt = await readReceiptIfAny(img.dir);
   return { receipt, builtAt: await builtAtOf(img.dir, receipt) };
 }
 
@@ -937,32 +860,6 @@ function replacement(
     older,
     expired: receipt.expiredAtInstall,
   };
-}
-
-/**
- * When an installed build was built: its receipt says, or (a receipt written
- * before builtAt was recorded) the verified manifest beside it.
- */
-export async function builtAtOf(
-  dir: string,
-  receipt: Pick<Receipt, 'builtAt'> | undefined,
-): Promise<string | undefined> {
-  if (typeof receipt?.builtAt === 'string') return receipt.builtAt;
-  try {
-    const bytes = await readRegularFile(
-      join(dir, INSTALLED_FILES.manifest),
-      'manifest',
-      MAX_MANIFEST_BYTES,
-      { noFollow: true },
-    );
-    const parsed = JSON.parse(bytes.toString('utf8')) as { built_at?: unknown } | null;
-    const builtAt = parsed?.built_at;
-    return typeof builtAt === 'string' && !Number.isNaN(Date.parse(builtAt))
-      ? new Date(builtAt).toISOString()
-      : undefined;
-  } catch {
-    return undefined;
-  }
 }
 
 function checkDigest(
@@ -999,22 +896,16 @@ async function sameImageInstalled(
 ): Promise<string | undefined> {
   const img = await store.installed(receipt.version);
   if (!img) return undefined;
-  try {
-    const r = JSON.parse(
-      await readRegularFile(join(img.dir, INSTALLED_FILES.receipt), 'receipt', MAX_MANIFEST_BYTES, {
-        noFollow: true,
-      }).then(String),
-    ) as Receipt;
-    const same =
-      r.manifestSha256 === receipt.manifestSha256 &&
-      r.verification === receipt.verification &&
-      r.artifacts?.kernel?.sha256 === receipt.artifacts.kernel.sha256 &&
-      r.artifacts?.rootfs?.sha256 === receipt.artifacts.rootfs.sha256 &&
-      r.artifacts?.initrd?.sha256 === receipt.artifacts.initrd?.sha256;
-    return same ? join(store.root, `v${receipt.version}`) : undefined;
-  } catch {
-    return undefined; // unreadable: replace it with this verified image
-  }
+  // Unreadable (undefined): replace it with this verified image.
+  const r = await readReceiptIfAny(img.dir);
+  const same =
+    r !== undefined &&
+    r.manifestSha256 === receipt.manifestSha256 &&
+    r.verification === receipt.verification &&
+    r.artifacts?.kernel?.sha256 === receipt.artifacts.kernel.sha256 &&
+    r.artifacts?.rootfs?.sha256 === receipt.artifacts.rootfs.sha256 &&
+    r.artifacts?.initrd?.sha256 === receipt.artifacts.initrd?.sha256;
+  return same ? join(store.root, `v${receipt.version}`) : undefined;
 }
 
 function escapeHatches(ctx: ImportContext): Bypass[] {

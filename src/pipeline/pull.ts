@@ -9,7 +9,7 @@ import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { downloadsDir } from '../config.js';
 import { withLock } from '../io/lock.js';
-import { ensurePrivateDir } from '../store/secure-dir.js';
+import { ensurePrivateDir } from '../io/secure-dir.js';
 import { fetchReleaseSet, type FetchEvent, type TransferSet } from './fetch-release.js';
 import {
   importImage,

@@ -25,8 +25,8 @@ import {
   type RevocationList,
 } from '../core/revocation.js';
 import { readRegularFile } from '../io/files.js';
-import { collectUnlinked } from '../store/garbage.js';
-import { ensurePrivateDir } from '../store/secure-dir.js';
+import { collectUnlinked } from '../io/garbage.js';
+import { ensurePrivateDir } from '../io/secure-dir.js';
 import { parseBundle } from '../trust/bundle.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { verifyArtifact } from '../trust/verify.js';

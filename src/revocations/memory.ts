@@ -12,7 +12,7 @@ import type { Config } from '../config.js';
 import { recallKey, type Revocation } from '../core/revocation.js';
 import { MvmError } from '../errors.js';
 import { ownershipProblem } from '../io/ownership.js';
-import { ensurePrivateDir } from '../store/secure-dir.js';
+import { ensurePrivateDir } from '../io/secure-dir.js';
 
 export interface RecallMemory {
   readonly recalls: readonly Revocation[];

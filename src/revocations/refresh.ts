@@ -22,7 +22,7 @@ import {
 } from './cache.js';
 import type { Fetcher } from './fetch.js';
 import { forgottenRecalls, readRecallMemory, rememberList } from './memory.js';
-import { audit } from '../telemetry/audit.js';
+import { audit } from '../audit/record.js';
 
 export type RefreshOutcome =
   /** The cache is younger than 24 hours: no request made. */

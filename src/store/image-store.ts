@@ -26,8 +26,8 @@ import { join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { isSemver } from '../core/manifest.js';
 import { withLock } from '../io/lock.js';
-import { collectUnlinked, findUnlinked, type Collectable } from './garbage.js';
-import { ensurePrivateDir } from './secure-dir.js';
+import { collectUnlinked, findUnlinked, type Collectable } from '../io/garbage.js';
+import { ensurePrivateDir } from '../io/secure-dir.js';
 
 const OBJECTS = '.objects';
 const OBJECT_ID = /^([1-9][0-9]{0,9})-[0-9a-f]{16}$/;

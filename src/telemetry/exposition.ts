@@ -7,7 +7,7 @@
  * not as observations), and both formats are a few lines each.
  */
 import type { MetricsSnapshot } from './snapshot.js';
-import { COUNTER_NAMES, cumulativeBuckets, type MetricCounter } from './tally.js';
+import { COUNTER_NAMES, cumulativeBuckets, type MetricCounter } from '../audit/tally.js';
 
 export const PROMETHEUS_CONTENT_TYPE = 'text/plain; version=0.0.4; charset=utf-8';
 export const OPENMETRICS_CONTENT_TYPE =

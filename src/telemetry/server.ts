@@ -3,7 +3,7 @@
  * scrape (SPEC.md section 6). `GET /metrics` only (HEAD too): 404 for any
  * other path, 405 for any other method, no request body, bounded
  * connections, header size and timeouts. A scrape reads only what was
- * appended to the audit log since the one before (src/telemetry/audit-log.ts),
+ * appended to the audit log since the one before (src/audit/log-files.ts),
  * and scrapes that arrive together share one reading: a hundred scrapers
  * cost one read, and none is answered with data older than its request.
  */

@@ -20,9 +20,9 @@ import { ImageStore } from '../store/image-store.js';
 import { readReceiptIfAny } from '../store/receipt.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { readVmState } from '../vm/state.js';
-import { AuditLogReader, auditAnchorPath, type AuditView } from './audit-log.js';
-import type { ChainCheck } from './chain.js';
-import type { MetricCounter, Tally } from './tally.js';
+import { AuditLogReader, auditAnchorPath, type AuditView } from '../audit/log-files.js';
+import type { ChainCheck } from '../audit/chain.js';
+import type { MetricCounter, Tally } from '../audit/tally.js';
 
 export interface ImageGauges {
   readonly version: string;

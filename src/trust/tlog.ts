@@ -14,7 +14,7 @@ import type { Bundle, TransparencyLogEntry } from '@sigstore/bundle';
 import type { TrustMaterial } from '@sigstore/verify';
 import { MvmError, type VerificationCheck } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
-import type { VerifiedSignature } from './verify.js';
+import type { VerifiedSignature } from './verified.js';
 
 const fail = (check: VerificationCheck, message: string, cause?: string): MvmError =>
   new MvmError('signature', message, { check, ...(cause ? { cause } : {}) });

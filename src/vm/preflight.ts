@@ -11,15 +11,15 @@ import { prebuiltDir, revocationsDir, type Config } from '../config.js';
 import { sameDigest } from '../core/manifest.js';
 import { MvmError } from '../errors.js';
 import { readRegularFile, sha256OfOpened } from '../io/files.js';
-import {
-  INSTALLED_FILES,
-  MAX_MANIFEST_BYTES,
-  type InstalledArtifact,
-  type Receipt,
-} from '../pipeline/import-image.js';
 import { readCachedRevocations } from '../revocations/cache.js';
 import { checkFreshness, recallsInForce, refuseIfRecalled } from '../revocations/in-force.js';
 import { ImageStore, type InstalledImage } from '../store/image-store.js';
+import {
+  INSTALLED_FILES,
+  MAX_RECEIPT_BYTES,
+  type InstalledArtifact,
+  type Receipt,
+} from '../store/receipt.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../version.js';
 
@@ -111,7 +111,7 @@ async function readReceipt(image: InstalledImage): Promise<Receipt> {
   const path = join(image.dir, INSTALLED_FILES.receipt);
   let r: Receipt;
   try {
-    const bytes = await readRegularFile(path, 'receipt', MAX_MANIFEST_BYTES, { noFollow: true });
+    const bytes = await readRegularFile(path, 'receipt', MAX_RECEIPT_BYTES, { noFollow: true });
     r = JSON.parse(bytes.toString('utf8')) as Receipt;
   } catch (e) {
     throw receiptError(path, (e as Error).message, e);

@@ -2,9 +2,9 @@ import { homedir } from 'node:os';
 import { auditLogPath, configFrom } from '../../config.js';
 import { isMvmError, MvmError } from '../../errors.js';
 import { printable } from '../../core/printable.js';
-import { readHostAuditLog } from '../../telemetry/audit-log.js';
-import type { ChainCheck } from '../../telemetry/chain.js';
-import { outcomeOf } from '../../telemetry/tally.js';
+import { readHostAuditLog } from '../../audit/log-files.js';
+import type { ChainCheck } from '../../audit/chain.js';
+import { outcomeOf } from '../../audit/tally.js';
 import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 

@@ -1,5 +1,5 @@
 /**
- * `mvmctl dev images | rm | prune`: parse flags, call src/store/inventory.ts,
+ * `mvmctl dev images | rm | prune`: parse flags, call src/pipeline/inventory.ts,
  * render an aligned table or JSON. Nothing here decides what is removed.
  * Flags, help and exit codes: their rows of src/cli/spec.ts.
  */
@@ -18,7 +18,7 @@ import {
   type Inventory,
   type InventoryContext,
   type PruneResult,
-} from '../../store/inventory.js';
+} from '../../pipeline/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';

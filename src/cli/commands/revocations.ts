@@ -9,7 +9,7 @@ import {
 import { MvmError, ONLINE_FETCH_FAILED } from '../../errors.js';
 import { printable } from '../../core/printable.js';
 import { recallInForce } from '../../core/revocation.js';
-import { installedImages } from '../../pipeline/import-image.js';
+import { installedImages } from '../../store/receipt.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { readRegularFile } from '../../io/files.js';
 import {
@@ -20,7 +20,7 @@ import {
 import { refreshAndAudit } from '../../revocations/refresh.js';
 import { installCarriedPair } from '../../revocations/install.js';
 import { ImageStore } from '../../store/image-store.js';
-import { audit } from '../../telemetry/audit.js';
+import { audit } from '../../audit/record.js';
 import { loadTrustedRoot, type LoadedTrustedRoot } from '../../trust/trusted-root.js';
 import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';

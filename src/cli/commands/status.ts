@@ -4,7 +4,7 @@ import { ERROR_TABLE } from '../../errors.js';
 import { printable } from '../../core/printable.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { summarizeRevocationCache } from '../../revocations/cache.js';
-import { keptDownloads, listImages, type ImageReport } from '../../store/inventory.js';
+import { keptDownloads, listImages, type ImageReport } from '../../pipeline/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { devStatus } from '../../vm/instance.js';
 import { MVMCTL_VERSION } from '../../version.js';

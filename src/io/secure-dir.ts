@@ -1,7 +1,7 @@
 import { promises as fs } from 'node:fs';
 import { dirname } from 'node:path';
 import { MvmError } from '../errors.js';
-import { ownershipProblem } from '../io/ownership.js';
+import { ownershipProblem } from './ownership.js';
 
 const storeError = (message: string, cause: string, fix: string, underlying?: unknown): MvmError =>
   new MvmError('store', message, { cause, fix, underlying });

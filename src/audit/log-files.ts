@@ -5,7 +5,7 @@
  * `status`, a cold `metrics`) and incrementally (`AuditLogReader`: `metrics
  * serve`, which must not read 100,000 records on every scrape).
  *
- * Rotation (done by the appender, src/telemetry/audit.ts): when audit.jsonl
+ * Rotation (done by the appender, src/audit/record.ts): when audit.jsonl
  * has grown past MVM_AUDIT_MAX_BYTES (default 16 MiB), the next append shifts
  * the files up by one (the oldest beyond AUDIT_KEEP is dropped) and starts a
  * new audit.jsonl whose first record is a rotation checkpoint: chained to the

@@ -329,7 +329,7 @@ export function foldText(fold: ChainFold, text: string): void {
  * says the log was found shortened, and, given the anchor, that the log
  * reaches it and its record there is the one the anchor names. One file (the
  * log as it was before rotation, or a test's text); a rotated log is read
- * with readAuditLog (src/telemetry/audit-log.ts).
+ * with readAuditLog (src/audit/log-files.ts).
  */
 export function checkChain(text: string, anchor?: AnchorState): ChainCheck {
   const fold = new ChainFold(anchor && 'seq' in anchor ? anchor.seq : undefined);

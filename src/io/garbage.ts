@@ -9,7 +9,7 @@
  */
 import { promises as fs } from 'node:fs';
 import { join } from 'node:path';
-import { processAlive } from '../io/process.js';
+import { processAlive } from './process.js';
 
 export interface Collectable {
   /** The directory holding the entries. */

@@ -2,8 +2,8 @@
  * The append-only audit log (JSON lines): appending, the anchor that tells
  * when it was shortened, size-based rotation, and the external sink.
  * Reading it (whole or incrementally, across rotated files) is
- * src/telemetry/audit-log.ts; the chain check is src/telemetry/chain.ts; the
- * counters it implies are src/telemetry/tally.ts.
+ * src/audit/log-files.ts; the chain check is src/audit/chain.ts; the
+ * counters it implies are src/audit/tally.ts.
  *
  * Each record is chained to the one before it (`seq` counts up, `prev` is the
  * SHA-256 of the previous line). Reading the last line and appending the next
@@ -20,7 +20,7 @@
  * anchor too cannot be caught on this host: that is what the external sink
  * (MVM_AUDIT_SOCKET, syslog / the journal) is for, once records have left it.
  *
- * Rotation (see audit-log.ts for the layout and why totals travel in a
+ * Rotation (see log-files.ts for the layout and why totals travel in a
  * checkpoint record): when audit.jsonl has reached MVM_AUDIT_MAX_BYTES, the
  * next append rotates it, under the same lock, and the new file's first
  * record is the checkpoint, chained to the rotated file's last line.
@@ -34,7 +34,7 @@ import type { ErrorCode, VerificationCheck } from '../errors.js';
 import { MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
 import { runWithInput } from '../io/process.js';
-import { ensurePrivateDir } from '../store/secure-dir.js';
+import { ensurePrivateDir } from '../io/secure-dir.js';
 import { MVMCTL_VERSION } from '../version.js';
 import {
   AUDIT_KEEP,
@@ -47,7 +47,7 @@ import {
   readAnchor,
   rotatedPath,
   shiftRotated,
-} from './audit-log.js';
+} from './log-files.js';
 import { CHECKPOINT_EVENT, GENESIS, sha256, type AnchorState, type AuditAnchor } from './chain.js';
 import { tallyToJson, type Outcome, type TallyJson } from './tally.js';
 
@@ -58,7 +58,7 @@ export {
   DEFAULT_AUDIT_MAX_BYTES,
   readAnchor,
   readAuditAnchor,
-} from './audit-log.js';
+} from './log-files.js';
 import { replaceFile } from '../io/files.js';
 export { checkChain, type AnchorState, type AuditAnchor, type ChainCheck } from './chain.js';
 export { COUNTER_NAMES, DURATION_BUCKETS, type Outcome } from './tally.js';
@@ -81,7 +81,7 @@ export type AuditEvent =
   | 'audit.anchor-mismatch'
   /** A record was written here but could not be sent to MVM_AUDIT_SOCKET. */
   | 'audit.sink-failed'
-  /** The first record of a file after a rotation: the totals so far (src/telemetry/audit-log.ts). */
+  /** The first record of a file after a rotation: the totals so far (src/audit/log-files.ts). */
   | 'audit.rotated';
 
 export interface AuditRecord {
@@ -92,7 +92,7 @@ export interface AuditRecord {
    * escape hatch (UNVERIFIED); 'unchanged' the same verified image was
    * already installed (nothing written); 'failed'. Logs written before this
    * split recorded 'ok' with `bypassed` set for a bypassed install: readers
-   * take that as 'bypassed' (outcomeOf, src/telemetry/tally.ts).
+   * take that as 'bypassed' (outcomeOf, src/audit/tally.ts).
    */
   readonly outcome: Outcome;
   readonly code?: ErrorCode;

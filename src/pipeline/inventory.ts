@@ -13,12 +13,11 @@ import { downloadsDir, prebuiltDir, type Config } from '../config.js';
 import { recallInForce, type Revocation } from '../core/revocation.js';
 import { isMvmError, MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
-import { builtAtOf, type Receipt } from '../pipeline/import-image.js';
-import { audit } from '../telemetry/audit.js';
+import { audit } from '../audit/record.js';
 import { devVmDir, LOCK_FILE, readVmState } from '../vm/state.js';
-import { diskUsage, ImageStore, type Leftover } from './image-store.js';
-import { readReceiptIfAny } from './receipt.js';
-import { ensurePrivateDir } from './secure-dir.js';
+import { diskUsage, ImageStore, type Leftover } from '../store/image-store.js';
+import { builtAtOf, readReceiptIfAny, type Receipt } from '../store/receipt.js';
+import { ensurePrivateDir } from '../io/secure-dir.js';
 
 /** The recalls in force on this host, as `status` reads them (nothing is written). */
 export interface RecallsOnHost {
