@@ -9,9 +9,18 @@
  * cannot run a stock kernel; and the whole cycle with no network at all.
  */
 import assert from 'node:assert/strict';
-import { execFile, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdtempSync, readFileSync, readlinkSync, realpathSync, rmSync } from 'node:fs';
+import {
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  rmSync,
+  statSync,
+} from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -204,6 +213,66 @@ describe('dev VM lifecycle with a real guest', () => {
       assert.equal(down3.code, 0, down3.stderr);
       assert.deepEqual(processesMentioning(vmDir), []);
       assert.equal(sha256(rootfs), rootfsSha, 'the installed rootfs is unchanged throughout');
+    },
+  );
+
+  it(
+    "the overlay's header cannot choose the disk: rebased onto another file it still boots the verified rootfs; an external data file is refused",
+    { timeout: 900_000 },
+    async () => {
+      const overlay = join(vmDir, 'overlay.qcow2');
+      const up1 = await up(['--accel', 'tcg', '--fresh']);
+      assert.equal(up1.code, 0, up1.stderr);
+      await inGuest('echo kept-$((50 + 5)) > /mvm-rebase.txt; sync', 11);
+      assert.equal((await dev(['down'])).code, 0);
+
+      // What `qemu-img rebase -u` does: the header now names a file of zeros, no root file system.
+      const decoy = join(root, 'decoy.raw');
+      execFileSync('truncate', ['-s', String(statSync(installedRootfs()).size), decoy]);
+      execFileSync('qemu-img', ['rebase', '-q', '-u', '-F', 'raw', '-b', decoy, overlay]);
+      const up2 = await up(['--accel', 'tcg']);
+      assert.equal(up2.code, 0, up2.stderr);
+      assert.match(await inGuest('cat /mvm-rebase.txt', 12), /^kept-55\r?$/m);
+      const pid = (await statusJson())['pid'] as number;
+      const open = readdirSync(`/proc/${pid}/fd`).map((fd) => {
+        try {
+          return readlinkSync(`/proc/${pid}/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      });
+      assert.ok(open.includes(installedRootfs()), 'QEMU reads the verified rootfs');
+      assert.ok(!open.includes(decoy), 'and never the file the header names');
+      assert.equal((await dev(['down'])).code, 0);
+
+      // An external data file: another file the header would have QEMU open and write.
+      rmSync(overlay);
+      execFileSync('qemu-img', [
+        'create',
+        '-q',
+        '-f',
+        'qcow2',
+        '-o',
+        `data_file=${join(root, 'data.raw')}`,
+        '-F',
+        'raw',
+        '-b',
+        installedRootfs(),
+        overlay,
+      ]);
+      const refused = await up(['--accel', 'tcg']);
+      assert.equal(refused.code, 17, refused.stderr);
+      assert.match(
+        refused.stderr,
+        /The dev VM's disk overlay .*overlay\.qcow2 is not one dev up made/,
+      );
+      assert.match(refused.stderr, /external data file/);
+      assert.match(refused.stderr, /mvmctl dev up --fresh/);
+      assert.deepEqual(processesMentioning(vmDir), []);
+
+      const fresh = await up(['--accel', 'tcg', '--fresh']);
+      assert.equal(fresh.code, 0, fresh.stderr);
+      assert.equal((await dev(['down'])).code, 0);
     },
   );
 

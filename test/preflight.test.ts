@@ -2,15 +2,19 @@
  * What `dev up` checks before it boots (SPEC.md section 8, steps 1 to 3),
  * called in-process on a simulated host after a real `dev import-image` of a
  * set signed by the test PKI: the image lookup, the receipt, the recalls in
- * force, and the at-rest re-hash of each installed file. No VM is started.
+ * force, the signed manifest beside the image, and the at-rest re-hash of
+ * each installed file through the descriptors a boot is handed. No VM is started.
  */
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import {
   appendFileSync,
   existsSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
+  renameSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -62,6 +66,7 @@ async function install(h: TestHost, set: ReleaseFiles, env: Record<string, strin
 /** preflightDevImage on this host, in-process; the warnings it printed. */
 async function preflight(
   h: TestHost,
+  keepOpen = false,
 ): Promise<{ image?: BootableImage; error?: MvmError; warnings: string[] }> {
   const warnings: string[] = [];
   try {
@@ -71,6 +76,7 @@ async function preflight(
       now: () => new Date(),
       warn: (m) => warnings.push(m),
     });
+    if (!keepOpen) await image.opened.close();
     return { image, warnings };
   } catch (e) {
     if (!(e instanceof MvmError)) throw e;
@@ -197,6 +203,143 @@ describe('dev up preflight: the store changed after import', () => {
     rmSync(path);
     symlinkSync(elsewhere, path);
     await refused(h, 'store', /^The installed rootfs .*rootfs\.ext4 is a symbolic link$/);
+  });
+});
+
+/** Rewrites the installed image's receipt.json through `edit`. */
+type Json = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+function editReceipt(h: TestHost, edit: (r: Json) => void): void {
+  const path = join(h.prebuilt, `v${VERSION}`, 'receipt.json');
+  const r = JSON.parse(readFileSync(path, 'utf8'));
+  edit(r);
+  writeFileSync(path, JSON.stringify(r));
+}
+
+/** The descriptors this process has open. */
+const openDescriptors = (): number => readdirSync('/proc/self/fd').length;
+
+describe('dev up preflight: the receipt is checked against the signed manifest', () => {
+  it('a changed rootfs with its digest edited into the receipt: exit 14, the signed manifest says otherwise', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const path = join(h.prebuilt, `v${VERSION}`, 'rootfs.ext4');
+    const bytes = readFileSync(path);
+    bytes[0]! ^= 0x01;
+    writeFileSync(path, bytes);
+    editReceipt(h, (r) => (r.artifacts.rootfs.sha256 = sha(bytes)));
+    const { error, exit } = await refused(
+      h,
+      'digest',
+      new RegExp(
+        `^rootfs SHA-256 mismatch: the receipt of v${escape(VERSION)} records ${sha(bytes)}, its signed manifest ${sha(fourFiles.rootfsBytes)}$`,
+      ),
+    );
+    assert.equal(exit, 14);
+    assert.match(error.cause ?? '', /nothing was booted/);
+  });
+
+  it('the manifest replaced, its digest edited into the receipt: exit 10, its signature does not verify', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const path = join(h.prebuilt, `v${VERSION}`, 'manifest.json');
+    const forged = Buffer.from(
+      readFileSync(path, 'utf8').replace(sha(fourFiles.rootfsBytes), 'a'.repeat(64)),
+    );
+    writeFileSync(path, forged);
+    editReceipt(h, (r) => (r.manifestSha256 = sha(forged)));
+    const { error, exit } = await refused(
+      h,
+      'signature',
+      new RegExp(`^The installed manifest of v${escape(VERSION)} does not verify: `),
+    );
+    assert.equal(exit, 10);
+    assert.match(error.cause ?? '', /checked before every boot/);
+  });
+
+  it('the manifest changed and the receipt not: exit 14 naming both digests', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const path = join(h.prebuilt, `v${VERSION}`, 'manifest.json');
+    const before = sha(readFileSync(path));
+    appendFileSync(path, ' ');
+    const { exit } = await refused(
+      h,
+      'digest',
+      new RegExp(
+        `^manifest SHA-256 mismatch: the receipt of v${escape(VERSION)} records ${before}, .*manifest\\.json has ${sha(readFileSync(path))}$`,
+      ),
+    );
+    assert.equal(exit, 14);
+  });
+
+  it('a receipt that claims another variant than the manifest signs is refused', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    editReceipt(h, (r) => (r.variant = 'builder'));
+    await refused(
+      h,
+      'digest',
+      /does not agree with its signed manifest: variant "builder", signed "dev"$/,
+    );
+  });
+
+  it('an UNVERIFIED image (signature skipped at import) still has its receipt held to the manifest', async () => {
+    const h = host();
+    await install(h, fourFiles, { MVM_SKIP_COSIGN_VERIFY: '1' });
+    editReceipt(h, (r) => (r.artifacts.kernel.sha256 = 'b'.repeat(64)));
+    await refused(
+      h,
+      'digest',
+      /^kernel SHA-256 mismatch: the receipt of .* records b{64}, its signed manifest/,
+    );
+  });
+});
+
+describe('dev up preflight: what is hashed is what boots', () => {
+  it('the descriptors handed to QEMU read the bytes hashed, after the files in the store were replaced', async () => {
+    const h = host();
+    await install(h, withInitrd);
+    const { image, error } = await preflight(h, true);
+    assert.equal(error, undefined, error?.message);
+    assert.ok(image);
+    try {
+      // Someone who can write the store swaps every file after the check, before QEMU opens it.
+      for (const path of [image.kernel, image.rootfs, image.initrd!]) {
+        writeFileSync(`${path}.swap`, 'not what was verified');
+        renameSync(`${path}.swap`, path);
+      }
+      // QEMU opens /proc/self/fd/N (qemu-args.ts): the open file, not the name.
+      const read = (fd: number) => readFileSync(`/proc/self/fd/${fd}`);
+      assert.deepEqual(read(image.opened.kernel.fd), withInitrd.kernelBytes);
+      assert.deepEqual(read(image.opened.rootfs.fd), withInitrd.rootfsBytes);
+      assert.deepEqual(read(image.opened.initrd!.fd), withInitrd.initrdBytes);
+      assert.equal(readFileSync(image.rootfs, 'utf8'), 'not what was verified');
+    } finally {
+      await image.opened.close();
+    }
+  });
+
+  it('a refused image leaves no descriptor open', async () => {
+    const h = host();
+    await install(h, withInitrd);
+    const path = join(h.prebuilt, `v${VERSION}`, 'initrd');
+    appendFileSync(path, 'x');
+    const before = openDescriptors();
+    await refused(h, 'digest', /^initrd SHA-256 mismatch/);
+    assert.equal(
+      openDescriptors(),
+      before,
+      'the kernel and rootfs hashed before the initrd are closed',
+    );
+  });
+
+  it('a FIFO in place of the rootfs is refused as not a regular file, without hanging', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const path = join(h.prebuilt, `v${VERSION}`, 'rootfs.ext4');
+    rmSync(path);
+    execFileSync('mkfifo', [path]);
+    await refused(h, 'store', /^The installed rootfs .*rootfs\.ext4 is not a regular file$/);
   });
 });
 

@@ -1,6 +1,17 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  closeSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createConnection } from 'node:net';
 import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
@@ -40,8 +51,12 @@ const TCG_CMDLINE =
 
 /** The devices every dev VM has, after the kernel line. */
 const devices = (state = STATE, netdev = 'user,id=net0'): string[] => [
-  '-drive',
-  `id=root,file=${state}/overlay.qcow2,format=qcow2,if=none`,
+  '-blockdev',
+  'driver=file,node-name=rootfs-file,filename=/proc/self/fd/4,read-only=on',
+  '-blockdev',
+  'driver=raw,node-name=rootfs,file=rootfs-file,read-only=on',
+  '-blockdev',
+  `driver=qcow2,node-name=root,file.driver=file,file.filename=${state}/overlay.qcow2,backing=rootfs`,
   '-device',
   'virtio-blk-device,drive=root',
   '-chardev',
@@ -137,10 +152,11 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       '-display',
       'none',
       '-no-reboot',
+      // The descriptors the preflight hashed (IMAGE_FDS), never a path in the store.
       '-kernel',
-      IMAGE.kernel,
+      '/proc/self/fd/3',
       '-initrd',
-      IMAGE.initrd,
+      '/proc/self/fd/5',
       '-append',
       TCG_CMDLINE,
       ...devices(),
@@ -221,7 +237,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       'none',
       '-no-reboot',
       '-kernel',
-      IMAGE.kernel,
+      '/proc/self/fd/3',
       '-append',
       cmdline,
       ...devices(
@@ -280,8 +296,20 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     const s = vmSpecFrom(image, { share: '/s,readonly=on' }, HOST, state);
     const args = qemuArgs(s);
     const e = '/tmp/x,,format=raw,,file=/etc/shadow';
-    assert.deepEqual(args.slice(15, 19), ['-kernel', '/k,1/vmlinux', '-initrd', '/i,1/initrd']);
-    assert.ok(args.includes(`id=root,file=${e}/overlay.qcow2,format=qcow2,if=none`));
+    // The image is handed over as descriptors: its paths reach QEMU nowhere.
+    assert.deepEqual(args.slice(15, 19), [
+      '-kernel',
+      '/proc/self/fd/3',
+      '-initrd',
+      '/proc/self/fd/5',
+    ]);
+    for (const path of Object.values(image))
+      assert.ok(!args.some((a) => a.includes(path.slice(0, 4))), path);
+    assert.ok(
+      args.includes(
+        `driver=qcow2,node-name=root,file.driver=file,file.filename=${e}/overlay.qcow2,backing=rootfs`,
+      ),
+    );
     assert.ok(
       args.includes(
         `socket,id=con,path=${e}/console.sock,server=on,wait=off,logfile=${e}/console.log`,
@@ -291,12 +319,13 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     assert.ok(args.includes('local,id=share,path=/s,,readonly=on,security_model=none'));
     assert.deepEqual(args.slice(-2), ['-pidfile', `${state}/qemu.pid`]);
     // Read back the way QEMU's option parser reads them: the hostile paths stay values.
-    const drive = qemuOpts(args[args.indexOf('-drive') + 1]!);
+    const drive = qemuOpts(args[args.lastIndexOf('-blockdev') + 1]!);
     assert.deepEqual(drive, [
-      ['id', 'root'],
-      ['file', `${state}/overlay.qcow2`],
-      ['format', 'qcow2'],
-      ['if', 'none'],
+      ['driver', 'qcow2'],
+      ['node-name', 'root'],
+      ['file.driver', 'file'],
+      ['file.filename', `${state}/overlay.qcow2`],
+      ['backing', 'rootfs'],
     ]);
     const fsdev = qemuOpts(args[args.indexOf('-fsdev') + 1]!);
     assert.deepEqual(fsdev, [
@@ -597,6 +626,10 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
       // Never executed (-S): any file loads as a kernel.
       writeFileSync(join(image, 'vmlinux'), Buffer.alloc(65536));
       writeFileSync(join(image, 'rootfs.ext4'), Buffer.alloc(1 << 20));
+      // The overlay's header names a decoy (as `qemu-img rebase -u` would make it): QEMU must
+      // back it with the descriptor it is handed, never with the file the header names.
+      const decoy = join(dir, 'decoy.raw');
+      writeFileSync(decoy, Buffer.alloc(1 << 20, 0xff));
       execFileSync(qemuImg!, [
         'create',
         '-q',
@@ -605,7 +638,7 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
         '-F',
         'raw',
         '-b',
-        join(image, 'rootfs.ext4'),
+        decoy,
         join(state, 'overlay.qcow2'),
       ]);
       const s = vmSpecFrom(
@@ -615,19 +648,43 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
         state,
       );
       // -daemonize: the foreground returns once the sockets listen and the pid file is written.
-      execFileSync(qemu!, ['-S', ...qemuArgs(s)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const kernelFd = openSync(join(image, 'vmlinux'), 'r');
+      const rootfsFd = openSync(join(image, 'rootfs.ext4'), 'r');
+      try {
+        execFileSync(qemu!, ['-S', ...qemuArgs(s)], {
+          stdio: ['ignore', 'pipe', 'pipe', kernelFd, rootfsFd],
+        });
+      } finally {
+        closeSync(kernelFd);
+        closeSync(rootfsFd);
+      }
       pid = Number(readFileSync(s.state.pidFile, 'utf8').trim());
       assert.ok(pid > 0);
       assert.ok(existsSync(s.state.consoleLog), 'console.log created');
 
       const qmp = await qmpSession(s.state.qmpSocket);
-      const block = (await qmp.run('query-block')) as {
-        device: string;
-        inserted: { file: string; image: { 'backing-image': { filename: string } } };
+      const nodes = (await qmp.run('query-named-block-nodes')) as {
+        'node-name': string;
+        file: string;
+        ro: boolean;
+        backing_file?: string;
       }[];
-      assert.equal(block[0]?.device, 'root');
-      assert.equal(block[0]?.inserted.file, s.state.overlay);
-      assert.equal(block[0]?.inserted.image['backing-image'].filename, join(image, 'rootfs.ext4'));
+      const node = (name: string) => nodes.find((n) => n['node-name'] === name);
+      assert.equal(node('root')?.backing_file, '/proc/self/fd/4');
+      assert.equal(node('rootfs')?.file, '/proc/self/fd/4');
+      assert.equal(node('rootfs')?.ro, true, 'the verified rootfs is read-only');
+      assert.equal(node('root')?.ro, false);
+      // What QEMU has open: the rootfs it was handed and the overlay, never the decoy.
+      const open = readdirSync(`/proc/${pid}/fd`).map((fd) => {
+        try {
+          return readlinkSync(`/proc/${pid}/fd/${fd}`);
+        } catch {
+          return '';
+        }
+      });
+      assert.ok(open.includes(join(image, 'rootfs.ext4')), 'the rootfs descriptor');
+      assert.ok(open.includes(s.state.overlay), 'the overlay');
+      assert.ok(!open.includes(decoy), 'the file the header names is never opened');
       const chardevs = (await qmp.run('query-chardev')) as { label: string; filename: string }[];
       assert.deepEqual(
         chardevs.map((c) => [c.label, c.filename.replace(/^disconnected:/, '')]).sort(),

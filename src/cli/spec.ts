@@ -529,9 +529,11 @@ downloaded and installed as mvmctl dev pull does (verified the same way),
 unless offline (MVM_OFFLINE=1 or --offline: exit 3, install it with
 mvmctl dev import-image). Before anything boots: its version must not be
 recalled in the cached signed revocation list or in the recalls this host
-remembers (exit 13), and the installed kernel, rootfs (and initrd) are
-re-hashed against the digests verified at import (exit 14 on a mismatch). No
-network is used and the manifest is not verified again. The VM's root disk is
+remembers (exit 13); the signed manifest installed with the image is verified
+again, offline (exit 10), and its digests must be the receipt's (exit 14); and
+the installed kernel, rootfs (and initrd) are re-hashed against them (exit 14
+on a mismatch). QEMU is handed the very files that were hashed, as open
+descriptors, never their paths. No network is used. The VM's root disk is
 a copy-on-write overlay on the installed rootfs, which is never written; it
 persists across down/up. Stages are printed as they pass (hypervisor started,
 kernel booted, ready). When the VM already runs, it is reported and the exit

@@ -10,6 +10,7 @@ import { spawn } from 'node:child_process';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
+import { qcow2HeaderProblem, QCOW2_HEADER_BYTES } from '../core/qcow2.js';
 import { vmSpecFrom, type DevUpOptions, type HostFacts, type VmSpec } from '../core/vm-spec.js';
 import { isMvmError, MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
@@ -20,7 +21,7 @@ import { lastConsoleLines, ConsoleWatch } from './console-log.js';
 import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
-import { QEMU_BINARY, qemuArgs } from './qemu-args.js';
+import { IMAGE_FDS, QEMU_BINARY, qemuArgs } from './qemu-args.js';
 import { findVirtiofsd, shareDirectory, startVirtiofsd, stopVirtiofsd } from './virtiofsd.js';
 import {
   cleanVmState,
@@ -155,6 +156,9 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
     } catch (e) {
       await recordUp(ctx, image, spec, e);
       throw e;
+    } finally {
+      // QEMU holds its own copies of the descriptors it boots; these are the preflight's.
+      await image?.opened.close();
     }
   });
 }
@@ -271,7 +275,7 @@ async function bootQemu(
   await log.close();
   for (const f of [p.pidFile, p.consoleSocket, p.qmpSocket]) await fs.rm(f, { force: true });
 
-  const pid = await startQemu(spec, deadline);
+  const pid = await startQemu(spec, image, deadline);
   const started = await probeProcess(pid);
   if (started.state !== 'alive')
     throw await bootFailure(ctx, spec, 'hypervisor started', 'QEMU exited right after it started');
@@ -365,10 +369,15 @@ async function bootFailure(
 }
 
 /** Starts QEMU detached (-daemonize): the foreground process exits once the VM runs, or with its error. */
-async function startQemu(spec: VmSpec, deadline: number): Promise<number> {
-  const child = spawn(QEMU_BINARY, qemuArgs(spec), { stdio: ['ignore', 'ignore', 'pipe'] });
+async function startQemu(spec: VmSpec, image: BootableImage, deadline: number): Promise<number> {
+  // The hashed descriptors, each at the number qemuArgs names for it (IMAGE_FDS).
+  const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'ignore', 'pipe'];
+  stdio[IMAGE_FDS.kernel] = image.opened.kernel.fd;
+  stdio[IMAGE_FDS.rootfs] = image.opened.rootfs.fd;
+  stdio[IMAGE_FDS.initrd] = image.opened.initrd?.fd ?? 'ignore';
+  const child = spawn(QEMU_BINARY, qemuArgs(spec), { stdio });
   let stderr = '';
-  child.stderr.setEncoding('utf8').on('data', (c: string) => {
+  child.stderr!.setEncoding('utf8').on('data', (c: string) => {
     if (stderr.length < 8192) stderr += c;
   });
   const outcome = await new Promise<{ code: number | null; error?: Error }>((resolve) => {
@@ -436,7 +445,10 @@ async function prepareOverlay(
     .readFile(infoPath, 'utf8')
     .then((t) => JSON.parse(t) as { backing?: unknown; version?: unknown })
     .catch(() => undefined);
-  if (exists && !fresh && info?.backing === image.rootfs) return;
+  if (exists && !fresh && info?.backing === image.rootfs) {
+    await refuseForeignOverlay(overlay);
+    return;
+  }
   if (exists && !fresh)
     warn(
       `the VM's disk overlay was built on ${typeof info?.version === 'string' ? `the image of v${info.version}` : 'another image'}; it was replaced by a fresh one on v${image.version} (changes made in the guest are discarded)`,
@@ -446,6 +458,40 @@ async function prepareOverlay(
   await runQemuImg(['create', '-q', '-f', 'qcow2', '-F', 'raw', '-b', image.rootfs, overlay]);
   await fs.chmod(overlay, 0o600);
   await writePrivateJson(infoPath, { backing: image.rootfs, version: image.version });
+}
+
+/**
+ * An overlay kept from an earlier boot is opened by QEMU with the verified
+ * rootfs as its backing node (qemuArgs' `backing=`), so the backing file its
+ * header names does not matter; what else a header can make QEMU open or
+ * refuse to run is checked here, and the boot refused (the guest's changes are
+ * in it: discarding them is the operator's call).
+ */
+async function refuseForeignOverlay(overlay: string): Promise<void> {
+  let problem: string | undefined;
+  try {
+    const handle = await fs.open(
+      overlay,
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+    );
+    try {
+      if (!(await handle.stat()).isFile()) problem = 'it is not a regular file';
+      else {
+        const buf = Buffer.alloc(QCOW2_HEADER_BYTES);
+        const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
+        problem = qcow2HeaderProblem(buf.subarray(0, bytesRead));
+      }
+    } finally {
+      await handle.close();
+    }
+  } catch (e) {
+    problem = `it cannot be read (${(e as Error).message})`;
+  }
+  if (problem === undefined) return;
+  throw new MvmError('store', `The dev VM's disk overlay ${overlay} is not one dev up made`, {
+    cause: `${problem}; nothing was booted`,
+    fix: 'Run mvmctl dev up --fresh to replace it with a new overlay (the changes made in the guest are discarded), or move it away first to keep it.',
+  });
 }
 
 function runQemuImg(args: string[]): Promise<void> {

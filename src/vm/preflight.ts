@@ -1,16 +1,37 @@
 /**
  * What `mvmctl dev up` checks before anything boots (SPEC.md section 8, steps
- * 1 to 3): the installed image of this release, its receipt, the recalls in
- * force on this host, and the installed bytes against what was verified at
- * import. No network, no manifest re-verification, nothing written to the
- * image; every failure is a typed MvmError and nothing is started.
+ * 1 to 3): the installed image of this release, its receipt, the signed
+ * manifest beside it (its signature verified again, offline), the recalls in
+ * force on this host, and the installed bytes against the digests that
+ * manifest signs. No network, nothing written to the image; every failure is
+ * a typed MvmError and nothing is started.
+ *
+ * The receipt is written by mvmctl and signed by nobody: anyone who can write
+ * the store can edit it. So it is never the reference for a digest: the signed
+ * manifest is, and the receipt must agree with it.
+ *
+ * What is hashed is what boots: each artifact is opened once, without
+ * following a link, hashed through that descriptor, and the same descriptor
+ * is handed to QEMU (`BootableImage.opened`), which reads it through
+ * /proc/self/fd. A file renamed or replaced in the store after the hash is
+ * not the one QEMU gets. What a descriptor cannot stop is a write into the
+ * same file by someone who can write the store (its owner, or root), who
+ * could as well change mvmctl itself.
  */
+import { createHash } from 'node:crypto';
 import { constants, promises as fs } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { prebuiltDir, revocationsDir, type Config } from '../config.js';
-import { sameDigest } from '../core/manifest.js';
+import {
+  listedArtifact,
+  MAX_MANIFEST_BYTES,
+  parseManifest,
+  sameDigest,
+  type Manifest,
+} from '../core/manifest.js';
+import { releasePolicy, releaseTagVersion } from '../core/release.js';
 import { MvmError } from '../errors.js';
-import { readRegularFile, sha256OfOpened } from '../io/files.js';
+import { MAX_BUNDLE_BYTES, readRegularFile, sha256OfOpened } from '../io/files.js';
 import { readCachedRevocations } from '../revocations/cache.js';
 import { checkFreshness, recallsInForce, refuseIfRecalled } from '../revocations/in-force.js';
 import { ImageStore, type InstalledImage } from '../store/image-store.js';
@@ -20,7 +41,9 @@ import {
   type InstalledArtifact,
   type Receipt,
 } from '../store/receipt.js';
+import { parseBundle } from '../trust/bundle.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
+import { verifyArtifact } from '../trust/verify.js';
 import { MVMCTL_VERSION } from '../version.js';
 
 export interface BootableImage {
@@ -32,6 +55,18 @@ export interface BootableImage {
   readonly rootfs: string;
   readonly initrd?: string;
   readonly receipt: Receipt;
+  /**
+   * The descriptors the artifacts were hashed through, still open: QEMU boots
+   * these, never a path looked up again. The caller closes them (`close`).
+   */
+  readonly opened: OpenedArtifacts;
+}
+
+export interface OpenedArtifacts {
+  readonly kernel: fs.FileHandle;
+  readonly rootfs: fs.FileHandle;
+  readonly initrd?: fs.FileHandle;
+  readonly close: () => Promise<void>;
 }
 
 export interface PreflightContext {
@@ -49,9 +84,10 @@ export async function preflightDevImage(ctx: PreflightContext): Promise<Bootable
   const image = await findInstalledImage(ctx.config, version); //  1. image
   const receipt = await readReceipt(image); //
   warnIfUnverified(receipt, ctx); //                                   (escape hatch used at import)
+  await checkSignedManifest(image, receipt, ctx); //                     (the receipt agrees with what was signed)
   await refuseIfRecalledHere(receipt, ctx); //                        2. revocation
   const files = artifactPaths(image, receipt);
-  await checkAtRest(files, receipt); //                               3. at-rest integrity
+  const opened = await checkAtRest(files, receipt); //                3. at-rest integrity
   return {
     version,
     objectDir: image.dir,
@@ -59,6 +95,7 @@ export async function preflightDevImage(ctx: PreflightContext): Promise<Bootable
     rootfs: files.rootfs.path,
     ...(files.initrd ? { initrd: files.initrd.path } : {}),
     receipt,
+    opened,
   };
 }
 
@@ -160,6 +197,130 @@ function warnIfUnverified(r: Receipt, ctx: PreflightContext): void {
   );
 }
 
+const manifestError = (
+  code: 'signature' | 'digest' | 'manifest',
+  version: string,
+  message: string,
+  cause: string,
+  underlying?: unknown,
+): MvmError =>
+  new MvmError(code, message, {
+    cause: `${cause}; nothing was booted`,
+    fix: `Import v${version} again (mvmctl dev import-image): the release set is re-verified and the image replaced.`,
+    ...(underlying !== undefined ? { underlying } : {}),
+  });
+
+/**
+ * The signed manifest installed beside the image, read again before every
+ * boot: its bytes are the ones the receipt names, its signature verifies
+ * against the release workflow at the tag of its version (offline, as at
+ * import; skipped only for an image imported with MVM_SKIP_COSIGN_VERIFY,
+ * which boots UNVERIFIED and says so), it is for this version, arch, variant
+ * and rootfs format, and the receipt's digests are the ones it signs (unless
+ * the image was imported with MVM_SKIP_HASH_VERIFY: then the receipt records
+ * the bytes copied, which the manifest never vouched for). Any disagreement
+ * refuses the boot: the receipt is the one file here nobody signed.
+ */
+async function checkSignedManifest(
+  image: InstalledImage,
+  r: Receipt,
+  ctx: PreflightContext,
+): Promise<void> {
+  const path = join(image.dir, INSTALLED_FILES.manifest);
+  const bundlePath = join(image.dir, INSTALLED_FILES.bundle);
+  let bytes: Buffer;
+  try {
+    bytes = await readRegularFile(path, 'manifest', MAX_MANIFEST_BYTES, { noFollow: true });
+  } catch (e) {
+    throw atRestError({ role: 'manifest', path }, r.version, 'cannot be read', e);
+  }
+  const actual = createHash('sha256').update(bytes).digest('hex');
+  if (typeof r.manifestSha256 !== 'string' || !sameDigest(actual, r.manifestSha256)) {
+    throw manifestError(
+      'digest',
+      r.version,
+      `manifest SHA-256 mismatch: the receipt of v${r.version} records ${String(r.manifestSha256)}, ${path} has ${actual}`,
+      'the installed manifest or its receipt changed after import',
+    );
+  }
+  const bypassed: readonly unknown[] = Array.isArray(r.bypassed) ? r.bypassed : [];
+  if (!bypassed.includes('cosign')) {
+    let bundle: Buffer;
+    try {
+      bundle = await readRegularFile(bundlePath, 'bundle', MAX_BUNDLE_BYTES, { noFollow: true });
+    } catch (e) {
+      throw atRestError({ role: 'bundle', path: bundlePath }, r.version, 'cannot be read', e);
+    }
+    try {
+      const signature = verifyArtifact(
+        bytes,
+        parseBundle(bundle),
+        ctx.trustedRoot,
+        releasePolicy(ctx.config.releaseRepo),
+      );
+      const tag =
+        signature.signer.kind === 'certificate'
+          ? releaseTagVersion(signature.signer.identity, ctx.config.releaseRepo)
+          : undefined;
+      if (tag !== r.version)
+        throw new MvmError('signature', `it was signed at tag v${String(tag)}, not v${r.version}`);
+    } catch (e) {
+      if (!(e instanceof MvmError)) throw e;
+      throw manifestError(
+        'signature',
+        r.version,
+        `The installed manifest of v${r.version} does not verify: ${e.message}`,
+        `${path} and ${bundlePath} are checked before every boot against the trusted root in use (${ctx.trustedRoot.source}); the store changed after import, or this trusted root is not the one the image was imported with`,
+        e,
+      );
+    }
+  }
+  let m: Manifest;
+  try {
+    m = parseManifest(bytes);
+  } catch (e) {
+    throw manifestError(
+      'manifest',
+      r.version,
+      `The installed manifest of v${r.version} is not a valid manifest`,
+      (e as Error).message,
+      e,
+    );
+  }
+  const fields: [string, unknown, unknown][] = [
+    ['version', m.version, r.version],
+    ['arch', m.arch, r.arch],
+    ['variant', m.variant, r.variant],
+    ['rootfs format', m.rootfsFormat, r.rootfsFormat],
+  ];
+  for (const [what, signed, recorded] of fields) {
+    if (signed !== recorded)
+      throw manifestError(
+        'digest',
+        r.version,
+        `The receipt of v${r.version} does not agree with its signed manifest: ${what} ${JSON.stringify(recorded)}, signed ${JSON.stringify(signed)}`,
+        'the receipt changed after import',
+      );
+  }
+  if (bypassed.includes('hash')) return;
+  for (const role of ['kernel', 'rootfs', 'initrd'] as const) {
+    const recorded = r.artifacts[role];
+    const listed = listedArtifact(m, role);
+    if (recorded === undefined && listed === undefined) continue;
+    if (
+      recorded === undefined ||
+      listed === undefined ||
+      !sameDigest(recorded.sha256, listed.sha256)
+    )
+      throw manifestError(
+        'digest',
+        r.version,
+        `${role} SHA-256 mismatch: the receipt of v${r.version} records ${recorded?.sha256 ?? 'no ' + role}, its signed manifest ${listed?.sha256 ?? 'lists none'}`,
+        'the receipt changed after import: its digests are checked against the signed manifest before every boot',
+      );
+  }
+}
+
 /**
  * The cached list (verified against the revocations identity, read now; a
  * pair that does not verify throws and fails closed) and the recalls this host
@@ -207,33 +368,56 @@ function artifactPaths(
 }
 
 /**
- * Re-hashes each file against the digest it was verified with: the guard for
- * a store changed after import (or a power loss: installs are not fsynced).
- * The first mismatch is the error, in the import's wording (exit 14).
+ * Re-hashes each file against the digest it was verified with (the signed
+ * manifest's, which the receipt was checked to agree with): the guard for a
+ * store changed after import (or a power loss: installs are not fsynced).
+ * The first mismatch is the error, in the import's wording (exit 14). The
+ * descriptors hashed stay open for QEMU; on any failure all are closed.
  */
-async function checkAtRest(files: ReturnType<typeof artifactPaths>, r: Receipt): Promise<void> {
-  for (const f of [files.kernel, files.rootfs, files.initrd]) {
-    if (!f) continue;
-    const actual = await hashInstalledFile(f, r.version);
-    if (!sameDigest(actual, f.sha256)) {
-      throw new MvmError(
-        'digest',
-        `${f.role} SHA-256 mismatch: the verified image records ${f.sha256.toLowerCase()}, ${f.path} has ${actual}`,
-        {
-          cause: `the installed ${f.role} changed after it was verified and installed (tampering, or a write lost in a power failure); nothing was booted`,
-          fix: `Import v${r.version} again (mvmctl dev import-image): the release set is re-verified and the image replaced.`,
-        },
-      );
-    }
+async function checkAtRest(
+  files: ReturnType<typeof artifactPaths>,
+  r: Receipt,
+): Promise<OpenedArtifacts> {
+  const handles: fs.FileHandle[] = [];
+  const closeAll = async (): Promise<void> => {
+    await Promise.all(handles.splice(0).map((h) => h.close().catch(() => undefined)));
+  };
+  try {
+    const open = async (f: ArtifactAtRest): Promise<fs.FileHandle> => {
+      const { handle, sha256 } = await hashInstalledFile(f, r.version);
+      handles.push(handle);
+      if (!sameDigest(sha256, f.sha256)) {
+        throw new MvmError(
+          'digest',
+          `${f.role} SHA-256 mismatch: the verified image records ${f.sha256.toLowerCase()}, ${f.path} has ${sha256}`,
+          {
+            cause: `the installed ${f.role} changed after it was verified and installed (tampering, or a write lost in a power failure); nothing was booted`,
+            fix: `Import v${r.version} again (mvmctl dev import-image): the release set is re-verified and the image replaced.`,
+          },
+        );
+      }
+      return handle;
+    };
+    const kernel = await open(files.kernel);
+    const rootfs = await open(files.rootfs);
+    const initrd = files.initrd ? await open(files.initrd) : undefined;
+    return { kernel, rootfs, ...(initrd ? { initrd } : {}), close: closeAll };
+  } catch (e) {
+    await closeAll();
+    throw e;
   }
 }
 
 /**
  * SHA-256 of an installed file, read through a descriptor opened without
  * following a link (only a planted link could be there) and checked to be a
- * regular file before a byte is read.
+ * regular file before a byte is read (a FIFO would block, a directory has no
+ * bytes). The descriptor is returned open: it is what boots.
  */
-async function hashInstalledFile(f: ArtifactAtRest, version: string): Promise<string> {
+async function hashInstalledFile(
+  f: ArtifactAtRest,
+  version: string,
+): Promise<{ handle: fs.FileHandle; sha256: string }> {
   let handle: fs.FileHandle;
   try {
     handle = await fs.open(
@@ -253,17 +437,16 @@ async function hashInstalledFile(f: ArtifactAtRest, version: string): Promise<st
   try {
     const st = await handle.stat();
     if (!st.isFile()) throw atRestError(f, version, 'is not a regular file');
-    return await sha256OfOpened(handle, st.size);
+    return { handle, sha256: await sha256OfOpened(handle, st.size) };
   } catch (e) {
+    await handle.close();
     if (e instanceof MvmError) throw e;
     throw atRestError(f, version, 'cannot be read', e);
-  } finally {
-    await handle.close();
   }
 }
 
 const atRestError = (
-  f: ArtifactAtRest,
+  f: { readonly role: string; readonly path: string },
   version: string,
   what: string,
   underlying?: unknown,

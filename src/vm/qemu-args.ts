@@ -13,6 +13,16 @@ import type { VmSpec } from '../core/vm-spec.js';
 export const QEMU_BINARY = 'qemu-system-x86_64';
 
 /**
+ * Where QEMU finds the verified artifacts: descriptors its parent opened and
+ * hashed, placed at these numbers in the child (spawn's stdio slots 3, 4, 5).
+ * QEMU opens `/proc/self/fd/N`, which reaches the open file itself, so
+ * nothing renamed into the store after the hash, and no name in the
+ * overlay's header, decides what boots.
+ */
+export const IMAGE_FDS = { kernel: 3, rootfs: 4, initrd: 5 } as const;
+const fdPath = (fd: number): string => `/proc/self/fd/${fd}`;
+
+/**
  * A value inside a QEMU option string (`-drive file=...,format=...`): QEMU
  * splits such strings on `,` and reads `,,` as one literal comma, so a path
  * with a comma must be doubled or it would end the value and start an option
@@ -44,14 +54,19 @@ export function qemuArgs(spec: VmSpec): string[] {
     'none',
     '-no-reboot',
     '-kernel',
-    spec.kernel,
-    ...(spec.initrd !== undefined ? ['-initrd', spec.initrd] : []),
+    fdPath(IMAGE_FDS.kernel),
+    ...(spec.initrd !== undefined ? ['-initrd', fdPath(IMAGE_FDS.initrd)] : []),
     '-append',
     spec.cmdline,
-    // The overlay, backed read-only by the installed rootfs: QEMU opens the
-    // backing file read-only, so the verified image is never written.
-    '-drive',
-    `id=root,file=${v(spec.state.overlay)},format=qcow2,if=none`,
+    // The verified rootfs, read-only, from the descriptor that was hashed; the
+    // overlay on top of it names it as its backing node explicitly (`backing=`),
+    // so whatever backing file the overlay's header names is never opened.
+    '-blockdev',
+    `driver=file,node-name=rootfs-file,filename=${fdPath(IMAGE_FDS.rootfs)},read-only=on`,
+    '-blockdev',
+    'driver=raw,node-name=rootfs,file=rootfs-file,read-only=on',
+    '-blockdev',
+    `driver=qcow2,node-name=root,file.driver=file,file.filename=${v(spec.state.overlay)},backing=rootfs`,
     '-device',
     'virtio-blk-device,drive=root',
     '-chardev',
