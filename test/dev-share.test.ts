@@ -5,13 +5,28 @@
  * /mnt/workdir (tag workdir); the guest reads a host file and writes one the
  * host then sees; `dev status` shows the share; `dev down` leaves neither
  * QEMU nor virtiofsd running; a missing directory or a file is refused
- * before anything starts.
+ * before anything starts. virtiofsd runs as the directory's owner, never as
+ * root: what guest root makes there belongs to that owner, device nodes and
+ * other owners cannot be made, and a directory owned by root, or one its
+ * owner cannot reach, is refused.
  */
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
+import { virtiofsdSocket } from '../src/core/vm-spec.js';
 import { after, before, describe, it } from 'node:test';
 import { CLI, type CliResult } from './support/cli.js';
 import type { TestHost } from './support/host.js';
@@ -28,6 +43,8 @@ let root: string;
 let host: TestHost;
 let vmDir: string;
 let shared: string;
+/** The shared directory's owner: an unprivileged uid and gid. */
+const OWNER = 1000;
 
 before(async () => {
   // Short: the VM's sockets live under it, and a unix socket path is limited to 107 bytes.
@@ -36,6 +53,11 @@ before(async () => {
   shared = join(root, 'shared');
   mkdirSync(shared);
   writeFileSync(join(shared, 'from-host.txt'), 'host-content-7f3a\n');
+  // An unprivileged owner (no account needed: virtiofsd runs as the number), and a way through
+  // the test's private temporary directory to it.
+  chmodSync(root, 0o711);
+  chownSync(shared, OWNER, OWNER);
+  chownSync(join(shared, 'from-host.txt'), OWNER, OWNER);
 });
 
 after(async () => {
@@ -78,7 +100,7 @@ describe('dev up --share DIR (virtiofs)', () => {
     assert.match(r.stderr, /the directory to share does not exist/);
     assert.deepEqual(processesMentioning(vmDir), []);
     assert.equal(existsSync(join(vmDir, 'state.json')), false);
-    assert.equal(existsSync(join(vmDir, 'virtiofsd.sock')), false);
+    assert.equal(existsSync(virtiofsdSocket(vmDir)), false);
   });
 
   it('a file, not a directory: exit 2, nothing started', async () => {
@@ -87,6 +109,34 @@ describe('dev up --share DIR (virtiofs)', () => {
     assert.match(r.stderr, /--share ".*from-host\.txt" is not a directory/);
     assert.deepEqual(processesMentioning(vmDir), []);
     assert.equal(existsSync(join(vmDir, 'state.json')), false);
+  });
+
+  it('a directory owned by root: exit 2, nothing started (the guest would be root on the host)', async () => {
+    const owned = join(root, 'root-owned');
+    mkdirSync(owned);
+    const r = await dev(['up', '--share', owned, '--accel', 'tcg']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(r.stderr, /--share ".*root-owned" is owned by root/);
+    assert.match(r.stderr, /the guest would act as root on this host/);
+    assert.match(r.stderr, /chown 1000:1000/);
+    assert.deepEqual(processesMentioning(root), []);
+    assert.equal(existsSync(join(vmDir, 'state.json')), false);
+  });
+
+  it('a directory its owner cannot reach: exit 2 naming the parent in the way', async () => {
+    const closed = join(root, 'closed');
+    const inner = join(closed, 'inner');
+    mkdirSync(inner, { recursive: true, mode: 0o700 });
+    chmodSync(closed, 0o700);
+    chownSync(inner, OWNER, OWNER);
+    const r = await dev(['up', '--share', inner, '--accel', 'tcg']);
+    assert.equal(r.code, 2, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`--share ".*inner": its owner \\(uid ${OWNER}\\) cannot reach it`),
+    );
+    assert.match(r.stderr, /".*closed" \(mode 0700, owner uid 0\) does not let uid 1000 through/);
+    assert.deepEqual(processesMentioning(root), []);
   });
 
   it('the guest reads the host file and writes one the host sees; down stops QEMU and virtiofsd', async () => {
@@ -108,9 +158,17 @@ describe('dev up --share DIR (virtiofs)', () => {
 
     const state = JSON.parse(readFileSync(join(vmDir, 'state.json'), 'utf8')) as Json;
     assert.equal(state.share.transport, 'virtiofs');
-    assert.equal(state.share.socket, join(vmDir, 'virtiofsd.sock'));
+    assert.equal(state.share.socket, virtiofsdSocket(vmDir));
     const virtiofsdPid = state.share.virtiofsd.pid as number;
-    assert.ok(processesMentioning(vmDir).includes(virtiofsdPid), 'virtiofsd runs');
+    assert.ok(processesMentioning(root).includes(virtiofsdPid), 'virtiofsd runs');
+    // As the directory's owner, never as root; its "root" is that owner in a namespace of its own.
+    const ids = readFileSync(`/proc/${virtiofsdPid}/status`, 'utf8');
+    assert.match(ids, new RegExp(`^Uid:\\t${OWNER}\\t${OWNER}\\t${OWNER}\\t${OWNER}$`, 'm'));
+    assert.match(ids, new RegExp(`^Gid:\\t${OWNER}\\t${OWNER}\\t${OWNER}\\t${OWNER}$`, 'm'));
+    assert.match(
+      readFileSync(`/proc/${virtiofsdPid}/uid_map`, 'utf8'),
+      new RegExp(`^\\s+0\\s+${OWNER}\\s+1\\n$`),
+    );
     assert.ok(processesMentioning(vmDir).includes(state.pid as number), 'QEMU runs');
 
     const status = await dev(['status', '--json']);
@@ -131,11 +189,36 @@ describe('dev up --share DIR (virtiofs)', () => {
     assert.match(log, /host-content-7f3a/);
     assert.equal(readFileSync(join(shared, 'from-guest.txt'), 'utf8'), 'guest-wrote-9c1\n');
 
+    // Guest root tries what made a root virtiofsd dangerous: a setuid and setgid file, another
+    // owner, a device node.
+    const attempt = await dev(
+      ['console', '--idle', '3'],
+      'cd /mnt/workdir; cp /bin/busybox suid; chmod 6755 suid; chown 0:0 suid; chown 4321:4321 from-guest.txt; echo chown-rc=$?; mknod mem c 1 1; echo mknod-rc=$?; cd /; echo ATTEMPT-DONE-$((50+1))\n',
+    );
+    assert.equal(attempt.code, 0, attempt.stderr);
+    const after = await logContains('ATTEMPT-DONE-51');
+    assert.match(after, /chown-rc=[1-9]/, 'chown to another owner fails');
+    assert.match(after, /mknod-rc=[1-9]/, 'mknod of a device fails');
+    const suid = statSync(join(shared, 'suid'));
+    assert.equal(suid.uid, OWNER, 'the file the guest made as root belongs to the owner');
+    assert.equal(suid.gid, OWNER);
+    assert.equal(statSync(join(shared, 'from-guest.txt')).uid, OWNER);
+    assert.equal(existsSync(join(shared, 'mem')), false, 'no device node on the host');
+    for (const name of readdirSync(shared)) {
+      const st = statSync(join(shared, name));
+      assert.equal(st.uid, OWNER, name);
+      assert.ok(st.isFile() || st.isDirectory(), `${name} is a plain file`);
+    }
+
     const down = await dev(['down', '--timeout', '30']);
     assert.equal(down.code, 0, down.stderr);
-    assert.deepEqual(processesMentioning(vmDir), [], 'no QEMU and no virtiofsd left');
+    assert.deepEqual(processesMentioning(root), [], 'no QEMU and no virtiofsd left');
     assert.equal(existsSync(join(vmDir, 'state.json')), false);
-    assert.equal(existsSync(join(vmDir, 'virtiofsd.sock')), false);
+    assert.equal(
+      existsSync(dirname(virtiofsdSocket(vmDir))),
+      false,
+      "virtiofsd's directory is gone",
+    );
     // The host's files are untouched by the VM going away.
     assert.equal(readFileSync(join(shared, 'from-host.txt'), 'utf8'), 'host-content-7f3a\n');
   });

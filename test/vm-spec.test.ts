@@ -21,6 +21,7 @@ import { MvmError } from '../src/errors.js';
 import {
   cmdlineParams,
   parseMemorySize,
+  virtiofsdSocket,
   vmSpecFrom,
   type DevUpOptions,
   type HostFacts,
@@ -259,14 +260,18 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     assert.equal(spec({ share: '/srv/work' }, unnamed).share?.transport, 'virtiofs');
   });
 
-  it('virtiofs share: shared memfd memory, modern virtio-mmio, the virtiofsd socket in the state directory', () => {
+  it('virtiofs share: shared memfd memory, modern virtio-mmio, the virtiofsd socket in its own directory under /run/mvmctl', () => {
     const s = spec({ share: '/srv/work', memory: '2G' }, { ...HOST, shareTransport: 'virtiofs' });
     assert.deepEqual(s.share, {
       transport: 'virtiofs',
       hostPath: '/srv/work',
       tag: 'workdir',
-      socket: `${STATE}/virtiofsd.sock`,
+      socket: virtiofsdSocket(STATE),
     });
+    // virtiofsd runs as the share's owner, who may not reach the state directory: its socket has
+    // a directory of its own, one per state directory.
+    assert.match(s.share?.socket ?? '', /^\/run\/mvmctl\/share-[0-9a-f]{16}\/virtiofsd\.sock$/);
+    assert.notEqual(virtiofsdSocket('/other/vms/dev'), virtiofsdSocket(STATE));
     const args = qemuArgs(s);
     assert.equal(args[3], 'microvm,acpi=on,memory-backend=mem');
     assert.deepEqual(args.slice(-11), [
@@ -275,7 +280,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       '-global',
       'virtio-mmio.force-legacy=false',
       '-chardev',
-      `socket,id=share,path=${STATE}/virtiofsd.sock`,
+      `socket,id=share,path=${virtiofsdSocket(STATE)}`,
       '-device',
       'vhost-user-fs-device,chardev=share,tag=workdir',
       '-daemonize',

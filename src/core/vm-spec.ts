@@ -5,6 +5,7 @@
  * starts a process; `src/vm/qemu-args.ts` turns the spec into QEMU's argument
  * list, and the shell around it runs that.
  */
+import { hash } from 'node:crypto';
 import { isAbsolute, join, resolve } from 'node:path';
 import { MvmError } from '../errors.js';
 import { printable } from './printable.js';
@@ -357,9 +358,23 @@ function shareFrom(
     );
   const hostPath = resolve(cwd ?? '/', value);
   return transport === 'virtiofs'
-    ? { transport, hostPath, tag: 'workdir', socket: join(stateDir, 'virtiofsd.sock') }
+    ? { transport, hostPath, tag: 'workdir', socket: virtiofsdSocket(stateDir) }
     : { transport, hostPath, tag: 'workdir' };
 }
+
+/**
+ * Where virtiofsd, which runs as the shared directory's owner (not as the
+ * user running mvmctl), listens: a directory of its own under /run/mvmctl,
+ * named after the VM's state directory (which that owner may not be able to
+ * reach: it is private to the user running mvmctl).
+ */
+export const SHARE_RUNTIME_ROOT = '/run/mvmctl';
+export const virtiofsdSocket = (stateDir: string): string =>
+  join(
+    SHARE_RUNTIME_ROOT,
+    `share-${hash('sha256', resolve(stateDir), 'hex').slice(0, 16)}`,
+    'virtiofsd.sock',
+  );
 
 /**
  * Splits a command line the way the kernel's `next_arg` does: whitespace

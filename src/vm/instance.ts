@@ -22,7 +22,14 @@ import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
 import { IMAGE_FDS, QEMU_BINARY, qemuArgs } from './qemu-args.js';
-import { findVirtiofsd, shareDirectory, startVirtiofsd, stopVirtiofsd } from './virtiofsd.js';
+import {
+  findVirtiofsd,
+  shareDirectory,
+  shareOwner,
+  startVirtiofsd,
+  stopVirtiofsd,
+  type ShareOwner,
+} from './virtiofsd.js';
 import {
   cleanVmState,
   devVmDir,
@@ -120,7 +127,8 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
   let share: ShareServer | undefined;
   if (flags.share !== undefined) {
     const realPath = await shareDirectory(flags.share.hostPath);
-    share = { realPath, binary: await findVirtiofsd() };
+    const binary = await findVirtiofsd();
+    share = { realPath, binary, owner: await shareOwner(realPath) };
   }
   if (ctx.pullIfMissing && !(await imageInstalled(ctx.config))) await ctx.pullIfMissing();
   // A concurrent up waits while this one boots, then finds the VM running.
@@ -204,6 +212,8 @@ async function recordUp(
 interface ShareServer {
   readonly realPath: string;
   readonly binary: string;
+  /** virtiofsd runs as the directory's owner, never as root. */
+  readonly owner: ShareOwner;
 }
 
 /** Stops the virtiofsd a state records, if it is still that process (pid, start time, socket). */
@@ -237,6 +247,7 @@ async function boot(
     fsShare.socket,
     p.dir,
     deadline,
+    share.owner,
   );
   const recorded: VmState['share'] = {
     transport: 'virtiofs',

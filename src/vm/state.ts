@@ -11,9 +11,15 @@
  * stale-VM cleanup SIGTERMed whatever process had inherited the pid).
  */
 import { constants, promises as fs } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import type { Config } from '../config.js';
-import { stateDirPaths, type Accel, type PortForward, type VmStatePaths } from '../core/vm-spec.js';
+import {
+  stateDirPaths,
+  virtiofsdSocket,
+  type Accel,
+  type PortForward,
+  type VmStatePaths,
+} from '../core/vm-spec.js';
 import { MvmError } from '../errors.js';
 import { replaceFile } from '../io/files.js';
 
@@ -204,4 +210,6 @@ export async function cleanVmState(c: Config, opts: { overlay?: boolean } = {}):
   ];
   if (opts.overlay) files.push(p.overlay, join(p.dir, OVERLAY_INFO_FILE));
   for (const f of files) await fs.rm(f, { force: true });
+  // virtiofsd's own directory under /run/mvmctl (owned by the share's owner; rm follows no link).
+  await fs.rm(dirname(virtiofsdSocket(p.dir)), { recursive: true, force: true });
 }
