@@ -484,6 +484,24 @@ describe('dev prune', () => {
     vm.kill('SIGKILL');
   });
 
+  it('a downloads directory that is a symlink is refused (as dev pull refuses it), its target untouched', async () => {
+    const h = host();
+    await installed(h);
+    const elsewhere = join(h.dir, 'elsewhere');
+    mkdirSync(join(elsewhere, 'precious'), { recursive: true });
+    writeFileSync(join(elsewhere, 'precious', 'keep.txt'), 'keep');
+    symlinkSync(elsewhere, join(h.dir, 'data', 'dev', 'downloads'));
+    for (const args of [
+      ['dev', 'prune'],
+      ['dev', 'prune', '--dry-run'],
+    ]) {
+      const r = await h.run(args);
+      assert.equal(r.code, 17, r.stderr);
+      assert.match(r.stderr, /downloads is a symbolic link/);
+    }
+    assert.equal(readFileSync(join(elsewhere, 'precious', 'keep.txt'), 'utf8'), 'keep');
+  });
+
   it('on an empty host: nothing to prune, nothing created', async () => {
     const h = host();
     const r = await h.run(['dev', 'prune', '--json']);

@@ -563,7 +563,7 @@ overlay, console.sock, console.log, qmp.sock).`,
         name: 'share',
         type: 'string',
         value: 'DIR',
-        help: 'expose the host directory DIR to the guest under the mount tag workdir (virtiofs; the test image mounts it on /mnt/workdir). DIR must exist and belong to an unprivileged user: it is served by virtiofsd (/usr/lib/qemu/virtiofsd, Debian package qemu-system-common) running as the directory's owner, so whatever the guest makes there belongs to that owner; no device nodes, no other owners. Starting it that way needs root, so --share needs root. virtiofsd is stopped with the VM (dev down, or a boot that fails)',
+        help: 'expose the host directory DIR to the guest under the mount tag workdir (virtiofs; the test image mounts it on /mnt/workdir). DIR must exist and belong to an unprivileged user: it is served by virtiofsd (/usr/lib/qemu/virtiofsd, Debian package qemu-system-common) running as the owner of the directory, so whatever the guest makes there belongs to that owner; no device nodes, no other owners. Starting it that way needs root, so --share needs root. virtiofsd is stopped with the VM (dev down, or a boot that fails)',
       },
       {
         name: 'append',

@@ -364,7 +364,11 @@ async function plan(
  */
 export async function keptDownloads(config: Config): Promise<PruneItem[]> {
   const dir = downloadsDir(config);
-  const names = await fs.readdir(dir).catch(() => [] as string[]);
+  if (!(await fs.lstat(dir).catch(() => undefined))) return [];
+  // The rule dev pull applies to the same directory: a link there (or anywhere up to the data
+  // directory) is refused, never followed into whatever it points at.
+  await ensurePrivateDir(dir, config.dataDir);
+  const names = await fs.readdir(dir);
   const items: PruneItem[] = [];
   for (const name of names) {
     if (name.startsWith('.')) continue; // the pull lock
