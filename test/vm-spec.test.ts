@@ -473,8 +473,35 @@ describe('VmSpec validation errors (usage, exit 2)', () => {
         new RegExp(`^dev up sets ${name}= itself: .*${why.source}`),
         fix,
       );
-    // After `--` the words are init's arguments, not the kernel's.
+    // After `--` the words are init's arguments, not the kernel's ("--" quoted is still `--`).
     assert.match(spec({ append: '-- root=/x' }).cmdline, / -- root=\/x$/);
+    assert.match(spec({ append: '"--" root=/x' }).cmdline, / "--" root=\/x$/);
+    // The kernel keeps quotes that do not open a parameter: --"" is a parameter, not the end.
+    for (const [append, token] of [
+      ['--"" rdinit=/x', 'rdinit=/x'],
+      ['a"b" rdinit=/x', 'rdinit=/x'],
+      ['x="a b" init=/x', 'init=/x'],
+      ['"console=ttyS0 quiet"', 'console=ttyS0 quiet'],
+    ] as const)
+      assert.throws(
+        () => spec({ append }),
+        (e: unknown) =>
+          e instanceof MvmError &&
+          e.message.startsWith(`--append may not set `) &&
+          e.message.endsWith(`(${JSON.stringify(token)})`),
+        append,
+      );
+    assert.deepEqual(
+      cmdlineParams('--"" a "b=c d" e="f g" "h"').map((p) => p.name),
+      ['--""', 'a', 'b', 'e', 'h'],
+    );
+    // The kernel's isspace() splits at byte 0xA0, part of à in UTF-8: outside ASCII is refused.
+    assertUsage(
+      () => spec({ append: 'x\u00e0rdinit=/bin/sh' }),
+      '--append "x\u00e0rdinit=/bin/sh" contains a character outside printable ASCII',
+      /splits its command line on bytes/,
+      /only printable ASCII/,
+    );
     assertUsage(
       () => spec({ append: 'a\nroot=/dev/vdb' }),
       '--append "a\\\\nroot=/dev/vdb" contains a control character',

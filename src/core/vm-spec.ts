@@ -377,28 +377,49 @@ export const virtiofsdSocket = (stateDir: string): string =>
   );
 
 /**
- * Splits a command line the way the kernel's `next_arg` does: whitespace
- * separates parameters, double quotes group, and the quotes themselves are
- * dropped (`"root=/dev/sda"` sets `root`). Returns each parameter's name.
+ * Splits a command line exactly as the kernel's `next_arg` (lib/cmdline.c)
+ * and `parse_args` (kernel/params.c) do, so that what --append may not set is
+ * judged on what the kernel will read: whitespace separates parameters
+ * outside double quotes; a quote is dropped only at the start of a
+ * parameter, at the start of its value, and at its end when it opened the
+ * parameter or value; a parameter `--` with no value ends the kernel's
+ * parameters (what follows is init's). `"root=/dev/sda"` sets `root`;
+ * `--""` is not `--`. Callers pass printable ASCII only (cmdlineFrom refuses
+ * the rest): the kernel's isspace() also splits at byte 0xA0, which a UTF-8
+ * character can contain.
  */
 export function cmdlineParams(cmdline: string): { name: string; token: string }[] {
   const params: { name: string; token: string }[] = [];
-  let i = 0;
-  while (i < cmdline.length) {
-    while (i < cmdline.length && /\s/.test(cmdline[i]!)) i++;
-    if (i >= cmdline.length) break;
-    let token = '';
+  const isSpace = (c: string | undefined): boolean => c !== undefined && /^[\t\n\v\f\r ]$/.test(c);
+  let rest = cmdline;
+  const skipSpaces = () => {
+    let k = 0;
+    while (isSpace(rest[k])) k++;
+    rest = rest.slice(k);
+  };
+  skipSpaces();
+  while (rest.length > 0) {
+    let quoted = false;
     let inQuote = false;
-    for (; i < cmdline.length; i++) {
-      const c = cmdline[i]!;
-      if (c === '"') inQuote = !inQuote;
-      else if (!inQuote && /\s/.test(c)) break;
-      else token += c;
+    if (rest[0] === '"') {
+      rest = rest.slice(1);
+      inQuote = true;
+      quoted = true;
     }
-    // `--` ends the kernel's parameters: what follows is init's arguments.
-    if (token === '--') break;
-    const eq = token.indexOf('=');
-    params.push({ name: eq === -1 ? token : token.slice(0, eq), token });
+    let equals = -1;
+    let i = 0;
+    for (; i < rest.length; i++) {
+      if (isSpace(rest[i]) && !inQuote) break;
+      if (equals < 0 && rest[i] === '=') equals = i;
+      if (rest[i] === '"') inQuote = !inQuote;
+    }
+    // next_arg: a trailing quote closes the one that opened the parameter.
+    const token = quoted && rest[i - 1] === '"' ? rest.slice(0, i - 1) : rest.slice(0, i);
+    const name = equals < 0 ? token : token.slice(0, equals);
+    if (equals < 0 && name === '--') break;
+    params.push({ name, token });
+    rest = rest.slice(i);
+    skipSpaces();
   }
   return params;
 }
@@ -415,6 +436,14 @@ function cmdlineFrom(append: string | undefined, accel: Accel, tscKhz: number | 
         `--append ${show(append)} contains a control character`,
         'the kernel command line is one line of printable text',
         'Remove the control characters from --append.',
+      );
+    // The kernel reads bytes, and its isspace() splits at 0xA0 (in UTF-8, part of à, Ā, …):
+    // only printable ASCII is judged the way the kernel will read it.
+    if (/[^\u0020-\u007e]/u.test(append))
+      throw usage(
+        `--append ${show(append)} contains a character outside printable ASCII`,
+        'the kernel splits its command line on bytes that non-ASCII characters can contain, so it would not read --append as written',
+        'Use only printable ASCII characters in --append.',
       );
     if ((append.match(/"/g) ?? []).length % 2 !== 0)
       throw usage(
