@@ -42,16 +42,27 @@ export async function lastConsoleLines(path: string, n: number): Promise<string[
   }
 }
 
-/** Follows the log from its start: what has been written so far, read incrementally. */
+/**
+ * Follows the log from its start: what has been written so far, read
+ * incrementally. The ready line is searched for in each read before anything
+ * is dropped (with the end of the read before, for a line split across two
+ * reads), and once seen it stays seen: a guest that prints a megabyte right
+ * after it is still ready.
+ */
 export class ConsoleWatch {
   private offset = 0;
-  private window = '';
+  /** The end of what was read last, as long as the ready line less one byte. */
+  private carry = '';
   private sawOutput = false;
+  private sawReady = false;
+  private readonly needle: string;
 
   constructor(
     readonly path: string,
-    private readonly readyLine: string,
-  ) {}
+    readyLine: string,
+  ) {
+    this.needle = Buffer.from(readyLine, 'utf8').toString('latin1');
+  }
 
   /** Reads what is new; returns whether any output was seen yet and whether the ready line was. */
   async poll(): Promise<{ output: boolean; ready: boolean }> {
@@ -62,26 +73,30 @@ export class ConsoleWatch {
         constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
       );
     } catch {
-      return { output: this.sawOutput, ready: false };
+      return { output: this.sawOutput, ready: this.sawReady };
     }
     try {
       const st = await fh.stat();
-      if (st.size < this.offset) this.offset = 0; // truncated: a new boot's log
+      if (st.size < this.offset) {
+        // Truncated: a new boot's log.
+        this.offset = 0;
+        this.carry = '';
+        this.sawReady = false;
+      }
       const length = st.size - this.offset;
       if (length > 0) {
         const buf = Buffer.alloc(Math.min(length, 1024 * 1024));
         const { bytesRead } = await fh.read(buf, 0, buf.length, this.offset);
         this.offset += bytesRead;
         if (bytesRead > 0) this.sawOutput = true;
-        // Keep enough of the end to find a ready line split across two reads.
-        this.window = (this.window + buf.subarray(0, bytesRead).toString('latin1')).slice(
-          -(Buffer.byteLength(this.readyLine) + 64 * 1024),
-        );
+        const text = this.carry + buf.subarray(0, bytesRead).toString('latin1');
+        if (!this.sawReady && text.includes(this.needle)) this.sawReady = true;
+        // slice(-0) would keep everything: a one-byte line needs no carry.
+        this.carry = this.needle.length > 1 ? text.slice(-(this.needle.length - 1)) : '';
       }
     } finally {
       await fh.close();
     }
-    const needle = Buffer.from(this.readyLine, 'utf8').toString('latin1');
-    return { output: this.sawOutput, ready: this.window.includes(needle) };
+    return { output: this.sawOutput, ready: this.sawReady };
   }
 }

@@ -151,6 +151,13 @@ export function runConsole(
   });
 }
 
+/** More than the 4,096 characters a display line shows, in any UTF-8 (4 bytes a character at most). */
+export const MAX_PARTIAL_BYTES = 4 * 4096 + 4;
+
+/** A line longer than what was kept of it: its display says how long it really was. */
+const cutLine = (line: string, bytes: number): string =>
+  `${line.replace(/…\(\d+ more characters\)$/, '')}…(a line of ${bytes} bytes, cut)`;
+
 export interface FollowOptions {
   /** How many existing lines to show first. */
   readonly lines: number;
@@ -173,12 +180,27 @@ export async function followConsoleLog(
 ): Promise<'stopped' | 'interrupted'> {
   let offset = 0;
   let pending = Buffer.alloc(0);
+  // Bytes of the held partial line left out: a line shows at most 4,096 characters, so more
+  // than MAX_PARTIAL_BYTES of one is never kept (a guest printing one endless line).
+  let dropped = 0;
   let first = true;
   const take = (bytes: Buffer, all: boolean): string[] => {
-    const data = Buffer.concat([pending, bytes]);
+    const data = pending.length === 0 ? bytes : Buffer.concat([pending, bytes]);
     const end = all ? data.length : data.lastIndexOf(0x0a) + 1;
-    pending = data.subarray(end);
-    return end > 0 ? consoleLines(data.subarray(0, end).toString('utf8')) : [];
+    const lines = end > 0 ? consoleLines(data.subarray(0, end).toString('utf8')) : [];
+    if (end > 0 && dropped > 0) {
+      const firstEnd = data.indexOf(0x0a);
+      lines[0] = cutLine(
+        lines[0] ?? '',
+        dropped + (firstEnd < 0 || firstEnd > end ? end : firstEnd),
+      );
+      dropped = 0;
+    }
+    const rest = data.subarray(end);
+    if (rest.length > MAX_PARTIAL_BYTES) dropped += rest.length - MAX_PARTIAL_BYTES;
+    // A copy, so the large read it came from is not kept alive by a view into it.
+    pending = Buffer.from(rest.subarray(0, MAX_PARTIAL_BYTES));
+    return lines;
   };
   const read = async (all: boolean): Promise<string[]> => {
     let fh;
