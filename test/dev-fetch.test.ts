@@ -410,6 +410,23 @@ describe('dev fetch: transfers that survive real networks', () => {
     assert.equal(artifactRequests().length, 0);
   });
 
+  it('a manifest trickled one byte every 300 ms (MVM_HTTP_TIMEOUT_SECONDS=1): one deadline for the whole document, exit 16', async () => {
+    server.set(F.manifest, { trickle: { everyMs: 300 } });
+    const h = online({ MVM_HTTP_TIMEOUT_SECONDS: '1' });
+    const r = await h.fetch();
+    assert.equal(r.code, 16, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(
+        `Online fetch failed: GET ${escape(server.url(VERSION, F.manifest))}: no answer within 1 s`,
+      ),
+    );
+    // The idle timeout alone never fires: bytes keep coming. Each attempt ends at its deadline.
+    for (const req of server.requestsFor(F.manifest))
+      assert.ok(req.bytesSent < 10, `${req.bytesSent} bytes`);
+    assert.equal(artifactRequests().length, 0);
+  });
+
   it('a rootfs body that goes silent (MVM_HTTP_TIMEOUT_SECONDS=1): exit 16 in bounded time, no final rootfs', async () => {
     server.set(F.rootfs, { stallAfter: 100_000 });
     const h = online({ MVM_HTTP_TIMEOUT_SECONDS: '1' });

@@ -212,7 +212,12 @@ export class HttpClient {
       let settled = false;
       let abortRequest: ((e?: Error) => void) | undefined;
       let resumeSocket: () => void = () => undefined;
-      const onAbort = (): void => abortRequest?.(abortError());
+      // A deadline (AbortSignal.timeout) is a timeout, as on the direct path; any other abort an interruption.
+      const aborted = (): Error => {
+        const reason: unknown = o.signal?.reason;
+        return reason instanceof Error && reason.name === 'TimeoutError' ? reason : abortError();
+      };
+      const onAbort = (): void => abortRequest?.(aborted());
       const settle = (f: () => void): void => {
         if (settled) return;
         settled = true;
@@ -220,7 +225,7 @@ export class HttpClient {
         f();
       };
       if (o.signal?.aborted) {
-        reject(abortError());
+        reject(aborted());
         return;
       }
       o.signal?.addEventListener('abort', onAbort, { once: true });

@@ -212,7 +212,12 @@ async function getSmall(
 ): Promise<Buffer | undefined> {
   return withRetries(
     async () => {
-      const res = await client.get(url, maxBytes, ctx.signal ? { signal: ctx.signal } : {});
+      // A small document has one deadline for the whole exchange (as the revocation refresh
+      // has): a server trickling a byte now and then never lets the idle timeout fire, and would
+      // hold dev fetch, dev pull and dev up (and the pull lock) as long as it liked.
+      const deadline = AbortSignal.timeout(ctx.config.httpTimeoutMs);
+      const signal = ctx.signal ? AbortSignal.any([ctx.signal, deadline]) : deadline;
+      const res = await client.get(url, maxBytes, { signal });
       if (res.status === 200) return res.body;
       if (res.status === 404 && what === 'revocation list') return undefined;
       throw client.statusError(url, res.status, what);

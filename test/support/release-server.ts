@@ -40,6 +40,8 @@ export interface Knobs {
   cut?: { bytes: number; times?: number };
   /** Send `bytes` of the body, then send nothing more until `release(name)` (every response meanwhile). */
   stallAfter?: number;
+  /** Send the body one byte every `everyMs` milliseconds (a server that never goes quite silent). */
+  trickle?: { everyMs: number };
   /** Serve these bytes instead of the file on disk (a tampered mirror). */
   body?: Buffer;
   /**
@@ -292,7 +294,7 @@ export class ReleaseServer {
       cutAt = k.cut.bytes;
       k.cut.times = (k.cut.times ?? 1) - 1;
     }
-    void this.send(res, rec, body, { cutAt, stallAt: k.stallAfter });
+    void this.send(res, rec, body, { cutAt, stallAt: k.stallAfter, trickleMs: k.trickle?.everyMs });
   }
 
   /** Writes `body` in chunks (respecting backpressure), cutting or stalling where told. */
@@ -300,7 +302,7 @@ export class ReleaseServer {
     res: ServerResponse,
     rec: RecordedRequest,
     body: Buffer,
-    o: { cutAt: number | undefined; stallAt: number | undefined },
+    o: { cutAt: number | undefined; stallAt: number | undefined; trickleMs?: number | undefined },
   ): Promise<void> {
     let gone = false;
     res.on('close', () => {
@@ -321,7 +323,13 @@ export class ReleaseServer {
         });
         continue;
       }
-      const end = Math.min(limit, offset + CHUNK, stalled ? Infinity : o.stallAt!);
+      if (o.trickleMs !== undefined) await new Promise((r) => setTimeout(r, o.trickleMs));
+      if (gone) break;
+      const end = Math.min(
+        limit,
+        offset + (o.trickleMs !== undefined ? 1 : CHUNK),
+        stalled ? Infinity : o.stallAt!,
+      );
       const chunk = body.subarray(offset, end);
       offset = end;
       rec.bytesSent += chunk.length;
