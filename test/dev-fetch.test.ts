@@ -546,6 +546,49 @@ describe('dev fetch: transfers that survive real networks', () => {
   });
 });
 
+describe('dev fetch: behind a proxy that refuses, or a server that sends too much', () => {
+  /** CONNECTs per refusal status, to compare what is retried with what is not. */
+  const tunnels = new Map<number, number>();
+  for (const [status, fix] of [
+    [407, /credentials: put them in its URL/],
+    [403, /does not allow this destination/],
+    [503, /Check the proxy/],
+  ] as const) {
+    it(`a CONNECT answered ${status}: exit 16 naming the proxy's answer, not an interruption`, async () => {
+      const proxy = await ForwardProxy.start({ refuseConnect: status });
+      try {
+        const via = { HTTP_PROXY: proxy.url, http_proxy: proxy.url, HTTPS_PROXY: proxy.url };
+        const r = await online(via).fetch();
+        assert.equal(r.code, 16, r.stderr);
+        assert.match(r.stderr, new RegExp(`the proxy refused the connection \\(HTTP ${status}\\)`));
+        assert.doesNotMatch(r.stderr, /interrupted/);
+        assert.match(r.stderr, fix);
+        tunnels.set(status, proxy.requests.filter((q) => q.method === 'CONNECT').length);
+        // 5xx is retried like a server's; 407 and 403 will not change, and are not.
+        if (status === 503)
+          assert.ok(tunnels.get(503)! > tunnels.get(407)!, JSON.stringify([...tunnels]));
+      } finally {
+        await proxy.close();
+      }
+    });
+  }
+
+  it('a kernel far over its size, through the proxy: refused at the response head, its body not read', async () => {
+    const proxy = await ForwardProxy.start();
+    try {
+      server.set(F.kernel, { body: Buffer.alloc(256 * 1024 * 1024, 1) });
+      const via = { HTTP_PROXY: proxy.url, http_proxy: proxy.url, HTTPS_PROXY: proxy.url };
+      const r = await online({ ...via, MVM_MAX_KERNEL_BYTES: String(16 * 1024 * 1024) }).fetch();
+      assert.notEqual(r.code, 0, r.stderr);
+      assert.match(r.stderr, /larger than/);
+      const sent = server.bytesSentFor(F.kernel);
+      assert.ok(sent < 32 * 1024 * 1024, `${sent} bytes of the kernel were sent`);
+    } finally {
+      await proxy.close();
+    }
+  });
+});
+
 describe('dev fetch: refusals and failures', () => {
   it('MVM_OFFLINE=1 or --offline: exit 16 at once, no request made', async () => {
     const h = online();

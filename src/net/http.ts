@@ -218,6 +218,11 @@ export class HttpClient {
         return reason instanceof Error && reason.name === 'TimeoutError' ? reason : abortError();
       };
       const onAbort = (): void => abortRequest?.(aborted());
+      const stopAtHead = (f: () => void): false => {
+        settle(f);
+        abortRequest?.(Object.assign(new Error('answer refused at its head'), { name: 'Refused' }));
+        return false;
+      };
       const settle = (f: () => void): void => {
         if (settled) return;
         settled = true;
@@ -245,14 +250,21 @@ export class HttpClient {
             if (status < 200) return true; // 1xx: the real answer follows
             const headers = parseHeaders(raw) as Record<string, string | string[] | undefined>;
             location = redirectTarget(status, headers);
-            if (location !== undefined) return true;
-            accepted = handler.response(status, headers);
+            // A redirect or a refused answer ends at its head, as on the direct path: its body
+            // (which may be endless, or far over the size limit) is never read.
+            if (location !== undefined) return stopAtHead(() => resolve(location));
+            try {
+              accepted = handler.response(status, headers);
+            } catch (e) {
+              return stopAtHead(() => reject(e));
+            }
+            if (!accepted) return stopAtHead(() => resolve(undefined));
             resumeSocket = resume;
             return true;
           },
-          onData: (chunk) => (accepted ? handler.data(chunk, resumeSocket) : true),
+          onData: (chunk) => (accepted ? handler.data(chunk, resumeSocket) : false),
           onComplete: () => settle(() => resolve(location)),
-          onError: (e) => settle(() => reject(e)),
+          onError: (e) => settle(() => reject(proxyRefusal(e, o.signal, target.href) ?? e)),
         },
       );
     });
@@ -365,6 +377,34 @@ export class HttpClient {
 interface Undici {
   readonly dispatcher: Dispatcher;
   readonly parseHeaders: typeof import('undici').util.parseHeaders;
+}
+
+/**
+ * undici reports a proxy that refuses a CONNECT (407, 403, 5xx) as an abort
+ * of its own ("Proxy response (407) !== 200 when HTTP Tunneling"). The
+ * operator did not interrupt anything: said as the proxy's answer, 5xx
+ * retried like a server's, a 407 explained. Undefined for any other error.
+ */
+function proxyRefusal(
+  e: unknown,
+  signal: AbortSignal | undefined,
+  url: string,
+): TransferError | undefined {
+  if (signal?.aborted) return undefined;
+  const status = /Proxy response \((\d{3})\)/.exec((e as Error | undefined)?.message ?? '')?.[1];
+  if (status === undefined) return undefined;
+  const code = Number(status);
+  return new TransferError(
+    `GET ${url}: the proxy refused the connection (HTTP ${code})`,
+    code >= 500,
+    `the proxy named by HTTPS_PROXY / HTTP_PROXY answered ${code} to the tunnel request`,
+    code === 407
+      ? 'The proxy wants credentials: put them in its URL (HTTPS_PROXY=http://USER:PASSWORD@HOST:PORT), or exempt the release location with NO_PROXY.'
+      : code === 403
+        ? 'The proxy does not allow this destination: ask its operator to allow the release location, exempt it with NO_PROXY, or use the air-gapped path (dev fetch on another host, dev import-image here).'
+        : 'Check the proxy (HTTPS_PROXY, HTTP_PROXY), exempt the release location with NO_PROXY, or retry later.',
+    e,
+  );
 }
 
 /** The Location of a redirect answer; undefined for any other answer. */

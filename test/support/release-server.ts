@@ -393,13 +393,18 @@ export class ForwardProxy {
     readonly url: string,
   ) {}
 
-  static async start(): Promise<ForwardProxy> {
+  /** `refuseConnect`: answer every CONNECT with this status (407, 403, 503…) instead of tunnelling. */
+  static async start(o: { refuseConnect?: number } = {}): Promise<ForwardProxy> {
     const server = createServer();
     const sockets = trackSockets(server);
     const port = await listen(server);
     const proxy = new ForwardProxy(server, sockets, `http://127.0.0.1:${port}`);
     server.on('connect', (req: IncomingMessage, client: Socket, head: Buffer) => {
       proxy.requests.push({ method: 'CONNECT', target: req.url ?? '', headers: req.headers });
+      if (o.refuseConnect !== undefined) {
+        client.end(`HTTP/1.1 ${o.refuseConnect} Refused\r\nContent-Length: 0\r\n\r\n`);
+        return;
+      }
       const target = new URL(`http://${req.url ?? ''}`);
       const upstream = connect(Number(target.port || 80), target.hostname, () => {
         if (upstream.localPort) proxy.upstreamPorts.add(upstream.localPort);
