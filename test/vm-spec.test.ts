@@ -27,7 +27,7 @@ import {
   type HostFacts,
   type VmImage,
 } from '../src/core/vm-spec.js';
-import { QEMU_BINARY, qemuArgs, qemuOptValue } from '../src/vm/qemu-args.js';
+import { QEMU_BINARY, QEMU_RUNAS, qemuArgs, qemuOptValue } from '../src/vm/qemu-args.js';
 import { cpuFlags, kvmVerdict, probeKvm, tscKhzFrom, type KvmFacts } from '../src/vm/kvm.js';
 
 const IMAGE: VmImage = {
@@ -161,6 +161,8 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       '-append',
       TCG_CMDLINE,
       ...devices(),
+      '-sandbox',
+      'on,obsolete=deny,resourcecontrol=deny',
       '-daemonize',
       '-pidfile',
       `${STATE}/qemu.pid`,
@@ -249,6 +251,8 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       'local,id=share,path=/home/me/project/src,security_model=none',
       '-device',
       'virtio-9p-device,fsdev=share,mount_tag=workdir',
+      '-sandbox',
+      'on,obsolete=deny,resourcecontrol=deny',
       '-daemonize',
       '-pidfile',
       `${STATE}/qemu.pid`,
@@ -274,7 +278,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     assert.notEqual(virtiofsdSocket('/other/vms/dev'), virtiofsdSocket(STATE));
     const args = qemuArgs(s);
     assert.equal(args[3], 'microvm,acpi=on,memory-backend=mem');
-    assert.deepEqual(args.slice(-11), [
+    assert.deepEqual(args.slice(-13), [
       '-object',
       'memory-backend-memfd,id=mem,size=2048M,share=on',
       '-global',
@@ -283,6 +287,21 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       `socket,id=share,path=${virtiofsdSocket(STATE)}`,
       '-device',
       'vhost-user-fs-device,chardev=share,tag=workdir',
+      '-sandbox',
+      'on,obsolete=deny,resourcecontrol=deny',
+      '-daemonize',
+      '-pidfile',
+      `${STATE}/qemu.pid`,
+    ]);
+  });
+
+  it('as root, QEMU drops to nobody once set up (-runas), inside its seccomp sandbox', () => {
+    const args = qemuArgs(spec({}), { runAs: QEMU_RUNAS });
+    assert.deepEqual(args.slice(-7), [
+      '-sandbox',
+      'on,obsolete=deny,resourcecontrol=deny',
+      '-runas',
+      '65534:65534',
       '-daemonize',
       '-pidfile',
       `${STATE}/qemu.pid`,
@@ -637,6 +656,7 @@ function onPath(name: string): string | undefined {
 describe('the argument list against a real QEMU (paused with -S: parsed and set up, no guest code runs)', () => {
   const qemu = onPath(QEMU_BINARY);
   const qemuImg = onPath('qemu-img');
+  const isRoot = process.getuid?.() === 0;
   const skip = !qemu || !qemuImg ? `${QEMU_BINARY} or qemu-img is not installed` : false;
   const dir = mkdtempSync(join(tmpdir(), 'mvm-qemu,'));
   let pid: number | undefined;
@@ -683,7 +703,7 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
       const kernelFd = openSync(join(image, 'vmlinux'), 'r');
       const rootfsFd = openSync(join(image, 'rootfs.ext4'), 'r');
       try {
-        execFileSync(qemu!, ['-S', ...qemuArgs(s)], {
+        execFileSync(qemu!, ['-S', ...qemuArgs(s, isRoot ? { runAs: QEMU_RUNAS } : {})], {
           stdio: ['ignore', 'pipe', 'pipe', kernelFd, rootfsFd],
         });
       } finally {
@@ -692,6 +712,9 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
       }
       pid = Number(readFileSync(s.state.pidFile, 'utf8').trim());
       assert.ok(pid > 0);
+      const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+      assert.match(status, /^Seccomp:\t2$/m, 'the seccomp sandbox is on');
+      if (isRoot) assert.match(status, /^Uid:\t65534\t65534\t65534\t65534$/m, 'no longer root');
       assert.ok(existsSync(s.state.consoleLog), 'console.log created');
 
       const qmp = await qmpSession(s.state.qmpSocket);

@@ -21,7 +21,7 @@ import { lastConsoleLines, ConsoleWatch } from './console-log.js';
 import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
-import { IMAGE_FDS, QEMU_BINARY, qemuArgs } from './qemu-args.js';
+import { IMAGE_FDS, QEMU_BINARY, QEMU_RUNAS, qemuArgs } from './qemu-args.js';
 import {
   findVirtiofsd,
   shareDirectory,
@@ -386,7 +386,9 @@ async function startQemu(spec: VmSpec, image: BootableImage, deadline: number): 
   stdio[IMAGE_FDS.kernel] = image.opened.kernel.fd;
   stdio[IMAGE_FDS.rootfs] = image.opened.rootfs.fd;
   stdio[IMAGE_FDS.initrd] = image.opened.initrd?.fd ?? 'ignore';
-  const child = spawn(QEMU_BINARY, qemuArgs(spec), { stdio });
+  // As root, QEMU gives up root once the VM is set up (-runas): an escape is not host root.
+  const runAs = process.getuid?.() === 0 ? { runAs: QEMU_RUNAS } : {};
+  const child = spawn(QEMU_BINARY, qemuArgs(spec, runAs), { stdio });
   let stderr = '';
   child.stderr!.setEncoding('utf8').on('data', (c: string) => {
     if (stderr.length < 8192) stderr += c;
