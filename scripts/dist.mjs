@@ -272,6 +272,9 @@ try {
       output: relative(work, blob),
       disableExperimentalSEAWarning: true,
       useCodeCache: false,
+      // NODE_OPTIONS is not read: an environment that sets --require or --import must not run
+      // its code inside a verifier (the npm package's node honours it, as any node does).
+      execArgvExtension: 'none',
       assets: Object.fromEntries(assets.map((a) => [a, `sea/${a}`])),
     }),
   );

@@ -113,6 +113,7 @@ describe('dev up / status / logs / down with a real guest', () => {
       assert.equal(s['accel'], 'tcg');
       assert.ok(Number.isSafeInteger(s['pid']) && s['pid'] > 1);
       assert.deepEqual(s['ports'], [{ host: `127.0.0.1:${port}`, guest: 80 }]);
+      assert.equal(s['network'], 'user');
       assert.equal(s['console_log'], join(vmDir, 'console.log'));
       assert.equal(s['at_rest'], 'ok');
       // The QEMU the state names is the one running on this VM's state directory.

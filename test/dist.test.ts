@@ -166,6 +166,16 @@ describe('mvmctl-linux-x86_64, copied alone into a directory, no Node.js on the 
     assert.notEqual((await run(script, [], env)).code, 0);
   });
 
+  it('ignores NODE_OPTIONS: no --require injected into the single executable', async () => {
+    const marker = join(root, 'injected');
+    const hook = join(root, 'hook.cjs');
+    writeFileSync(hook, `require('fs').writeFileSync(${JSON.stringify(marker)}, 'ran');\n`);
+    const r = await mvmctl(['--version'], { NODE_OPTIONS: `--require ${hook}` });
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), VERSION);
+    assert.equal(existsSync(marker), false, 'the --require hook did not run');
+  });
+
   it('--version', async () => {
     const r = await mvmctl(['--version']);
     assert.equal(r.code, 0, r.stderr);

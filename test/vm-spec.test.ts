@@ -259,6 +259,32 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     ]);
   });
 
+  it('--network: user by default; restricted adds restrict=on and keeps the forwards; none has no network device', () => {
+    const netdevOf = (args: readonly string[]) => {
+      const at = args.indexOf('-netdev');
+      return at === -1 ? undefined : args[at + 1];
+    };
+    assert.equal(spec().network, 'user');
+    assert.equal(netdevOf(qemuArgs(spec())), 'user,id=net0');
+    assert.equal(
+      netdevOf(qemuArgs(spec({ network: 'user', ports: ['2222:22'] }))),
+      'user,id=net0,hostfwd=tcp:127.0.0.1:2222-:22',
+    );
+    const restricted = spec({ network: 'restricted', ports: ['2222:22'] });
+    assert.equal(restricted.network, 'restricted');
+    assert.equal(
+      netdevOf(qemuArgs(restricted)),
+      'user,id=net0,restrict=on,hostfwd=tcp:127.0.0.1:2222-:22',
+    );
+    const none = qemuArgs(spec({ network: 'none' }));
+    assert.equal(netdevOf(none), undefined);
+    assert.ok(!none.includes('virtio-net-device,netdev=net0'), 'no network device');
+    // Everything else is as with the default network.
+    const withNet = qemuArgs(spec());
+    const at = withNet.indexOf('-netdev');
+    assert.deepEqual(none, [...withNet.slice(0, at), ...withNet.slice(at + 4)]);
+  });
+
   it('a host that names no share transport gets virtiofs (the cloud kernel has no 9p)', () => {
     const unnamed: HostFacts = { cpus: 4, memoryMiB: 8192, tscKhz: 2596140, kvm: NO_KVM };
     assert.equal(spec({ share: '/srv/work' }, unnamed).share?.transport, 'virtiofs');
@@ -553,6 +579,21 @@ describe('VmSpec validation errors (usage, exit 2)', () => {
       '--accel kvm: KVM is not usable on this host',
       /^there is no \/dev\/kvm$/,
       /^Enable it\. Or use --accel auto \(or tcg\) to boot with software emulation/,
+    );
+  });
+
+  it('--network', () => {
+    assertUsage(
+      () => spec({ network: 'bridge' }),
+      '--network "bridge" is not one of user, restricted, none',
+      /restricted: nothing out/,
+      /^Use --network user, --network restricted or --network none\.$/,
+    );
+    assertUsage(
+      () => spec({ network: 'none', ports: ['2222:22'] }),
+      '--port needs a network device, and --network none has none',
+      /network device/,
+      /--network restricted/,
     );
   });
 

@@ -578,6 +578,12 @@ overlay, console.sock, console.log, qmp.sock).`,
         help: 'kvm: hardware virtualization (an error where KVM cannot run a stock kernel); tcg: software emulation, several times slower; auto (default): kvm when usable, otherwise tcg with a warning saying why',
       },
       {
+        name: 'network',
+        type: 'string',
+        choices: ['user', 'restricted', 'none'],
+        help: "user (default): connections out through the host, and --port forwards in; the guest can then also reach this host's loopback services (127.0.0.1) at 10.0.2.2. restricted: nothing out, host loopback included, --port forwards still in. none: no network device",
+      },
+      {
         name: 'fresh',
         type: 'boolean',
         help: "discard the VM's disk overlay (changes made in the guest) first",

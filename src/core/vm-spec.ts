@@ -53,9 +53,22 @@ export interface DevUpOptions {
   readonly share?: string;
   readonly append?: string;
   readonly accel?: string;
+  readonly network?: string;
   /** Where a relative `--share` is resolved from. */
   readonly cwd?: string;
 }
+
+/**
+ * The guest's network (QEMU user-mode networking, libslirp):
+ * - `user`: outbound connections, NATed through the host, and --port forwards in. The guest
+ *   also reaches the host's own loopback services at 10.0.2.2 (libslirp maps the gateway to
+ *   127.0.0.1, and QEMU 7.2 has no switch to stop it).
+ * - `restricted`: no connection out at all (libslirp's restrict=on), host loopback included;
+ *   --port forwards still come in.
+ * - `none`: no network device.
+ */
+export type NetworkMode = 'user' | 'restricted' | 'none';
+export const NETWORK_MODES: readonly NetworkMode[] = ['user', 'restricted', 'none'];
 
 export interface PortForward {
   /** IPv4 address on the host; loopback unless the operator names another. */
@@ -97,6 +110,7 @@ export interface VmSpec {
   readonly memoryMiB: number;
   readonly cmdline: string;
   readonly accel: Accel;
+  readonly network: NetworkMode;
   readonly ports: readonly PortForward[];
   readonly share?: ShareSpec;
   readonly state: VmStatePaths;
@@ -168,6 +182,7 @@ export function vmSpecFrom(
   const warnings: string[] = [];
   const accel = accelFrom(options.accel, host.kvm, warnings);
   const ports = parsePorts(options.ports ?? [], warnings);
+  const network = networkFrom(options.network, ports);
   const share =
     options.share === undefined
       ? undefined
@@ -192,11 +207,29 @@ export function vmSpecFrom(
     memoryMiB: parseMemory(options.memory, host.memoryMiB),
     cmdline: cmdlineFrom(options.append, accel, host.tscKhz),
     accel,
+    network,
     ports,
     ...(share ? { share } : {}),
     state,
     warnings,
   };
+}
+
+function networkFrom(value: string | undefined, ports: readonly PortForward[]): NetworkMode {
+  const mode = value ?? 'user';
+  if (!(NETWORK_MODES as readonly string[]).includes(mode))
+    throw usage(
+      `--network ${show(mode)} is not one of ${NETWORK_MODES.join(', ')}`,
+      'user: outbound and host loopback reachable; restricted: nothing out, --port forwards in; none: no network device',
+      'Use --network user, --network restricted or --network none.',
+    );
+  if (mode === 'none' && ports.length > 0)
+    throw usage(
+      '--port needs a network device, and --network none has none',
+      'a forwarded port reaches the guest through its network device',
+      'Use --network restricted (no connection out, forwards in), or drop --port.',
+    );
+  return mode as NetworkMode;
 }
 
 function accelFrom(value: string | undefined, kvm: KvmVerdict, warnings: string[]): Accel {

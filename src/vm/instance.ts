@@ -300,6 +300,7 @@ async function bootQemu(
     memoryMiB: spec.memoryMiB,
     cmdline: spec.cmdline,
     ports: spec.ports,
+    network: spec.network,
     digests: {
       kernel: image.receipt.artifacts.kernel.sha256,
       rootfs: image.receipt.artifacts.rootfs.sha256,
@@ -630,6 +631,7 @@ export interface VmStatus {
   readonly cpus?: number;
   readonly memory_mib?: number;
   readonly ports?: readonly { host: string; guest: number }[];
+  readonly network?: string;
   readonly console_log: string;
   readonly started_at?: string;
   readonly ready_at?: string;
@@ -665,6 +667,7 @@ export async function devStatus(config: Config, now: Date = new Date()): Promise
             host: `${f.hostAddr}:${f.hostPort}`,
             guest: f.guestPort,
           })),
+          network: s.network ?? 'user',
           started_at: s.startedAt,
           ...(s.readyAt ? { ready_at: s.readyAt } : {}),
           digests: s.digests,

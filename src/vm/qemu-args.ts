@@ -94,14 +94,20 @@ export function qemuArgs(spec: VmSpec, o: { runAs?: { uid: number; gid: number }
     `socket,id=qmp,path=${v(spec.state.qmpSocket)},server=on,wait=off`,
     '-mon',
     'chardev=qmp,mode=control',
-    '-netdev',
-    [
-      'user,id=net0',
-      ...spec.ports.map((p) => `hostfwd=tcp:${p.hostAddr}:${p.hostPort}-:${p.guestPort}`),
-    ].join(','),
-    '-device',
-    'virtio-net-device,netdev=net0',
   ];
+  if (spec.network !== 'none') {
+    args.push(
+      '-netdev',
+      [
+        'user,id=net0',
+        // restrict=on: libslirp lets nothing out, the host's loopback included; forwards still come in.
+        ...(spec.network === 'restricted' ? ['restrict=on'] : []),
+        ...spec.ports.map((p) => `hostfwd=tcp:${p.hostAddr}:${p.hostPort}-:${p.guestPort}`),
+      ].join(','),
+      '-device',
+      'virtio-net-device,netdev=net0',
+    );
+  }
   const share = spec.share;
   if (share?.transport === '9p') {
     args.push(

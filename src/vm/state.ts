@@ -17,6 +17,7 @@ import {
   stateDirPaths,
   virtiofsdSocket,
   type Accel,
+  type NetworkMode,
   type PortForward,
   type VmStatePaths,
 } from '../core/vm-spec.js';
@@ -45,6 +46,8 @@ export interface VmState {
   readonly memoryMiB: number;
   readonly cmdline: string;
   readonly ports: readonly PortForward[];
+  /** Absent in a state written before --network existed: that VM had `user`. */
+  readonly network?: NetworkMode;
   readonly digests: {
     readonly kernel: string;
     readonly rootfs: string;

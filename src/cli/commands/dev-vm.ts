@@ -93,6 +93,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
       ...(values.share !== undefined ? { share: values.share } : {}),
       ...(values.append !== undefined ? { append: values.append } : {}),
       ...(values.accel !== undefined ? { accel: values.accel } : {}),
+      ...(values.network !== undefined ? { network: values.network } : {}),
       fresh: values.fresh === true,
       ...(readyLine !== undefined ? { readyLine } : {}),
       timeoutSeconds,
@@ -130,6 +131,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
         version: s.version,
         accel: s.accel,
         ports: s.ports.map((p) => ({ host: `${p.hostAddr}:${p.hostPort}`, guest: p.guestPort })),
+        network: s.network ?? 'user',
         console_log: s.paths.consoleLog,
         ...(s.share ? { share: { host_path: s.share.hostPath, tag: s.share.tag } } : {}),
         started_at: s.startedAt,
@@ -139,7 +141,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
     const ports = s.ports.map((p) => `${p.hostAddr}:${p.hostPort}->${p.guestPort}`).join(', ');
     io.out(
       `${result.alreadyRunning ? 'The dev VM is already running' : result.ready ? 'The dev VM is ready' : 'The dev VM is starting (--no-wait)'}: ` +
-        `v${printable(s.version)}, pid ${s.pid}, ${s.accel}${ports ? `, ports ${ports}` : ''}` +
+        `v${printable(s.version)}, pid ${s.pid}, ${s.accel}, network ${s.network ?? 'user'}${ports ? `, ports ${ports}` : ''}` +
         `${s.share ? `, sharing ${printable(s.share.hostPath)} as ${s.share.tag}` : ''}\n` +
         `Console log: ${printable(s.paths.consoleLog)} (mvmctl dev logs); stop it with mvmctl dev down.`,
     );
@@ -240,6 +242,7 @@ function describeStatus(
     if (s.uptime_seconds !== undefined) lines.push(`uptime:       ${s.uptime_seconds} s`);
     lines.push(`version:      ${p(s.version ?? '')}`);
     lines.push(`accel:        ${p(s.accel ?? '')}`);
+    if (s.network) lines.push(`network:      ${p(s.network)}`);
     if (s.ports && s.ports.length > 0)
       lines.push(`ports:        ${s.ports.map((f) => `${f.host}->${f.guest}`).join(', ')}`);
     if (s.share)
