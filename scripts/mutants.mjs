@@ -298,4 +298,25 @@ export const MUTANTS = [
     replace: '      if (true) finish();',
     tests: ['test/http1.test.ts'],
   },
+  {
+    name: 'metrics server: header size limit left at Node default (16 KiB)',
+    file: 'src/telemetry/server.ts',
+    find: '      maxHeaderSize: MAX_HEADER_BYTES,\n',
+    replace: '',
+    tests: ['test/metrics-serve.test.ts'],
+  },
+  {
+    name: 'metrics server: no connection cap',
+    file: 'src/telemetry/server.ts',
+    find: '    if (this.waiting.size + this.busy.size >= this.max) {',
+    replace: '    if (false) {',
+    tests: ['test/metrics-server.test.ts'],
+  },
+  {
+    name: 'metrics server: at the cap the newcomer is closed, as Node does (a hog locks scrapers out)',
+    file: 'src/telemetry/server.ts',
+    find: '      if (longest.done) {',
+    replace: '      if (true) {',
+    tests: ['test/metrics-server.test.ts'],
+  },
 ];

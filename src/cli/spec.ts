@@ -973,7 +973,10 @@ listening.
 GET /metrics answers in the Prometheus text format, or OpenMetrics 1.0.0 when the
 Accept header prefers application/openmetrics-text (as Prometheus sends); any other
 path is 404, any other method 405 (HEAD works), a request body 413. At most 256
-connections, 8 KiB of headers, 5 s to send them and 10 s per request. The audit log
+connections, 8 KiB of headers, 5 s to send them and 10 s per request. At 256, a new
+connection takes the slot of the one that has waited longest without a request in
+progress (an idle keep-alive, a peer that sent nothing or half a request), so a peer
+holding connections open cannot lock a scraper out. The audit log
 is read incrementally: each scrape reads only what was appended since the last one
 (a rotation is followed; a log shrunk or replaced is read again from its start).
 SIGTERM or SIGINT stops it cleanly (exit 0).`,

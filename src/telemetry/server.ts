@@ -8,7 +8,7 @@
  * cost one read, and none is answered with data older than its request.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
+import type { AddressInfo, Socket } from 'node:net';
 import { MvmError } from '../errors.js';
 import {
   OPENMETRICS_CONTENT_TYPE,
@@ -19,7 +19,13 @@ import {
 import type { MetricsSnapshot, MetricsSource } from './snapshot.js';
 
 export const DEFAULT_LISTEN = '127.0.0.1:9464';
-/** Connections held at once; more are refused by the kernel's backlog until one closes. */
+/**
+ * Connections held at once. At the cap a new connection takes the slot of the one that has
+ * waited longest without a request being answered on it (an idle keep-alive, a peer that sent
+ * nothing or only part of its headers); only when every connection has a request in progress is
+ * the new one closed. A peer hogging slots cannot lock a scraper out: its connections are the
+ * ones given up.
+ */
 export const MAX_CONNECTIONS = 256;
 export const MAX_HEADER_BYTES = 8 * 1024;
 export const HEADERS_TIMEOUT_MS = 5_000;
@@ -98,7 +104,12 @@ export async function startMetricsServer(options: ServeOptions): Promise<Metrics
     },
     (req, res) => void handle(req, res, scrapes, report, options.warn),
   );
-  server.maxConnections = options.maxConnections ?? MAX_CONNECTIONS;
+  // Not server.maxConnections: Node closes whatever arrives at the cap, the scraper included.
+  const slots = new ConnectionSlots(options.maxConnections ?? MAX_CONNECTIONS);
+  server.on('connection', (socket: Socket) => slots.admit(socket));
+  server.on('request', (req: IncomingMessage, res: ServerResponse) =>
+    slots.serving(req.socket, res),
+  );
   server.maxHeadersCount = 64;
   server.maxRequestsPerSocket = 1000;
   await new Promise<void>((resolve, reject) => {
@@ -167,6 +178,48 @@ async function handle(
   reply(200, body, {
     'Content-Type': format === 'openmetrics' ? OPENMETRICS_CONTENT_TYPE : PROMETHEUS_CONTENT_TYPE,
   });
+}
+
+/**
+ * Who holds a connection slot, and since when each has waited: a connection is busy from a
+ * request's head to the end of its answer, and waiting otherwise.
+ */
+class ConnectionSlots {
+  /** In order of the time each started waiting: the first is the one to give up. */
+  private readonly waiting = new Set<Socket>();
+  /** Requests in progress on each busy connection (pipelined requests overlap). */
+  private readonly busy = new Map<Socket, number>();
+
+  constructor(private readonly max: number) {}
+
+  admit(socket: Socket): void {
+    if (this.waiting.size + this.busy.size >= this.max) {
+      const longest = this.waiting.values().next();
+      if (longest.done) {
+        socket.destroy();
+        return;
+      }
+      this.waiting.delete(longest.value);
+      longest.value.destroy();
+    }
+    this.waiting.add(socket);
+    socket.once('close', () => {
+      this.waiting.delete(socket);
+      this.busy.delete(socket);
+    });
+  }
+
+  serving(socket: Socket, res: ServerResponse): void {
+    if (socket.destroyed) return;
+    this.waiting.delete(socket);
+    this.busy.set(socket, (this.busy.get(socket) ?? 0) + 1);
+    res.once('close', () => {
+      const left = (this.busy.get(socket) ?? 0) - 1;
+      if (left > 0) return void this.busy.set(socket, left);
+      this.busy.delete(socket);
+      if (!socket.destroyed) this.waiting.add(socket); // at the end: it has waited least
+    });
+  }
 }
 
 /**
