@@ -35,6 +35,11 @@ export interface Config {
   readonly maxKernelBytes: number;
   /** Largest rootfs (or initrd) accepted before any hashing (MVM_MAX_ROOTFS_BYTES, default 64 GiB). */
   readonly maxRootfsBytes: number;
+  /**
+   * Bound of the guest console's log, console.log and console.log.1 together
+   * (MVM_CONSOLE_LOG_MAX_BYTES, default 64 MiB, at least 64 KiB): the oldest output goes first.
+   */
+  readonly consoleLogMaxBytes: number;
 }
 
 export type Env = Readonly<Record<string, string | undefined>>;
@@ -108,6 +113,7 @@ export function configFrom(env: Env, home: string): Config {
     auditSocket: env['MVM_AUDIT_SOCKET'] || undefined,
     maxKernelBytes: byteLimit(env, 'MVM_MAX_KERNEL_BYTES', 512 * 1024 ** 2),
     maxRootfsBytes: byteLimit(env, 'MVM_MAX_ROOTFS_BYTES', 64 * 1024 ** 3),
+    consoleLogMaxBytes: byteLimit(env, 'MVM_CONSOLE_LOG_MAX_BYTES', 64 * 1024 ** 2, 64 * 1024),
   };
 }
 
@@ -127,7 +133,7 @@ function bearerToken(value: string | undefined): string | undefined {
   return value;
 }
 
-function byteLimit(env: Env, name: string, fallback: number): number {
+function byteLimit(env: Env, name: string, fallback: number, min = 1): number {
   const value = env[name];
   if (value === undefined || value === '') return fallback;
   const n = Number(value);
@@ -136,6 +142,10 @@ function byteLimit(env: Env, name: string, fallback: number): number {
       fix: `Set ${name} to a positive whole number of bytes, or unset it for the default.`,
     });
   }
+  if (n < min)
+    throw new MvmError('usage', `${name} ${value} is below its minimum of ${min} bytes`, {
+      fix: `Set ${name} to at least ${min}, or unset it for the default.`,
+    });
   return n;
 }
 

@@ -29,7 +29,13 @@ import { CLI, type CliResult } from './support/cli.js';
 import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
 import { TestPki } from './support/pki.js';
 import { writeReleaseSet, writeRevocationList, type ReleaseFiles } from './support/release.js';
-import { hostWithTestGuest, processesMentioning, READY_LINE, writeVmState } from './support/vm.js';
+import {
+  hostWithTestGuest,
+  processesMentioning,
+  READY_LINE,
+  vmProcessesMentioning,
+  writeVmState,
+} from './support/vm.js';
 
 // Bounds on waiting for events on a loaded 2-core host under software emulation, not timing
 // assertions: a boot to the ready line takes about 2-4 s here.
@@ -318,7 +324,8 @@ describe('dev VM lifecycle with a real guest', () => {
       assert.equal(s2['state'], 'running');
       assert.equal(s2['accel'], 'tcg');
       assert.notEqual(s2['pid'], b.pid);
-      assert.deepEqual(processesMentioning(vmDir), [s2['pid']]);
+      assert.deepEqual(vmProcessesMentioning(vmDir).others, [s2['pid']]);
+      assert.equal(vmProcessesMentioning(vmDir).keepers.length, 1, 'one keeper of the console log');
       const down2 = await dev(['down']);
       assert.equal(down2.code, 0, down2.stderr);
       assertAlive(b, 'the second dev down');
@@ -362,7 +369,8 @@ describe('dev VM lifecycle with a real guest', () => {
       );
       const s = await statusJson();
       assert.equal(s['state'], 'running');
-      assert.deepEqual(processesMentioning(vmDir), [s['pid']]);
+      assert.deepEqual(vmProcessesMentioning(vmDir).others, [s['pid']]);
+      assert.equal(vmProcessesMentioning(vmDir).keepers.length, 1, 'one keeper of the console log');
       assert.equal(upRecords().length - before, 1, 'one boot, one dev.up record');
       const down = await dev(['down']);
       assert.equal(down.code, 0, down.stderr);
@@ -399,7 +407,8 @@ describe('dev VM lifecycle with a real guest', () => {
       assert.equal(status.code, 0, status.stderr);
       const s = JSON.parse(status.stdout) as Json;
       assert.equal(s['state'], 'running');
-      assert.deepEqual(processesMentioning(vmDir), [s['pid']]);
+      assert.deepEqual(vmProcessesMentioning(vmDir).others, [s['pid']]);
+      assert.equal(vmProcessesMentioning(vmDir).keepers.length, 1, 'one keeper of the console log');
       // QEMU runs in the empty network namespace, not this one.
       assert.notEqual(readlinkSync(`/proc/${s['pid']}/ns/net`), readlinkSync('/proc/self/ns/net'));
       const down = await dev(['down'], { wrapper: netns });

@@ -27,6 +27,7 @@ import {
   freePort,
   GUEST_PAGE_TEXT,
   processesMentioning,
+  vmProcessesMentioning,
   READY_LINE,
 } from './support/vm.js';
 
@@ -117,7 +118,8 @@ describe('dev up / status / logs / down with a real guest', () => {
       assert.equal(s['console_log'], join(vmDir, 'console.log'));
       assert.equal(s['at_rest'], 'ok');
       // The QEMU the state names is the one running on this VM's state directory.
-      assert.deepEqual(processesMentioning(vmDir), [s['pid']]);
+      assert.deepEqual(vmProcessesMentioning(vmDir).others, [s['pid']]);
+      assert.equal(vmProcessesMentioning(vmDir).keepers.length, 1, 'one keeper of the console log');
       // Private: the guest's console may show anything it printed.
       assert.equal(statSync(join(vmDir, 'console.log')).mode & 0o777, 0o600);
       assert.equal(statSync(vmDir).mode & 0o777, 0o700);

@@ -50,6 +50,9 @@ export async function run(argv: string[], io: Output = stdio): Promise<number> {
   const debug = argv.includes('--debug');
   try {
     const [first] = argv;
+    // Not a command: the process dev up starts to keep the console log bounded (console-keeper.ts KEEPER_ARG).
+    if (first === '__console-log-keeper')
+      return await (await import('../vm/console-keeper.js')).keeperMain(argv.slice(1));
     if (first === '--version' || first === '-v' || first === 'version') {
       const { MVMCTL_VERSION } = await import('../version.js');
       io.out(json ? JSON.stringify({ version: MVMCTL_VERSION }) : MVMCTL_VERSION);

@@ -116,6 +116,10 @@ export const ENVIRONMENT: readonly {
     help: 'largest rootfs (and initrd) accepted, checked before any hashing (default 64 GiB)',
   },
   {
+    name: 'MVM_CONSOLE_LOG_MAX_BYTES',
+    help: "bound of the guest console's log, console.log and console.log.1 together (default 64 MiB, at least 64 KiB): past half of it console.log becomes console.log.1, so the oldest output goes first",
+  },
+  {
     name: 'MVM_AUDIT_SOCKET',
     help: 'unix datagram socket (syslog / the journal, e.g. /dev/log) that also receives every audit record as it is written',
   },
@@ -623,6 +627,7 @@ overlay, console.sock, console.log, qmp.sock).`,
       ['MVM_OFFLINE', 'never download'],
       'MVM_REQUIRE_FRESH_REVOCATIONS',
       ['MVM_RELEASE_BASE_URL', 'where a missing image is pulled from (see mvmctl dev pull --help)'],
+      'MVM_CONSOLE_LOG_MAX_BYTES',
       'PATH',
     ],
     exit: [
@@ -659,9 +664,11 @@ overlay's size. Changes nothing.`,
     summary: "the guest console's log (-f follows it)",
     usage: ['mvmctl dev logs [-f] [-n N]'],
     description: `Print the last lines of the dev VM's console log (~/.mvm/vms/dev/console.log:
-everything the guest printed on its console since the last dev up). Control
-characters are shown escaped (\\x1b), so guest output cannot drive your
-terminal.`,
+everything the guest printed on its console since the last dev up, and
+console.log.1 before it once the log has rotated: the two together stay within
+MVM_CONSOLE_LOG_MAX_BYTES, default 64 MiB, the oldest output going first).
+Control characters are shown escaped (\\x1b), so guest output cannot drive
+your terminal.`,
     flags: [
       {
         name: 'follow',
@@ -682,7 +689,7 @@ terminal.`,
         help: 'print one JSON object: the log path and the lines (not with -f)',
       },
     ],
-    env: ['MVM_DATA_DIR'],
+    env: ['MVM_DATA_DIR', 'MVM_CONSOLE_LOG_MAX_BYTES'],
     exit: [[0, 'printed, or followed until the VM stopped or Ctrl-C'], [2], [17]],
   },
   'dev console': {

@@ -6,9 +6,10 @@
  */
 import { constants, promises as fs } from 'node:fs';
 import { printable } from '../core/printable.js';
+import { rotatedLog } from './console-keeper.js';
 
 /** How much of the log's end is read to find its last lines. */
-const TAIL_BYTES = 256 * 1024;
+export const TAIL_BYTES = 256 * 1024;
 
 /** Console text as display lines: CRLF (a tty's line ends) as one break, each line escaped. */
 export function consoleLines(text: string): string[] {
@@ -17,29 +18,121 @@ export function consoleLines(text: string): string[] {
   return lines;
 }
 
-/** The last `n` lines of the log, escaped; none when it does not exist. */
-export async function lastConsoleLines(path: string, n: number): Promise<string[]> {
-  if (n <= 0) return [];
+type Opened = { fh: fs.FileHandle; size: number; ino: number };
+
+/** The log (or its rotated part) if it is a regular file; nothing if it does not exist. */
+async function openLog(path: string): Promise<Opened | undefined> {
   let fh;
   try {
     fh = await fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
   } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ELOOP') return undefined;
     throw e;
   }
-  try {
-    const st = await fh.stat();
-    if (!st.isFile()) return [];
-    const start = Math.max(0, st.size - TAIL_BYTES);
-    const buf = Buffer.alloc(st.size - start);
-    const { bytesRead } = await fh.read(buf, 0, buf.length, start);
-    let text = buf.subarray(0, bytesRead).toString('utf8');
-    // A read that starts mid-file starts mid-line: drop the partial first line.
-    if (start > 0) text = text.slice(text.indexOf('\n') + 1);
-    return consoleLines(text).slice(-n);
-  } finally {
+  const st = await fh.stat();
+  if (!st.isFile()) {
     await fh.close();
+    return undefined;
   }
+  return { fh, size: st.size, ino: st.ino };
+}
+
+async function readAt(fh: fs.FileHandle, at: number, length: number): Promise<Buffer> {
+  if (length <= 0) return Buffer.alloc(0);
+  const buf = Buffer.alloc(length);
+  const { bytesRead } = await fh.read(buf, 0, length, at);
+  return buf.subarray(0, bytesRead);
+}
+
+/**
+ * Reads the console log in order across the keeper's rotations
+ * (console-keeper.ts): when console.log is a new file, the rest of the one it
+ * replaced is read from console.log.1 first. A log that shrank in place is a
+ * new boot's (dev up truncates it).
+ */
+export class LogCursor {
+  private ino: number | undefined;
+  private offset = 0;
+
+  constructor(readonly path: string) {}
+
+  /**
+   * Moves to the end and returns up to `back` bytes before it, the rotated
+   * part's end included when the current file is shorter; `whole` when that is
+   * the log from its first byte (no partial first line).
+   */
+  async tail(back: number): Promise<{ data: Buffer; whole: boolean }> {
+    const cur = await openLog(this.path);
+    if (!cur) return { data: Buffer.alloc(0), whole: true };
+    try {
+      const start = Math.max(0, cur.size - back);
+      const data = await readAt(cur.fh, start, cur.size - start);
+      this.ino = cur.ino;
+      this.offset = start + data.length;
+      if (start > 0) return { data, whole: false };
+      const old = await openLog(rotatedLog(this.path));
+      if (!old) return { data, whole: true };
+      try {
+        const from = Math.max(0, old.size - (back - data.length));
+        const before = await readAt(old.fh, from, old.size - from);
+        return { data: Buffer.concat([before, data]), whole: from === 0 };
+      } finally {
+        await old.fh.close();
+      }
+    } finally {
+      await cur.fh.close();
+    }
+  }
+
+  /** Up to `limit` bytes written since the last call; `restarted` when the log began again. */
+  async next(limit: number): Promise<{ data: Buffer; restarted: boolean }> {
+    const none = { data: Buffer.alloc(0), restarted: false };
+    const cur = await openLog(this.path);
+    if (!cur) return none;
+    try {
+      if (this.ino !== undefined && cur.ino !== this.ino) {
+        // Rotated: the file read so far is console.log.1 now; finish it first.
+        const old = await openLog(rotatedLog(this.path));
+        if (old) {
+          try {
+            if (old.ino === this.ino && old.size > this.offset) {
+              const data = await readAt(
+                old.fh,
+                this.offset,
+                Math.min(limit, old.size - this.offset),
+              );
+              this.offset += data.length;
+              if (data.length > 0) return { data, restarted: false };
+            }
+          } finally {
+            await old.fh.close();
+          }
+        }
+        this.offset = 0;
+      }
+      this.ino = cur.ino;
+      let restarted = false;
+      if (cur.size < this.offset) {
+        this.offset = 0;
+        restarted = true;
+      }
+      const data = await readAt(cur.fh, this.offset, Math.min(limit, cur.size - this.offset));
+      this.offset += data.length;
+      return { data, restarted };
+    } finally {
+      await cur.fh.close();
+    }
+  }
+}
+
+/** The last `n` lines of the log (its rotated part included), escaped; none when it does not exist. */
+export async function lastConsoleLines(path: string, n: number): Promise<string[]> {
+  if (n <= 0) return [];
+  const { data, whole } = await new LogCursor(path).tail(TAIL_BYTES);
+  // A read that starts mid-file starts mid-line: drop the partial first line.
+  const text = whole ? data : data.subarray(data.indexOf(0x0a) + 1);
+  return consoleLines(text.toString('utf8')).slice(-n);
 }
 
 /**
@@ -50,7 +143,7 @@ export async function lastConsoleLines(path: string, n: number): Promise<string[
  * after it is still ready.
  */
 export class ConsoleWatch {
-  private offset = 0;
+  private readonly cursor: LogCursor;
   /** The end of what was read last, as long as the ready line less one byte. */
   private carry = '';
   private sawOutput = false;
@@ -61,41 +154,24 @@ export class ConsoleWatch {
     readonly path: string,
     readyLine: string,
   ) {
+    this.cursor = new LogCursor(path);
     this.needle = Buffer.from(readyLine, 'utf8').toString('latin1');
   }
 
   /** Reads what is new; returns whether any output was seen yet and whether the ready line was. */
   async poll(): Promise<{ output: boolean; ready: boolean }> {
-    let fh;
-    try {
-      fh = await fs.open(
-        this.path,
-        constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
-      );
-    } catch {
-      return { output: this.sawOutput, ready: this.sawReady };
+    const { data, restarted } = await this.cursor.next(1024 * 1024);
+    if (restarted) {
+      // A new boot's log.
+      this.carry = '';
+      this.sawReady = false;
     }
-    try {
-      const st = await fh.stat();
-      if (st.size < this.offset) {
-        // Truncated: a new boot's log.
-        this.offset = 0;
-        this.carry = '';
-        this.sawReady = false;
-      }
-      const length = st.size - this.offset;
-      if (length > 0) {
-        const buf = Buffer.alloc(Math.min(length, 1024 * 1024));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, this.offset);
-        this.offset += bytesRead;
-        if (bytesRead > 0) this.sawOutput = true;
-        const text = this.carry + buf.subarray(0, bytesRead).toString('latin1');
-        if (!this.sawReady && text.includes(this.needle)) this.sawReady = true;
-        // slice(-0) would keep everything: a one-byte line needs no carry.
-        this.carry = this.needle.length > 1 ? text.slice(-(this.needle.length - 1)) : '';
-      }
-    } finally {
-      await fh.close();
+    if (data.length > 0) {
+      this.sawOutput = true;
+      const text = this.carry + data.toString('latin1');
+      if (!this.sawReady && text.includes(this.needle)) this.sawReady = true;
+      // slice(-0) would keep everything: a one-byte line needs no carry.
+      this.carry = this.needle.length > 1 ? text.slice(-(this.needle.length - 1)) : '';
     }
     return { output: this.sawOutput, ready: this.sawReady };
   }

@@ -6,11 +6,11 @@
  * plus start time, src/vm/state.ts): a socket left by a dead VM, or a pid
  * reused by another process, is never mistaken for the VM.
  */
-import { constants, promises as fs } from 'node:fs';
+import { promises as fs } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import type { Config } from '../config.js';
 import { MvmError } from '../errors.js';
-import { consoleLines } from './console-log.js';
+import { consoleLines, LogCursor, TAIL_BYTES } from './console-log.js';
 import { readVmState, statePaths, type VmState } from './state.js';
 
 /** Ctrl-] (GS), the detach key of telnet and virsh console. */
@@ -19,7 +19,6 @@ export const DEFAULT_IDLE_SECONDS = 2;
 /** After piped stdin ends, output is copied at most this long (a guest printing forever). */
 export const MAX_DRAIN_SECONDS = 30;
 const FOLLOW_POLL_MS = 200;
-const TAIL_BYTES = 256 * 1024;
 
 /** The running VM's state, or the clear error that it is not running (exit 3). */
 export async function requireRunningVm(config: Config, command: string): Promise<VmState> {
@@ -178,7 +177,6 @@ export async function followConsoleLog(
   path: string,
   opts: FollowOptions,
 ): Promise<'stopped' | 'interrupted'> {
-  let offset = 0;
   let pending = Buffer.alloc(0);
   // Bytes of the held partial line left out: a line shows at most 4,096 characters, so more
   // than MAX_PARTIAL_BYTES of one is never kept (a guest printing one endless line).
@@ -202,48 +200,25 @@ export async function followConsoleLog(
     pending = Buffer.from(rest.subarray(0, MAX_PARTIAL_BYTES));
     return lines;
   };
+  const cursor = new LogCursor(path);
   const read = async (all: boolean): Promise<string[]> => {
-    let fh;
-    try {
-      fh = await fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'ENOENT')
-        return all ? take(Buffer.alloc(0), true) : [];
-      throw e;
+    if (first) {
+      // Start at the last TAIL_BYTES, on a line boundary, and show only the last `lines`.
+      first = false;
+      const { data, whole } = await cursor.tail(TAIL_BYTES);
+      const lines = take(whole ? data : data.subarray(data.indexOf(0x0a) + 1), all);
+      return opts.lines === 0 ? [] : lines.slice(-opts.lines);
     }
-    try {
-      const st = await fh.stat();
-      if (!st.isFile()) return [];
-      if (first) {
-        // Start at the last TAIL_BYTES, on a line boundary, and show only the last `lines`.
-        first = false;
-        offset = Math.max(0, st.size - TAIL_BYTES);
-        const buf = Buffer.alloc(st.size - offset);
-        const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-        let bytes = buf.subarray(0, bytesRead);
-        if (offset > 0) bytes = bytes.subarray(bytes.indexOf(0x0a) + 1);
-        offset += bytesRead;
-        const lines = take(bytes, all);
-        return opts.lines === 0 ? [] : lines.slice(-opts.lines);
-      }
-      if (st.size < offset) {
-        // Truncated: dev up started a new boot's log.
-        offset = 0;
-        pending = Buffer.alloc(0);
-      }
-      const out: string[] = [];
-      while (st.size > offset) {
-        const buf = Buffer.alloc(Math.min(st.size - offset, 1024 * 1024));
-        const { bytesRead } = await fh.read(buf, 0, buf.length, offset);
-        if (bytesRead === 0) break;
-        offset += bytesRead;
-        out.push(...take(buf.subarray(0, bytesRead), false));
-      }
-      if (all) out.push(...take(Buffer.alloc(0), true));
-      return out;
-    } finally {
-      await fh.close();
+    const out: string[] = [];
+    for (;;) {
+      const { data, restarted } = await cursor.next(1024 * 1024);
+      // Started again: dev up began a new boot's log.
+      if (restarted) pending = Buffer.alloc(0);
+      if (data.length === 0) break;
+      out.push(...take(data, false));
     }
+    if (all) out.push(...take(Buffer.alloc(0), true));
+    return out;
   };
   const emit = (lines: string[]) => {
     if (lines.length > 0) opts.emit(lines);

@@ -21,7 +21,8 @@ import { lastConsoleLines, ConsoleWatch } from './console-log.js';
 import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
-import { IMAGE_FDS, QEMU_BINARY, QEMU_RUNAS, qemuArgs } from './qemu-args.js';
+import { CONSOLE_LOG_FD, IMAGE_FDS, QEMU_BINARY, QEMU_RUNAS, qemuArgs } from './qemu-args.js';
+import { rotatedLog, startConsoleKeeper } from './console-keeper.js';
 import {
   findVirtiofsd,
   shareDirectory,
@@ -53,6 +54,8 @@ export const DEFAULT_DOWN_TIMEOUT_SECONDS = 10;
 /** How many console lines a readiness failure shows. */
 export const FAILURE_CONSOLE_LINES = 15;
 const POLL_MS = 20;
+/** How long down waits for the console log's keeper to write the rest of the pipe and end. */
+const KEEPER_EXIT_MS = 5000;
 
 /** Readiness, as named stages, each with what its failure most likely means. */
 export const UP_STAGES = {
@@ -217,6 +220,27 @@ interface ShareServer {
 }
 
 /** Stops the virtiofsd a state records, if it is still that process (pid, start time, socket). */
+/**
+ * Waits for the console log's keeper to finish (it ends on its own once QEMU
+ * is gone and it has written the rest of the pipe); one that is still there
+ * after a few seconds is killed: only the recorded process, by its start time.
+ */
+async function endConsoleKeeper(keeper: VmState['consoleKeeper']): Promise<void> {
+  if (keeper === undefined || !Number.isSafeInteger(keeper.pid) || keeper.pid <= 1) return;
+  const until = Date.now() + KEEPER_EXIT_MS;
+  while (await isSameProcess(keeper.pid, keeper.startTime)) {
+    if (Date.now() > until) {
+      try {
+        process.kill(keeper.pid, 'SIGKILL');
+      } catch {
+        // it ended just now
+      }
+      return;
+    }
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 async function stopShare(state: VmState | undefined): Promise<void> {
   const share = state?.share;
   if (
@@ -284,12 +308,31 @@ async function bootQemu(
   );
   await log.chmod(0o600);
   await log.close();
-  for (const f of [p.pidFile, p.consoleSocket, p.qmpSocket]) await fs.rm(f, { force: true });
+  for (const f of [p.pidFile, p.consoleSocket, p.qmpSocket, rotatedLog(p.consoleLog)])
+    await fs.rm(f, { force: true });
 
-  const pid = await startQemu(spec, image, deadline);
+  // QEMU logs into a pipe; the keeper at its other end bounds what reaches the disk.
+  const keeper = await startConsoleKeeper(p.dir, p.consoleLog, ctx.config.consoleLogMaxBytes);
+  const keeperProbe = await probeProcess(keeper.pid);
+  const consoleKeeper =
+    keeperProbe.state === 'alive'
+      ? { pid: keeper.pid, startTime: keeperProbe.startTime }
+      : undefined;
+  let pid: number;
+  try {
+    pid = await startQemu(spec, image, deadline, keeper.fd);
+  } catch (e) {
+    keeper.close();
+    await endConsoleKeeper(consoleKeeper);
+    throw e;
+  }
+  // QEMU holds its own copy; once it exits the keeper reads the end of the pipe and stops.
+  keeper.close();
   const started = await probeProcess(pid);
   if (started.state !== 'alive')
-    throw await bootFailure(ctx, spec, 'hypervisor started', 'QEMU exited right after it started');
+    throw await bootFailure(ctx, spec, 'hypervisor started', 'QEMU exited right after it started', {
+      consoleKeeper,
+    });
   const state: VmState = {
     schema: 1,
     pid,
@@ -308,6 +351,7 @@ async function bootQemu(
     },
     manifestSha256: image.receipt.manifestSha256,
     ...(share ? { share } : {}),
+    ...(consoleKeeper ? { consoleKeeper } : {}),
     atRest: image.receipt.bypassed?.includes('hash') ? 'skipped' : 'ok',
     paths: {
       consoleSocket: p.consoleSocket,
@@ -343,14 +387,22 @@ async function bootQemu(
       return { alreadyRunning: false, ready: true, state: ready };
     }
     if (!(await isSameProcess(pid, started.startTime)))
-      throw await bootFailure(ctx, spec, stage, `QEMU (pid ${pid}) exited before stage "${stage}"`);
+      throw await bootFailure(
+        ctx,
+        spec,
+        stage,
+        `QEMU (pid ${pid}) exited before stage "${stage}"`,
+        {
+          consoleKeeper,
+        },
+      );
     if (Date.now() > deadline)
       throw await bootFailure(
         ctx,
         spec,
         stage,
         `stage "${stage}" did not complete within ${opts.timeoutSeconds} s`,
-        { pid, startTime: started.startTime },
+        { pid, startTime: started.startTime, consoleKeeper },
       );
     await new Promise((r) => setTimeout(r, POLL_MS));
   }
@@ -365,9 +417,12 @@ async function bootFailure(
   spec: VmSpec,
   stage: UpStage,
   what: string,
-  vm?: { pid: number; startTime: string },
+  vm: { pid?: number; startTime?: string; consoleKeeper?: VmState['consoleKeeper'] } = {},
 ): Promise<MvmError> {
-  if (vm) await stopVm(spec.state.qmpSocket, vm.pid, vm.startTime, { graceful: false });
+  if (vm.pid !== undefined && vm.startTime !== undefined)
+    await stopVm(spec.state.qmpSocket, vm.pid, vm.startTime, { graceful: false });
+  // The log is complete once its keeper has read the pipe to its end.
+  await endConsoleKeeper(vm.consoleKeeper);
   await cleanVmState(ctx.config);
   const lines = await lastConsoleLines(spec.state.consoleLog, FAILURE_CONSOLE_LINES);
   ctx.report({ kind: 'console-tail', path: spec.state.consoleLog, lines });
@@ -381,12 +436,18 @@ async function bootFailure(
 }
 
 /** Starts QEMU detached (-daemonize): the foreground process exits once the VM runs, or with its error. */
-async function startQemu(spec: VmSpec, image: BootableImage, deadline: number): Promise<number> {
+async function startQemu(
+  spec: VmSpec,
+  image: BootableImage,
+  deadline: number,
+  consoleLog: number,
+): Promise<number> {
   // The hashed descriptors, each at the number qemuArgs names for it (IMAGE_FDS).
   const stdio: ('ignore' | 'pipe' | number)[] = ['ignore', 'ignore', 'pipe'];
   stdio[IMAGE_FDS.kernel] = image.opened.kernel.fd;
   stdio[IMAGE_FDS.rootfs] = image.opened.rootfs.fd;
   stdio[IMAGE_FDS.initrd] = image.opened.initrd?.fd ?? 'ignore';
+  stdio[CONSOLE_LOG_FD] = consoleLog;
   // As root, QEMU gives up root once the VM is set up (-runas): an escape is not host root.
   const runAs = process.getuid?.() === 0 ? { runAs: QEMU_RUNAS } : {};
   const child = spawn(QEMU_BINARY, qemuArgs(spec, runAs), { stdio });
@@ -613,6 +674,7 @@ export async function devDown(config: Config, opts: DownOptions = {}): Promise<D
     }
     // virtiofsd (--share) goes with its VM, running or stale, and only the recorded process.
     if (current.state) await stopShare(current.state);
+    await endConsoleKeeper(current.state?.consoleKeeper);
     await cleanVmState(config, { overlay: opts.reset === true });
     return {
       was: current.liveness,

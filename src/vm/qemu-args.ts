@@ -4,7 +4,8 @@
  * command line is the one VM-FACTS.md established on these machines: microvm
  * with ACPI on (the virtio-mmio disk is found through it), the kernel booted
  * through its PVH entry, virtio devices on virtio-mmio, a virtio console on a
- * unix socket that is also written to `console.log`, QMP on a unix socket,
+ * unix socket that is also logged (through a pipe to a keeper that bounds
+ * `console.log`), QMP on a unix socket,
  * user-mode networking, and `-daemonize` with a pid file so the VM outlives
  * the CLI and the foreground process reports start-up errors before it exits.
  */
@@ -20,6 +21,11 @@ export const QEMU_BINARY = 'qemu-system-x86_64';
  * overlay's header, decides what boots.
  */
 export const IMAGE_FDS = { kernel: 3, rootfs: 4, initrd: 5 } as const;
+/**
+ * Where QEMU's console chardev logs: the write end of a pipe whose reader, the
+ * console log's keeper (console-keeper.ts), bounds what reaches the disk.
+ */
+export const CONSOLE_LOG_FD = 6;
 const fdPath = (fd: number): string => `/proc/self/fd/${fd}`;
 
 /**
@@ -83,7 +89,7 @@ export function qemuArgs(spec: VmSpec, o: { runAs?: { uid: number; gid: number }
     '-device',
     'virtio-blk-device,drive=root',
     '-chardev',
-    `socket,id=con,path=${v(spec.state.consoleSocket)},server=on,wait=off,logfile=${v(spec.state.consoleLog)}`,
+    `socket,id=con,path=${v(spec.state.consoleSocket)},server=on,wait=off,logfile=${fdPath(CONSOLE_LOG_FD)}`,
     '-device',
     'virtio-serial-device',
     '-device',

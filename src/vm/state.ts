@@ -74,6 +74,8 @@ export interface VmState {
     readonly socket: string;
     readonly virtiofsd: { readonly pid: number; readonly startTime: string };
   };
+  /** The process that bounds console.log (console-keeper.ts); it ends with QEMU, and down waits for it. */
+  readonly consoleKeeper?: { readonly pid: number; readonly startTime: string };
   readonly startedAt: string;
   readonly readyLine: string;
   /** Set once the ready line was seen (absent with --no-wait). */

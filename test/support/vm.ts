@@ -209,6 +209,26 @@ export function processesMentioning(needle: string): number[] {
   return pids;
 }
 
+/**
+ * The processes of a running dev VM under `dir`: QEMU (and virtiofsd) apart
+ * from the keeper of its console log, so a test can say there is exactly one
+ * of each.
+ */
+export function vmProcessesMentioning(dir: string): { others: number[]; keepers: number[] } {
+  const keepers: number[] = [];
+  const others: number[] = [];
+  for (const pid of processesMentioning(dir)) {
+    let cmdline: string;
+    try {
+      cmdline = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+    } catch {
+      continue;
+    }
+    (cmdline.split('\0').includes('__console-log-keeper') ? keepers : others).push(pid);
+  }
+  return { others, keepers };
+}
+
 /** One QEMU child running the test guest, with its console and QMP. */
 export class QemuGuest {
   private output = '';
