@@ -23,7 +23,7 @@ import {
 } from 'node:fs';
 import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
 import { CLI, type CliResult } from './support/cli.js';
 import { HOST_ARCH, testHost, VERSION, type TestHost } from './support/host.js';
@@ -349,6 +349,38 @@ describe('dev VM lifecycle with a real guest', () => {
       assertAlive(b, 'dev down');
       assert.equal(existsSync(join(vmDir, 'state.json')), false);
       b.child.kill('SIGKILL');
+    },
+  );
+
+  it(
+    "a live process started with -pidfile naming another data directory's pid file: stale, and never signalled",
+    { timeout: 300_000 },
+    async () => {
+      // Another data directory's QEMU, or a reused pid: -pidfile alone does not make it this VM's.
+      const other = join(dirname(vmDir), 'elsewhere', 'qemu.pid');
+      const child = spawn(
+        process.execPath,
+        ['-e', 'setInterval(() => {}, 1e9)', '--', '-pidfile', other],
+        { stdio: 'ignore' },
+      );
+      bystanders.push(child);
+      const pid = child.pid!;
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      const b = { pid, child, startTime: stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]! };
+      writeVmState(vmDir, b.pid, b.startTime);
+      const s = await statusJson();
+      assert.equal(s['state'], 'stale');
+      assert.match(
+        String(s['stale_reason']),
+        new RegExp(
+          `pid ${b.pid} is not this VM's QEMU \\(its command line does not name .*qemu\\.pid\\)`,
+        ),
+      );
+      const down = await dev(['down', '--timeout', '2']);
+      assert.equal(down.code, 0, down.stderr);
+      assert.match(down.stdout, /The dev VM was not running; its stale state was cleaned up/);
+      assertAlive(b, 'dev down');
+      child.kill('SIGKILL');
     },
   );
 

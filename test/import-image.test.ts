@@ -615,6 +615,23 @@ describe('dev import-image: cached revocation list policy', () => {
     });
   });
 
+  it('a list 3 days old is tolerated with a warning, even when fresh lists are required', async () => {
+    // Seed: fresh for 24 h, 7 days tolerated offline. Only past 7 days may --require-fresh refuse.
+    const h = host();
+    const pair = await writeRevocationList(pki, h.revocations, []);
+    const old = new Date(Date.now() - 3 * 86_400_000);
+    utimesSync(pair.json, old, old);
+    const r = await h.importSet(good, ['--require-fresh-revocations'], {
+      MVM_REQUIRE_FRESH_REVOCATIONS: '1',
+    });
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(
+      r.stderr,
+      /warning: The cached revocation list is 7\d(\.\d)? hours old \(refreshed after 24 h; tolerated up to 7 days\)/,
+    );
+    assert.doesNotMatch(r.stderr, /STALE/);
+  });
+
   it('a cache directory others can write is refused (exit 17)', async () => {
     const h = host();
     await writeRevocationList(pki, h.revocations, []);

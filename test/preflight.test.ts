@@ -17,6 +17,7 @@ import {
   renameSync,
   rmSync,
   symlinkSync,
+  utimesSync,
   writeFileSync,
 } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -67,11 +68,12 @@ async function install(h: TestHost, set: ReleaseFiles, env: Record<string, strin
 async function preflight(
   h: TestHost,
   keepOpen = false,
+  env: Record<string, string> = {},
 ): Promise<{ image?: BootableImage; error?: MvmError; warnings: string[] }> {
   const warnings: string[] = [];
   try {
     const image = await preflightDevImage({
-      config: configFrom(h.env, h.dir),
+      config: configFrom({ ...h.env, ...env }, h.dir),
       trustedRoot: await loadTrustedRoot(trustedRoot),
       now: () => new Date(),
       warn: (m) => warnings.push(m),
@@ -85,8 +87,13 @@ async function preflight(
 }
 
 /** The error preflight must fail with: its code, exit status and first-line wording. */
-async function refused(h: TestHost, code: MvmError['code'], wording: RegExp) {
-  const r = await preflight(h);
+async function refused(
+  h: TestHost,
+  code: MvmError['code'],
+  wording: RegExp,
+  env: Record<string, string> = {},
+) {
+  const r = await preflight(h, false, env);
   assert.ok(r.error, `preflight passed: ${JSON.stringify(r.image)}`);
   assert.equal(r.error.code, code, r.error.message);
   assert.match(r.error.message, wording);
@@ -272,6 +279,25 @@ describe('dev up preflight: the receipt is checked against the signed manifest',
     assert.equal(exit, 14);
   });
 
+  it('a receipt entry naming another file than the one installed is refused before it is opened', async () => {
+    // The digest agrees with the signed manifest; only the name changed, to a copy of the
+    // verified kernel outside the object. The receipt is unsigned: it never chooses what boots.
+    const h = host();
+    await install(h, fourFiles);
+    const outside = join(h.dir, 'planted-vmlinux');
+    writeFileSync(outside, fourFiles.kernelBytes);
+    for (const file of [outside, '../../planted-vmlinux', 'rootfs.ext4']) {
+      editReceipt(h, (r) => (r.artifacts.kernel.file = file));
+      const { error, exit } = await refused(
+        h,
+        'store',
+        /^The receipt of the installed image \(.*receipt\.json\) is not usable$/,
+      );
+      assert.match(error.cause ?? '', /^its kernel entry is missing or malformed;/);
+      assert.equal(exit, 17);
+    }
+  });
+
   it('a receipt that claims another variant than the manifest signs is refused', async () => {
     const h = host();
     await install(h, fourFiles);
@@ -358,6 +384,47 @@ describe('dev up preflight: the recalls in force', () => {
       ),
     );
     assert.equal(exit, 13);
+  });
+
+  it('a list older than 7 days warns before a boot, and refuses it when fresh lists are required (exit 18)', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const pair = await writeRevocationList(pki, h.revocations, [{ version: '0.0.1' }]);
+    const old = new Date(Date.now() - 8 * 86_400_000);
+    utimesSync(pair.json, old, old);
+    const warned = await preflight(h);
+    assert.equal(warned.error, undefined, warned.error?.message);
+    assert.ok(
+      warned.warnings.some((w) =>
+        /^STALE REVOCATION LIST: it is 19\d(\.\d)? hours old \(more than 7 days\)\. It is still enforced/.test(
+          w,
+        ),
+      ),
+      warned.warnings.join('\n'),
+    );
+    const { exit } = await refused(
+      h,
+      'stale-revocations',
+      /^The cached revocation list is stale \(it is .* hours old \(more than 7 days\)\) and fresh revocations are required \(MVM_REQUIRE_FRESH_REVOCATIONS=1\)$/,
+      { MVM_REQUIRE_FRESH_REVOCATIONS: '1' },
+    );
+    assert.equal(exit, 18);
+  });
+
+  it('a list 3 days old boots with a warning, even when fresh lists are required', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const pair = await writeRevocationList(pki, h.revocations, [{ version: '0.0.1' }]);
+    const old = new Date(Date.now() - 3 * 86_400_000);
+    utimesSync(pair.json, old, old);
+    const r = await preflight(h, false, { MVM_REQUIRE_FRESH_REVOCATIONS: '1' });
+    assert.equal(r.error, undefined, r.error?.message);
+    assert.deepEqual(
+      r.warnings.map((w) => w.replace(/\d+(\.\d)? hours/, 'N hours')),
+      [
+        'The cached revocation list is N hours old (refreshed after 24 h; tolerated up to 7 days). Recalls issued since may be missing: run mvmctl revocations refresh, or carry in a fresh pair.',
+      ],
+    );
   });
 
   it('a cached pair that does not verify fails closed', async () => {

@@ -26,6 +26,7 @@ import {
   type DevUpOptions,
   type HostFacts,
   type VmImage,
+  type VmSpec,
 } from '../src/core/vm-spec.js';
 import { QEMU_BINARY, QEMU_RUNAS, qemuArgs, qemuOptValue } from '../src/vm/qemu-args.js';
 import { cpuFlags, kvmVerdict, probeKvm, tscKhzFrom, type KvmFacts } from '../src/vm/kvm.js';
@@ -321,6 +322,24 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     ]);
   });
 
+  it('the virtiofsd socket is comma-escaped in -chardev like every other path', () => {
+    // Today the socket sits under /run/mvmctl with a hex name; the adapter must not rely on that.
+    const s = spec({ share: '/srv/work' }, { ...HOST, shareTransport: 'virtiofs' });
+    const socket = '/run/x,server=off,path=/etc/passwd/virtiofsd.sock';
+    const hostile: VmSpec = { ...s, share: { ...s.share!, socket } as VmSpec['share'] };
+    const args = qemuArgs(hostile);
+    const chardev = args[args.lastIndexOf('-chardev') + 1]!;
+    assert.equal(
+      chardev,
+      'socket,id=share,path=/run/x,,server=off,,path=/etc/passwd/virtiofsd.sock',
+    );
+    assert.deepEqual(qemuOpts(chardev), [
+      ['socket', ''],
+      ['id', 'share'],
+      ['path', socket],
+    ]);
+  });
+
   it('as root, QEMU drops to nobody once set up (-runas), inside its seccomp sandbox', () => {
     const args = qemuArgs(spec({}), { runAs: QEMU_RUNAS });
     assert.deepEqual(args.slice(-7), [
@@ -485,7 +504,16 @@ describe('VmSpec validation errors (usage, exit 2)', () => {
         /1 to 65535/,
         fix,
       );
-    for (const addr of ['localhost', '256.0.0.1', '1.2.3', 'a,b'])
+    // Anything after the four octets would reach QEMU's hostfwd option string.
+    for (const addr of [
+      'localhost',
+      '256.0.0.1',
+      '1.2.3',
+      'a,b',
+      '127.0.0.1,restrict=off',
+      '127.0.0.1 ',
+      '127.0.0.1.5',
+    ])
       assertUsage(
         () => spec({ ports: [`${addr}:8080:80`] }),
         `--port ${JSON.stringify(`${addr}:8080:80`)}: ${JSON.stringify(addr)} is not an IPv4 address`,

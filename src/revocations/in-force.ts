@@ -44,7 +44,8 @@ export async function recallsInForce(
 }
 
 /**
- * Seed policy: a stale list is still enforced, loudly; no list, or a stale
+ * Seed policy: a list older than 24 h is tolerated for 7 days, with a
+ * warning; a stale list is still enforced, loudly; no list, or a stale
  * one, is fatal when fresh revocations are required (by the command's flag,
  * `requireFreshRevocations`, or by MVM_REQUIRE_FRESH_REVOCATIONS=1): code
  * stale-revocations (exit 18): not a network failure, even where a failed refresh led to it.
@@ -70,7 +71,14 @@ export function checkFreshness(
     }
     return;
   }
-  if (cached.age !== 'stale') return;
+  if (cached.age === 'fresh') return;
+  // Seed policy: up to 7 days is tolerated, even where fresh lists are required; said, not fatal.
+  if (cached.age === 'tolerated') {
+    ctx.warn(
+      `The cached revocation list is ${hours(cached.ageMs)} hours old (refreshed after 24 h; tolerated up to 7 days). Recalls issued since may be missing: run mvmctl revocations refresh, or carry in a fresh pair.`,
+    );
+    return;
+  }
   // Too old, or modified in the future (cp -p, rsync -a, a clock that was ahead): either way not fresh.
   const why = cached.staleReason ?? `it is ${hours(cached.ageMs)} hours old (more than 7 days)`;
   if (required) {
