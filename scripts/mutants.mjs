@@ -369,4 +369,32 @@ export const MUTANTS = [
     replace: '(\\.(25[0-5]|2[0-4][0-9]|1[0-9]{2}|[1-9]?[0-9])){3}/;',
     tests: ['test/vm-spec.test.ts'],
   },
+  {
+    name: 'image store: removing a version deletes an object another version links',
+    file: 'src/store/image-store.ts',
+    find: '    if (!(await this.linkedObjects()).has(id)) {',
+    replace: '    if (true) {',
+    tests: ['test/image-store.test.ts'],
+  },
+  {
+    name: 'files: a file that grows after fstat is read short at its limit',
+    file: 'src/io/files.ts',
+    find: '    const bytes = await readUpTo(handle, Math.min(size, maxBytes) + 1);',
+    replace: '    const bytes = await readUpTo(handle, Math.min(size, maxBytes));',
+    tests: ['test/copy-hash.test.ts'],
+  },
+  {
+    name: 'revocation cache: the replaced generation keeps its old mtime (no grace for its readers)',
+    file: 'src/revocations/cache.ts',
+    find: '      await fs.utimes(join(parent, previous), t, t).catch(() => undefined);',
+    replace: '      void t;',
+    tests: ['test/revocations.test.ts'],
+  },
+  {
+    name: 'recall memory: the first signing time seen is kept, not the latest',
+    file: 'src/revocations/memory.ts',
+    find: "      if (typeof r.signedAt === 'string' && (!latestSignedAt || r.signedAt > latestSignedAt))",
+    replace: "      if (typeof r.signedAt === 'string' && !latestSignedAt)",
+    tests: ['test/revocations.test.ts'],
+  },
 ];

@@ -13,7 +13,8 @@ import {
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
-import { openRegularFile } from '../src/io/files.js';
+import { openRegularFile, readRegularFile } from '../src/io/files.js';
+import { promises as fsp } from 'node:fs';
 import { copyAndHash } from '../src/store/copy-hash.js';
 import { MvmError } from '../src/errors.js';
 import { failingCp, gatedCp } from './support/host.js';
@@ -148,5 +149,39 @@ describe('copyAndHash: a source that changes, a cp that fails', () => {
       ),
       /^Error: copying into the store failed: cp exited with status 4, printing nothing$/,
     );
+  });
+});
+
+describe('readRegularFile: the size limit', () => {
+  it('a file exactly at its limit when fstat-ed, which grows before it is read, is refused, not read short', async () => {
+    const path = join(dir, `growing${n++}`);
+    writeFileSync(path, Buffer.alloc(100, 0x61));
+    // The race made deterministic: a second writer appends right after the fstat, the moment
+    // its timing could only hit by luck. The file and the read are real; only the timing is staged.
+    const probe = await fsp.open(path, 'r');
+    const proto = Object.getPrototypeOf(probe) as { stat: (...a: unknown[]) => Promise<unknown> };
+    await probe.close();
+    const stat = proto.stat;
+    proto.stat = async function (this: unknown, ...a: unknown[]) {
+      const st = await stat.apply(this, a);
+      appendFileSync(path, 'grown');
+      return st;
+    };
+    try {
+      await assert.rejects(
+        readRegularFile(path, 'manifest', 100),
+        (e: unknown) =>
+          e instanceof MvmError &&
+          e.code === 'input' &&
+          /^manifest .* is too large: it grew past the limit of 100 bytes .* while being read$/.test(
+            e.message,
+          ),
+      );
+    } finally {
+      proto.stat = stat;
+    }
+    // Control: the same file, at the limit and not growing, is read whole.
+    truncateSync(path, 100);
+    assert.equal((await readRegularFile(path, 'manifest', 100)).length, 100);
   });
 });

@@ -63,6 +63,30 @@ describe('ImageStore: the version link', () => {
     assert.equal(readFileSync(join(link, 'notes.txt'), 'utf8'), 'the operator keeps this');
   });
 
+  it('remove keeps an object another version still links, and the last link takes it', async () => {
+    // mvmctl gives each publish an object of its own; a second link to one (made by hand, or by
+    // a future dedup) must not lose its files when the first version goes.
+    const store = await freshStore();
+    const staged = await store.stage();
+    writeFileSync(join(staged, 'vmlinux'), 'kernel');
+    const first = await store.publish('0.14.0', staged);
+    symlinkSync(`.objects/${basename(first.dir)}`, join(store.root, 'v0.15.0'));
+    const removed = await store.remove('0.14.0');
+    assert.equal(removed?.version, '0.14.0');
+    assert.equal(removed?.bytes, 0, 'nothing was deleted');
+    assert.equal(await store.installed('0.14.0'), undefined);
+    const other = await store.installed('0.15.0');
+    assert.equal(other?.dir, first.dir);
+    assert.equal(readFileSync(join(first.dir, 'vmlinux'), 'utf8'), 'kernel');
+    await store.open(); // garbage collection leaves a linked object alone too
+    assert.equal(readFileSync(join(first.dir, 'vmlinux'), 'utf8'), 'kernel');
+
+    const last = await store.remove('0.15.0');
+    assert.ok(last && last.bytes > 0, JSON.stringify(last));
+    assert.equal(existsSync(first.dir), false);
+    assert.deepEqual(readdirSync(join(store.root, '.objects')), []);
+  });
+
   it('installed() refuses a directory, a file, and links that do not point at one of our objects', async () => {
     const store = await freshStore();
     const link = join(store.root, 'v0.14.0');

@@ -13,6 +13,7 @@ import {
   mkdtempSync,
   readFileSync,
   realpathSync,
+  statSync,
   rmSync,
   symlinkSync,
   unlinkSync,
@@ -358,6 +359,29 @@ describe('revocations: generations left behind', () => {
   });
 });
 
+describe('revocations: the generation just replaced', () => {
+  it('has its grace period restarted at the swap: a collection right after keeps it for readers inside it', async () => {
+    const h = host();
+    await cache(h, [OLD]);
+    const first = realpathSync(h.revocations);
+    // Written long ago by a writer that is gone: only the swap's fresh mtime protects it now.
+    const old = new Date(Date.now() - 3600_000);
+    utimesSync(first, old, old);
+    await cache(h, [OLD, RECALL]);
+    assert.notEqual(realpathSync(h.revocations), first);
+    assert.equal(
+      existsSync(first),
+      true,
+      'a reader that resolved the link just before may be inside it',
+    );
+    assert.ok(Date.now() - statSync(first).mtimeMs < 60_000, 'its mtime is the time of the swap');
+    // Once its minute is over, the next swap collects it.
+    utimesSync(first, old, old);
+    await cache(h, [OLD, RECALL, { version: '0.2.0' }]);
+    assert.equal(existsSync(first), false);
+  });
+});
+
 describe('revocations: an audit record that cannot be written is never silent', () => {
   it('refresh still reports its outcome, and warns that the record was lost', async () => {
     const h = host();
@@ -451,6 +475,34 @@ describe('revocations: a fetched list that fails is never cached or trusted', ()
     await cache(h, [OLD], 30, { certTime: new Date(pki.start.getTime() + 120_000) });
     serve(await signedList([OLD], { certTime: new Date(pki.start.getTime() + 1000) }));
     await refused(h, /it was signed at .*, before the list already trusted here/);
+  });
+
+  it('the signing time remembered is the latest seen: after t1 < t2, a list signed between them is refused', async () => {
+    const h = host();
+    const at = (s: number) => ({ certTime: new Date(pki.start.getTime() + s * 1000) });
+    await cache(h, [OLD], 0, at(60));
+    await cache(h, [OLD], 0, at(180));
+    const between = await signedList([OLD], at(120));
+    const r = await h.run([
+      'revocations',
+      'import',
+      '--list',
+      between.json,
+      '--bundle',
+      between.bundle,
+    ]);
+    assert.equal(r.code, 10, r.stderr);
+    assert.match(
+      r.stderr,
+      /it was signed at (\S+), before the list already trusted here \((\S+)\)/,
+    );
+    const [, incoming, trusted] = /signed at (\S+), before .* here \((\S+)\)/.exec(r.stderr)!;
+    assert.ok(incoming! < trusted!, `${incoming} < ${trusted}`);
+    assert.equal(
+      Date.parse(trusted!) - Date.parse(incoming!) >= 50_000,
+      true,
+      'trusted is t2, not t1',
+    );
   });
 
   it('a replayed older Rekor v2 signing is refused by its timestamp-authority time', async () => {
