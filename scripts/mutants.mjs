@@ -397,4 +397,18 @@ export const MUTANTS = [
     replace: "      if (typeof r.signedAt === 'string' && !latestSignedAt)",
     tests: ['test/revocations.test.ts'],
   },
+  {
+    name: 'tally: a duration on a bucket bound counted in the next bucket (le exclusive)',
+    file: 'src/audit/tally.ts',
+    find: '    let i = DURATION_BUCKETS.findIndex((le) => d <= le);',
+    replace: '    let i = DURATION_BUCKETS.findIndex((le) => d < le);',
+    tests: ['test/audit-tally.test.ts'],
+  },
+  {
+    name: 'audit log: the oldest kept rotation may be missing',
+    file: 'src/audit/log-files.ts',
+    find: '      if (n <= Math.min(rotations, AUDIT_KEEP))',
+    replace: '      if (n < Math.min(rotations, AUDIT_KEEP))',
+    tests: ['test/audit-rotation.test.ts'],
+  },
 ];

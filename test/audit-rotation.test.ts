@@ -209,6 +209,25 @@ describe('audit log rotation', () => {
     assert.match(doc.chain.reason, /the rotated file is missing/);
   });
 
+  it('the oldest kept rotation removed (audit.jsonl.5, past files dropped) is a break too', async () => {
+    // Once files have been dropped, the oldest file present may start mid-chain; only the
+    // rotation count in the checkpoints says audit.jsonl.5 must still be there.
+    const h = host();
+    await appendMany(h, 90, 1500);
+    assert.ok(existsSync(logOf(h, 5)));
+    rmSync(logOf(h, 5));
+    const r = await h.run(['audit', 'tail', '--json']);
+    assert.equal(r.code, 10, r.stderr);
+    const doc = JSON.parse(r.stdout);
+    assert.equal(doc.chain.intact, false);
+    assert.equal(doc.chain.file, 'audit.jsonl.5');
+    assert.match(
+      doc.chain.reason,
+      /the rotated file is missing \(the log was rotated \d+ time\(s\) and keeps 5 rotated files\)/,
+    );
+    assert.equal((await h.metrics())['audit_chain_valid'], 0);
+  });
+
   it('a checkpoint whose totals were changed is caught against the file before it', async () => {
     const h = host();
     await appendMany(h, 20, 2000);
