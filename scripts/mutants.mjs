@@ -411,4 +411,18 @@ export const MUTANTS = [
     replace: '      if (n < Math.min(rotations, AUDIT_KEEP))',
     tests: ['test/audit-rotation.test.ts'],
   },
+  {
+    name: "fetch release: another arch's manifest accepted",
+    file: 'src/pipeline/fetch-release.ts',
+    find: '  if (m.arch !== ctx.arch) {',
+    replace: '  if (m.arch !== ctx.arch && false) {',
+    tests: ['test/dev-fetch.test.ts'],
+  },
+  {
+    name: 'pull: a recalled release is downloaded (left to the import to refuse)',
+    file: 'src/pipeline/pull.ts',
+    find: '        allowRecalled: false,',
+    replace: '        allowRecalled: true,',
+    tests: ['test/dev-pull.test.ts'],
+  },
 ];

@@ -25,6 +25,7 @@ import { after, before, beforeEach, describe, it } from 'node:test';
 import { execFile } from 'node:child_process';
 import { get as httpGet, type IncomingHttpHeaders } from 'node:http';
 import { promisify } from 'node:util';
+import { ERROR_TABLE } from '../src/errors.js';
 import { CLI } from './support/cli.js';
 import { HOST_ARCH, OTHER_ARCH, testHost, VERSION } from './support/host.js';
 import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
@@ -691,6 +692,25 @@ describe('dev fetch: refusals and failures', () => {
     const r = await h.fetch();
     assert.equal(r.code, 10, r.stderr);
     assert.deepEqual(artifactRequests(), []);
+  });
+
+  it("another arch's signed manifest under this arch's name: the arch error, no artifact requested", async () => {
+    // Signed by the release workflow at the right tag: only its arch field is wrong.
+    server.set(F.manifest, { body: readFileSync(otherArchSet.manifest) });
+    server.set(F.bundle, { body: readFileSync(otherArchSet.bundle) });
+    const h = online();
+    const r = await h.fetch();
+    assert.equal(r.code, ERROR_TABLE.arch.exit, r.stderr);
+    assert.match(
+      r.stderr,
+      new RegExp(`^Error: The manifest is for arch ${OTHER_ARCH}, not ${HOST_ARCH}$`, 'm'),
+    );
+    const large = [...artifactNames(), ...artifactNames(OTHER_ARCH)];
+    assert.deepEqual(
+      server.requests.filter((q) => large.includes(q.name)),
+      [],
+      'no kernel, rootfs or initrd of either arch',
+    );
   });
 
   it('a recalled version: exit 13 before the artifacts; --allow-recalled fetches with a warning', async () => {

@@ -158,6 +158,28 @@ describe('dev pull', () => {
     assert.equal(existsSync(kept), false);
   });
 
+  it('a release the signed list recalls: exit 13 before any artifact is requested, nothing installed', async () => {
+    const recallDir = join(root, `recall${n++}`);
+    await writeRevocationList(pki, recallDir, [
+      { version: VERSION, arch: HOST_ARCH, reason: 'CVE-2026-5151: recalled upstream' },
+    ]);
+    server.serveRevocations(recallDir);
+    try {
+      const h = online();
+      const r = await h.dev(['pull']);
+      assert.equal(r.code, 13, r.stderr);
+      assert.match(
+        r.stderr,
+        /^Error: The release is on the project's revocation list: .* was recalled: CVE-2026-5151: recalled upstream$/m,
+      );
+      assert.doesNotMatch(r.stderr, /fetching anyway/);
+      for (const name of [KERNEL, ROOTFS]) assert.deepEqual(server.requestsFor(name), [], name);
+      assert.equal(existsSync(join(h.prebuilt, `v${VERSION}`)), false);
+    } finally {
+      server.serveRevocations(listDir);
+    }
+  });
+
   it('offline (MVM_OFFLINE=1 or --offline): exit 16, no request, nothing installed', async () => {
     const h = online();
     for (const [args, env] of [
