@@ -425,4 +425,12 @@ export const MUTANTS = [
     replace: '        allowRecalled: true,',
     tests: ['test/dev-pull.test.ts'],
   },
+  {
+    name: "inventory: dev rm and dev prune take only the store's lock, not the dev VM's",
+    file: 'src/pipeline/inventory.ts',
+    find: "  return withLock(join(vmDir, LOCK_FILE), 'the dev VM', () => store.withLock(fn), {",
+    replace:
+      "  return withLock(join(vmDir, 'unrelated.lock'), 'the dev VM', () => store.withLock(fn), {",
+    tests: ['test/dev-images.test.ts'],
+  },
 ];

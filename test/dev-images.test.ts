@@ -152,6 +152,45 @@ const lastRecord = (h: TestHost, event: string) =>
     .filter((r) => r['event'] === event)
     .at(-1);
 
+/**
+ * Holds the dev VM's lock from another process, as a `dev up` picking and booting an image
+ * does, until `release()`: the lock mvmctl itself takes (src/io/lock.ts), on the real file.
+ * Released by ending the holder: the kernel drops its lock as it exits, as for any holder.
+ */
+async function holdVmLock(h: TestHost): Promise<{ release: () => Promise<void> }> {
+  mkdirSync(vmDir(h), { recursive: true, mode: 0o700 });
+  const lock = new URL('../src/io/lock.ts', import.meta.url).href;
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      '--input-type=module',
+      '-e',
+      `const { withLock } = await import(${JSON.stringify(lock)});
+       await withLock(${JSON.stringify(join(vmDir(h), 'lock'))}, 'the dev VM', () =>
+         new Promise(() => { process.stdout.write('held\\n'); setInterval(() => {}, 1e9); }));`,
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit'] },
+  );
+  children.push(child);
+  await new Promise<void>((resolve, reject) => {
+    child.once('exit', (c) => reject(new Error(`the lock holder exited (${c})`)));
+    child.stdout!.once('data', () => resolve());
+  });
+  return {
+    release: async () => {
+      const gone = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await gone;
+    },
+  };
+}
+
+/** Whether `p` has settled within `ms`. */
+const settledWithin = (p: Promise<unknown>, ms: number): Promise<boolean> =>
+  Promise.race([p.then(() => true), new Promise<boolean>((r) => setTimeout(() => r(false), ms))]);
+
 describe('dev images', () => {
   it('lists every version with its state (verified, UNVERIFIED, recalled by the list or by memory, expired), size, times, signer, dev up’s and the running VM’s', async () => {
     const h = host();
@@ -371,6 +410,20 @@ describe('dev rm', () => {
     assert.equal(again.code, 0, again.stderr);
   });
 
+  it("waits for the dev VM's lock (a dev up booting), so it never removes what is being booted", async () => {
+    const h = host();
+    await installed(h);
+    installAs(h, '0.13.0');
+    const held = await holdVmLock(h);
+    const rm = h.run(['dev', 'rm', '0.13.0']);
+    assert.equal(await settledWithin(rm, 2000), false, 'dev rm went ahead under a dev up');
+    assert.equal(existsSync(join(h.prebuilt, 'v0.13.0')), true);
+    await held.release();
+    const r = await rm;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(existsSync(join(h.prebuilt, 'v0.13.0')), false);
+  });
+
   it('refuses path-like and malformed versions (exit 2) and never follows a link out of the store', async () => {
     const h = host();
     await installed(h);
@@ -482,6 +535,20 @@ describe('dev prune', () => {
     const nothing = await h.run(['dev', 'prune', '--dry-run']);
     assert.match(nothing.stdout, /Nothing to prune\./);
     vm.kill('SIGKILL');
+  });
+
+  it("waits for the dev VM's lock too, and removes nothing until it has it", async () => {
+    const h = host();
+    await installed(h);
+    installAs(h, '0.13.0');
+    const held = await holdVmLock(h);
+    const prune = h.run(['dev', 'prune']);
+    assert.equal(await settledWithin(prune, 2000), false, 'dev prune went ahead under a dev up');
+    assert.equal(existsSync(join(h.prebuilt, 'v0.13.0')), true);
+    await held.release();
+    const r = await prune;
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(existsSync(join(h.prebuilt, 'v0.13.0')), false);
   });
 
   it('a downloads directory that is a symlink is refused (as dev pull refuses it), its target untouched', async () => {
