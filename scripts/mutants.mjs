@@ -433,4 +433,11 @@ export const MUTANTS = [
       "  return withLock(join(vmDir, 'unrelated.lock'), 'the dev VM', () => store.withLock(fn), {",
     tests: ['test/dev-images.test.ts'],
   },
+  {
+    name: 'preflight: an installed artifact is hashed without checking it is a regular file',
+    file: 'src/vm/preflight.ts',
+    find: "    if (!st.isFile()) throw atRestError(f, version, 'is not a regular file');\n",
+    replace: '',
+    tests: ['test/preflight.test.ts'],
+  },
 ];

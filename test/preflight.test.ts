@@ -11,6 +11,7 @@ import { createHash } from 'node:crypto';
 import {
   appendFileSync,
   existsSync,
+  mkdirSync,
   mkdtempSync,
   readdirSync,
   readFileSync,
@@ -366,6 +367,17 @@ describe('dev up preflight: what is hashed is what boots', () => {
     rmSync(path);
     execFileSync('mkfifo', [path]);
     await refused(h, 'store', /^The installed rootfs .*rootfs\.ext4 is not a regular file$/);
+  });
+
+  it('a directory in place of the kernel is refused as not a regular file, before any hashing', async () => {
+    const h = host();
+    await install(h, fourFiles);
+    const path = join(h.prebuilt, `v${VERSION}`, 'vmlinux');
+    rmSync(path);
+    mkdirSync(path);
+    const before = openDescriptors();
+    await refused(h, 'store', /^The installed kernel .*vmlinux is not a regular file$/);
+    assert.equal(openDescriptors(), before);
   });
 });
 
