@@ -8,7 +8,9 @@
 #                /init is scripts/test-image/rootfs-init (boot with console=hvc0 root=/dev/vda rw
 #                init=/init): ready line `mvm-dev: ready`, HTTP on port 80, a shell on the console;
 #                with a virtio-fs device (dev up --share) it loads fuse + virtiofs and mounts the
-#                tag `workdir` on /mnt/workdir before the ready line
+#                tag `workdir` on /mnt/workdir before the ready line; Debian's qemu-guest-agent
+#                (qemu-ga and the libraries it links, from Debian's packages) runs on the
+#                virtio-serial port org.qemu.guest_agent.0 when the VM has one
 #
 # The result is cached in $MVM_TEST_IMAGE_DIR (default: .vm-cache/test-image at the repository
 # root), keyed on the kernel and busybox-static package versions, the rootfs size and the hash of
@@ -28,6 +30,10 @@ modules=(virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_p
   virtio_blk virtio_console failover net_failover virtio_net button evdev)
 # Loaded by the rootfs's /init only when a virtio-fs device is present (dev up --share), in order.
 share_modules=(fuse virtiofs)
+# The guest agent: Debian's qemu-guest-agent and the packages of the libraries it links that a
+# Debian 12 host may not have; the rest (libc, libudev, libpcre2) are copied from this host's own
+# Debian packages, found with ldd.
+agent_pkgs=(qemu-guest-agent libglib2.0-0 libnuma1 liburing2)
 
 die() {
   echo "build-test-image: $*" >&2
@@ -48,8 +54,15 @@ kernel_pkg=${kernel_pkg%%$'\n'*}
 kernel_version=$(apt-cache policy "$kernel_pkg" 2>/dev/null | sed -n 's/^ *Candidate: //p' || true)
 [ -n "$kernel_version" ] && [ "$kernel_version" != "(none)" ] || die "no candidate version of $kernel_pkg (run apt-get update)"
 
+agent_versions=
+for p in "${agent_pkgs[@]}"; do
+  v=$(apt-cache policy "$p" 2>/dev/null | sed -n 's/^ *Candidate: //p' || true)
+  [ -n "$v" ] && [ "$v" != "(none)" ] || die "no candidate version of $p (run apt-get update)"
+  agent_versions="$agent_versions $p=$v"
+done
+
 script_hash=$(cat "${BASH_SOURCE[0]}" "$here"/test-image/* | sha256sum | cut -d' ' -f1)
-key="kernel=$kernel_pkg=$kernel_version busybox-static=$busybox_version rootfs=$rootfs_size script=$script_hash"
+key="kernel=$kernel_pkg=$kernel_version busybox-static=$busybox_version${agent_versions} rootfs=$rootfs_size script=$script_hash"
 
 report() {
   echo "test image in $out ($key)"
@@ -89,6 +102,23 @@ if [ -z "$deb" ] || [ "$(dpkg-deb -f "$deb" Version)" != "$kernel_version" ]; th
   deb="$debs/$(basename "$deb")"
 fi
 dpkg-deb -x "$deb" "$work/kernel"
+
+# The agent's packages, fetched once and kept beside the image as the kernel is.
+for pv in $agent_versions; do
+  p=${pv%%=*}
+  v=${pv#*=}
+  a=$(find "$debs" -maxdepth 1 -name "${p}_*.deb" -print -quit)
+  if [ -z "$a" ] || [ "$(dpkg-deb -f "$a" Version)" != "$v" ]; then
+    rm -f "$debs/${p}"_*.deb
+    echo "fetching $p $v"
+    (cd "$work" && apt-get download -q "$p=$v" 2>&1 | grep -v '^W: Download is performed unsandboxed' || true)
+    a=$(find "$work" -maxdepth 1 -name "${p}_*.deb" -print -quit)
+    [ -n "$a" ] || die "apt-get download $p=$v failed (network? apt-get update?)"
+    mv "$a" "$debs/"
+    a="$debs/$(basename "$a")"
+  fi
+  dpkg-deb -x "$a" "$work/agent"
+done
 kver=$(ls "$work/kernel/lib/modules")
 [ "$(echo "$kver" | wc -l)" = 1 ] || die "expected one kernel in $deb, found: $kver"
 bzimage="$work/kernel/boot/vmlinuz-$kver"
@@ -130,7 +160,7 @@ install -m 0755 "$here/test-image/initramfs-init" "$ird/init"
 
 # rootfs: busybox with a link per applet, the init, a DHCP hook and the HTTP page.
 rfs="$work/rootfs"
-mkdir -p "$rfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,srv/www,lib/modules,mnt/workdir}
+mkdir -p "$rfs"/{bin,sbin,usr/bin,usr/sbin,etc,proc,sys,dev,tmp,run,root,srv/www,lib/modules,mnt/workdir,var/run}
 for m in "${share_modules[@]}"; do
   copy_module "$m" "$rfs/lib/modules"
   echo "$m" >>"$rfs/etc/share-modules"
@@ -140,6 +170,21 @@ for applet in $("$busybox" --list-full); do
   [ "$applet" = bin/busybox ] || [ -e "$rfs/$applet" ] || ln -s /bin/busybox "$rfs/$applet"
 done
 install -m 0755 "$here/test-image/rootfs-init" "$rfs/init"
+# qemu-ga and every library it links (resolved with the agent packages' libraries first).
+install -m 0755 "$work/agent/usr/sbin/qemu-ga" "$rfs/usr/sbin/qemu-ga"
+agent_libs="$work/agent/usr/lib/x86_64-linux-gnu:$work/agent/lib/x86_64-linux-gnu"
+mkdir -p "$rfs/lib/x86_64-linux-gnu" "$rfs/lib64"
+for lib in $(LD_LIBRARY_PATH=$agent_libs ldd "$work/agent/usr/sbin/qemu-ga" | awk '/=> \// { print $3 } /^\t\/lib64\// { print $1 }'); do
+  case "$lib" in
+    /lib64/*) cp -L "$lib" "$rfs/lib64/" ;;
+    *) cp -L "$lib" "$rfs/lib/x86_64-linux-gnu/" ;;
+  esac
+done
+LD_LIBRARY_PATH=$rfs/lib/x86_64-linux-gnu ldd "$rfs/usr/sbin/qemu-ga" | grep -q 'not found' && die "qemu-ga misses a library"
+# guest-shutdown runs /sbin/shutdown -h -P +0 (or -r for a reboot); busybox has poweroff and reboot.
+rm -f "$rfs/sbin/shutdown" # never written through a busybox applet link (it points at /bin/busybox)
+printf '#!/bin/sh\nsync\ncase " $* " in *" -r "*) exec reboot -f ;; *) exec poweroff -f ;; esac\n' >"$rfs/sbin/shutdown"
+chmod 0755 "$rfs/sbin/shutdown"
 install -m 0755 "$here/test-image/udhcpc.sh" "$rfs/etc/udhcpc.sh"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$rfs/etc/passwd"
 printf 'root:x:0:\n' >"$rfs/etc/group"

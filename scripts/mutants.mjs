@@ -440,4 +440,25 @@ export const MUTANTS = [
     replace: '',
     tests: ['test/preflight.test.ts'],
   },
+  {
+    name: "agent: an answer to another sync is taken as this session's",
+    file: 'src/vm/agent.ts',
+    find: '        if (answer === id) return;',
+    replace: '        return;',
+    tests: ['test/guest-agent.test.ts'],
+  },
+  {
+    name: 'agent: a line with no end is buffered without bound',
+    file: 'src/vm/agent.ts',
+    find: '      if (this.buf.length > AGENT_MAX_LINE_BYTES && this.buf.indexOf(NEWLINE) < 0)',
+    replace: '      if (false)',
+    tests: ['test/guest-agent.test.ts'],
+  },
+  {
+    name: 'agent: a call after garbage is sent without resynchronising',
+    file: 'src/vm/agent.ts',
+    find: '      if (this.needsSync) await this.sync(deadline);',
+    replace: '      if (this.needsSync && this.buf.length < 0) await this.sync(deadline);',
+    tests: ['test/guest-agent.test.ts'],
+  },
 ];

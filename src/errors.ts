@@ -23,6 +23,8 @@ export type ErrorCode =
   | 'store'
   /** `status --check`: the host is not healthy (the current image recalled, UNVERIFIED or expired, a broken audit chain). */
   | 'unhealthy'
+  /** The dev VM's guest agent is absent, silent, garbled or gone; or a guest command could not be run (exit 255, as ssh). */
+  | 'agent'
   /** SIGINT / SIGTERM: the work was stopped by the operator (exit 130, as a shell reports Ctrl-C). */
   | 'interrupted'
   | 'not-implemented'
@@ -134,6 +136,12 @@ export const ERROR_TABLE: Readonly<Record<ErrorCode, ErrorClass>> = {
   unhealthy: {
     exit: 19,
     fix: 'Act on each problem listed: install a release that is not recalled or expired (mvmctl dev import-image or dev pull), re-import an UNVERIFIED image without the escape hatch, and investigate a broken audit chain (mvmctl audit tail).',
+  },
+  agent: {
+    // Outside what guest commands usually exit with, and what ssh uses for its own failures, so a
+    // script running `mvmctl dev exec -- CMD` can tell CMD's status from mvmctl's.
+    exit: 255,
+    fix: "Check that the dev VM is up (mvmctl dev status) and that its image runs qemu-guest-agent on the virtio-serial port org.qemu.guest_agent.0; mvmctl dev logs shows the guest's console.",
   },
   interrupted: {
     exit: 130,

@@ -68,6 +68,10 @@ const devices = (state = STATE, netdev = 'user,id=net0'): string[] => [
   '-device',
   'virtconsole,chardev=con',
   '-chardev',
+  `socket,id=agent,path=${state}/agent.sock,server=on,wait=off`,
+  '-device',
+  'virtserialport,chardev=agent,name=org.qemu.guest_agent.0',
+  '-chardev',
   `socket,id=qmp,path=${state}/qmp.sock,server=on,wait=off`,
   '-mon',
   'chardev=qmp,mode=control',
@@ -132,6 +136,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       overlay: `${STATE}/overlay.qcow2`,
       consoleSocket: `${STATE}/console.sock`,
       consoleLog: `${STATE}/console.log`,
+      agentSocket: `${STATE}/agent.sock`,
       qmpSocket: `${STATE}/qmp.sock`,
       pidFile: `${STATE}/qemu.pid`,
     });
@@ -384,6 +389,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
         `socket,id=con,path=${e}/console.sock,server=on,wait=off,logfile=/proc/self/fd/6`,
       ),
     );
+    assert.ok(args.includes(`socket,id=agent,path=${e}/agent.sock,server=on,wait=off`));
     assert.ok(args.includes(`socket,id=qmp,path=${e}/qmp.sock,server=on,wait=off`));
     assert.ok(args.includes('local,id=share,path=/s,,readonly=on,security_model=none'));
     assert.deepEqual(args.slice(-2), ['-pidfile', `${state}/qemu.pid`]);
@@ -737,7 +743,7 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
   });
 
   it(
-    'paths with commas reach QEMU intact: overlay, console socket and log, QMP socket, share, pid file',
+    'paths with commas reach QEMU intact: overlay, console socket and log, agent and QMP sockets, share, pid file',
     { skip },
     async () => {
       const state = join(dir, 'vms,format=raw');
@@ -819,6 +825,7 @@ describe('the argument list against a real QEMU (paused with -S: parsed and set 
       assert.deepEqual(
         chardevs.map((c) => [c.label, c.filename.replace(/^disconnected:/, '')]).sort(),
         [
+          ['agent', `unix:${s.state.agentSocket},server=on`],
           ['con', `unix:${s.state.consoleSocket},server=on`],
           ['qmp', `unix:${s.state.qmpSocket},server=on`],
         ],

@@ -74,14 +74,16 @@ function stackOf(u: unknown): string {
  */
 export function renderError(
   e: unknown,
-  opts: { json: boolean; debug: boolean },
+  opts: { json: boolean; debug: boolean; exit?: (err: MvmError) => number },
   io: Output = stdio,
 ): number {
   const err = isMvmError(e)
     ? e
     : new MvmError('internal', `unexpected error: ${describeThrown(e)}`, { underlying: e });
+  // A command with exit statuses of its own (dev exec: the guest's) maps its failures itself.
+  const exit = opts.exit ? opts.exit(err) : err.exitCode;
   if (opts.json) {
-    io.out(jsonLine({ error: err.toJSON() }));
+    io.out(jsonLine({ error: { ...err.toJSON(), exitCode: exit } }));
   } else {
     const lines = [`Error: ${printable(err.message, MESSAGE_LENGTH)}`];
     if (err.check) lines.push(`  check: ${printable(err.check)}`);
@@ -96,5 +98,5 @@ export function renderError(
       .map((l) => printable(l, MESSAGE_LENGTH));
     io.err(`debug: ${trace.join('\n')}`);
   }
-  return err.exitCode;
+  return exit;
 }

@@ -19,6 +19,7 @@ const HANDLERS: Record<string, () => Promise<Command>> = {
   'dev console': async () => vm('console'),
   'dev shell': async () => vm('shell'),
   'dev down': async () => vm('down'),
+  'dev exec': async () => vm('exec'),
   'verify-blob': async () => (await import('./commands/verify-blob.js')).verifyBlobCommand,
   'revocations import': async () => revocations('import'),
   'revocations status': async () => revocations('status'),
@@ -35,7 +36,9 @@ async function store(sub: 'images' | 'rm' | 'prune'): Promise<Command> {
   return (args, io) => storeCommand(sub, args, io);
 }
 
-async function vm(sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell'): Promise<Command> {
+async function vm(
+  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell' | 'exec',
+): Promise<Command> {
   const { vmCommand } = await import('./commands/dev-vm.js');
   return (args, io) => vmCommand(sub, args, io);
 }

@@ -187,6 +187,11 @@ export const EXIT_STATUS = {
       "status --check found a problem: this mvmctl's image recalled, UNVERIFIED or expired, the revocation list not verifying, or the audit chain broken",
   },
   130: { label: 'interrupted', meaning: 'Ctrl-C (SIGINT) or SIGTERM stopped it' },
+  255: {
+    label: 'agent',
+    meaning:
+      'dev exec could not run the command: no dev VM, no guest agent answering, the agent gone, or --timeout reached (a guest command that itself exits 255 looks the same, as with ssh)',
+  },
 } as const satisfies Record<number, { label: string; meaning: string }>;
 
 export type ExitCode = keyof typeof EXIT_STATUS;
@@ -732,6 +737,73 @@ mvmctl dev logs. Output printed while no one is attached is only in the log.`,
       [0, 'detached, input ended, or the console closed'],
       [2],
       [3, 'the dev VM is not running (or its console cannot be reached)'],
+    ],
+  },
+  'dev exec': {
+    summary: 'run a command in the dev VM through its guest agent',
+    usage: [
+      'mvmctl dev exec [--env K=V]... [--workdir DIR] [--timeout SECONDS] [-n] [--json] -- CMD [ARG]...',
+    ],
+    operands: [{ name: 'CMD', complete: 'none' }],
+    description: `Run CMD with its arguments in the running dev VM, as root, through the QEMU
+guest agent (qemu-guest-agent, on the virtio-serial port
+org.qemu.guest_agent.0), and exit with its exit status. No shell reads the
+arguments: write -- sh -c '...' for pipes and globs. stdout and stderr stay
+apart and appear while the command runs (a long build's log as it is
+written). stdin, when it is not a terminal, is read to its end first and
+given to the command (at most 16 MiB; -n gives it none, as ssh -n).
+
+The environment is PATH and HOME=/root plus each --env; the command starts
+in / unless --workdir names another directory of the guest. Ctrl-C or
+SIGTERM stops the guest command (SIGTERM, then SIGKILL after 3 s, to its
+whole process group) and exits 130.
+
+It exits with the command's status; 128+N when signal N ended it; 255 when
+mvmctl could not run it (no dev VM, no agent answering, the agent gone,
+--timeout reached), with the reason on stderr, as ssh does.
+
+  mvmctl dev exec -- make -C /src -j2
+  mvmctl dev exec --workdir /src --env CC=clang -- sh -c 'make 2>&1 | tail'
+  tar -c src | mvmctl dev exec -- tar -x -C /root`,
+    flags: [
+      {
+        name: 'env',
+        type: 'string',
+        value: 'K=V',
+        multiple: true,
+        complete: 'none',
+        help: 'set an environment variable for the command (repeatable)',
+      },
+      {
+        name: 'workdir',
+        type: 'string',
+        value: 'DIR',
+        complete: 'none',
+        help: 'the guest directory the command starts in (default /)',
+      },
+      {
+        name: 'timeout',
+        type: 'string',
+        value: 'SECONDS',
+        help: 'stop the command after this long (exit 255); default: no limit',
+      },
+      {
+        name: 'no-stdin',
+        short: 'n',
+        type: 'boolean',
+        help: 'give the command no stdin (it reads end of file), whatever stdin is',
+      },
+      {
+        name: 'json',
+        type: 'boolean',
+        help: 'print one JSON object {exitCode, stdout, stderr} when the command has exited (the output as UTF-8 text)',
+      },
+    ],
+    env: ['MVM_DATA_DIR'],
+    exit: [
+      [0, "the command's exit status, whatever it is"],
+      [130, 'the guest command was stopped first'],
+      [255],
     ],
   },
   'dev down': {

@@ -97,6 +97,8 @@ export interface VmStatePaths {
   readonly consoleSocket: string;
   readonly consoleLog: string;
   readonly qmpSocket: string;
+  /** The guest agent's channel (virtio-serial port org.qemu.guest_agent.0), served by QEMU. */
+  readonly agentSocket: string;
   readonly pidFile: string;
 }
 
@@ -157,6 +159,7 @@ export function stateDirPaths(dir: string): VmStatePaths {
     consoleSocket: join(dir, 'console.sock'),
     consoleLog: join(dir, 'console.log'),
     qmpSocket: join(dir, 'qmp.sock'),
+    agentSocket: join(dir, 'agent.sock'),
     pidFile: join(dir, 'qemu.pid'),
   };
 }
@@ -190,6 +193,7 @@ export function vmSpecFrom(
   for (const socket of [
     state.consoleSocket,
     state.qmpSocket,
+    state.agentSocket,
     share?.transport === 'virtiofs' ? share.socket : undefined,
   ]) {
     if (socket !== undefined && Buffer.byteLength(socket) > MAX_SOCKET_PATH_BYTES)

@@ -308,7 +308,13 @@ async function bootQemu(
   );
   await log.chmod(0o600);
   await log.close();
-  for (const f of [p.pidFile, p.consoleSocket, p.qmpSocket, rotatedLog(p.consoleLog)])
+  for (const f of [
+    p.pidFile,
+    p.consoleSocket,
+    p.qmpSocket,
+    p.agentSocket,
+    rotatedLog(p.consoleLog),
+  ])
     await fs.rm(f, { force: true });
 
   // QEMU logs into a pipe; the keeper at its other end bounds what reaches the disk.
@@ -357,6 +363,7 @@ async function bootQemu(
       consoleSocket: p.consoleSocket,
       consoleLog: p.consoleLog,
       qmpSocket: p.qmpSocket,
+      agentSocket: p.agentSocket,
       pidFile: p.pidFile,
       overlay: p.overlay,
     },

@@ -5,7 +5,8 @@
  * with ACPI on (the virtio-mmio disk is found through it), the kernel booted
  * through its PVH entry, virtio devices on virtio-mmio, a virtio console on a
  * unix socket that is also logged (through a pipe to a keeper that bounds
- * `console.log`), QMP on a unix socket,
+ * `console.log`), the guest agent's virtio-serial port on a unix socket, QMP
+ * on a unix socket,
  * user-mode networking, and `-daemonize` with a pid file so the VM outlives
  * the CLI and the foreground process reports start-up errors before it exits.
  */
@@ -94,6 +95,12 @@ export function qemuArgs(spec: VmSpec, o: { runAs?: { uid: number; gid: number }
     'virtio-serial-device',
     '-device',
     'virtconsole,chardev=con',
+    // The guest agent's port, by the name qemu-guest-agent looks for (its udev rule links
+    // /dev/virtio-ports/org.qemu.guest_agent.0): `dev exec`, `dev cp`, readiness, shutdown.
+    '-chardev',
+    `socket,id=agent,path=${v(spec.state.agentSocket)},server=on,wait=off`,
+    '-device',
+    'virtserialport,chardev=agent,name=org.qemu.guest_agent.0',
     // What -qmp unix:PATH,server=on,wait=off expands to, spelled out so the
     // path goes through the same escaping as every other option value.
     '-chardev',

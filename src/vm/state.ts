@@ -60,6 +60,8 @@ export interface VmState {
     readonly consoleSocket: string;
     readonly consoleLog: string;
     readonly qmpSocket: string;
+    /** Absent in the state of a VM booted by an mvmctl without the agent channel. */
+    readonly agentSocket?: string;
     readonly pidFile: string;
     readonly overlay: string;
   };
@@ -211,6 +213,7 @@ export async function cleanVmState(c: Config, opts: { overlay?: boolean } = {}):
     p.pidFile,
     p.consoleSocket,
     p.qmpSocket,
+    p.agentSocket,
     join(p.dir, VIRTIOFSD_SOCKET),
   ];
   if (opts.overlay) files.push(p.overlay, join(p.dir, OVERLAY_INFO_FILE));

@@ -10,7 +10,10 @@ import { recallInForce } from '../../core/revocation.js';
 import { summarizeRevocationCache } from '../../revocations/cache.js';
 import { readRecallMemory } from '../../revocations/memory.js';
 import { printable } from '../../core/printable.js';
-import { MvmError } from '../../errors.js';
+import { ERROR_TABLE, MvmError } from '../../errors.js';
+import { AgentChannel } from '../../vm/agent.js';
+import { guestExec, MAX_STDIN_BYTES } from '../../vm/exec.js';
+import { whileInterruptible } from '../interrupt.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import {
   DEFAULT_DOWN_TIMEOUT_SECONDS,
@@ -32,7 +35,7 @@ import {
 import { readVmState, statePaths } from '../../vm/state.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
-import { jsonLine, type Output } from '../render.js';
+import { jsonLine, renderError, type Output } from '../render.js';
 
 const usage = (message: string, fix: string): MvmError => new MvmError('usage', message, { fix });
 
@@ -54,11 +57,13 @@ const safe = (text: string): string =>
     .join('\n');
 
 export async function vmCommand(
-  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell',
+  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell' | 'exec',
   args: string[],
   io: Output,
 ): Promise<number> {
   switch (sub) {
+    case 'exec':
+      return execCommand(args, io);
     case 'up':
       return upCommand(args, io);
     case 'down':
@@ -344,4 +349,102 @@ async function consoleCommand(command: string, args: string[], io: Output): Prom
     );
   else if (tty) io.err('\r\nDetached from the dev VM console; the VM keeps running.');
   return 0;
+}
+
+/**
+ * `dev exec`: the guest command's exit status is ours; every failure of
+ * mvmctl's own (flags included) is 255, as ssh does, so a script can tell
+ * the two apart. Output bytes go through unmodified, as a pipe's would.
+ */
+async function execCommand(args: string[], io: Output): Promise<number> {
+  const split = args.indexOf('--');
+  const flags = split >= 0 ? args.slice(0, split) : args;
+  const json = flags.includes('--json');
+  try {
+    const { values, positionals } = parseCommand('dev exec', flags);
+    const argv = split >= 0 ? [...positionals, ...args.slice(split + 1)] : positionals;
+    if (argv.length === 0)
+      throw usage(
+        'dev exec needs a command to run',
+        "Write it after --: mvmctl dev exec -- CMD [ARG]... (for a pipeline: -- sh -c '...').",
+      );
+    for (const e of values.env ?? [])
+      if (!/^[A-Za-z_][A-Za-z0-9_]*=/.test(e) || e.includes('\0'))
+        throw usage(
+          `--env ${JSON.stringify(printable(e, 100))} is not NAME=VALUE`,
+          'Give --env a variable name (letters, digits, _), =, and its value.',
+        );
+    const workdir = values.workdir;
+    if (workdir !== undefined && (!workdir.startsWith('/') || workdir.includes('\0')))
+      throw usage(
+        `--workdir ${JSON.stringify(printable(workdir, 100))} is not an absolute path`,
+        'Give --workdir an absolute directory of the guest, such as /root.',
+      );
+    const timeoutSeconds =
+      values.timeout !== undefined ? seconds('--timeout', values.timeout, 0) : undefined;
+    const config = configFrom(process.env, homedir());
+    const state = await requireRunningVm(config, 'dev exec');
+    const stdin =
+      values['no-stdin'] === true || process.stdin.isTTY
+        ? undefined
+        : await readStdin(MAX_STDIN_BYTES);
+    const channel = new AgentChannel(state.paths.agentSocket ?? statePaths(config).agentSocket);
+    const out: Buffer[] = [];
+    const err: Buffer[] = [];
+    const result = await whileInterruptible(io, (signal) =>
+      guestExec(
+        channel,
+        {
+          argv,
+          env: values.env ?? [],
+          ...(workdir !== undefined ? { workdir } : {}),
+          ...(stdin ? { stdin } : {}),
+          ...(timeoutSeconds !== undefined ? { timeoutSeconds } : {}),
+        },
+        json
+          ? { stdout: (b) => out.push(b), stderr: (b) => err.push(b) }
+          : {
+              stdout: (b) => process.stdout.write(b),
+              stderr: (b) => process.stderr.write(b),
+            },
+        signal,
+      ),
+    );
+    if (json)
+      io.out(
+        jsonLine({
+          exitCode: result.exitCode,
+          ...(result.signal !== undefined ? { signal: result.signal } : {}),
+          stdout: Buffer.concat(out).toString('utf8'),
+          stderr: Buffer.concat(err).toString('utf8'),
+        }),
+      );
+    return result.exitCode;
+  } catch (e) {
+    return renderError(
+      e,
+      {
+        json,
+        debug: flags.includes('--debug'),
+        exit: (err) => (err.code === 'interrupted' ? err.exitCode : ERROR_TABLE.agent.exit),
+      },
+      io,
+    );
+  }
+}
+
+/** stdin to its end, refused past `max` bytes (read one more to know). */
+async function readStdin(max: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let n = 0;
+  for await (const c of process.stdin as AsyncIterable<Buffer>) {
+    n += c.length;
+    if (n > max)
+      throw usage(
+        `stdin is larger than ${max} bytes, the most dev exec passes to a command`,
+        'Put the data in a shared directory (mvmctl dev up --share DIR) and read it there, with -n.',
+      );
+    chunks.push(c);
+  }
+  return Buffer.concat(chunks);
 }

@@ -1,0 +1,323 @@
+/**
+ * `mvmctl dev exec`: one command in the guest through its agent, with its
+ * exit status, stdout and stderr apart and streamed while it runs.
+ *
+ * The QEMU guest agent's guest-exec returns captured output only once the
+ * command has exited, which would hold a 20-minute build's log back until the
+ * end. So the command runs with its stdout and stderr redirected into two
+ * files of a private directory in the guest, and those files are read with
+ * guest-file-read while it runs (the way `tail -f` follows a log): the bytes
+ * reach the host in the order each stream wrote them. stdin is handed to
+ * guest-exec whole (`input-data`), bounded by MAX_STDIN_BYTES.
+ *
+ * The command runs in a session of its own (setsid, where the guest has it),
+ * so stopping it (Ctrl-C, --timeout) signals its whole process group: a
+ * `make -j` and its compilers, not only the shell that started them.
+ *
+ * Everything the guest returns is data: lengths are bounded, base64 is
+ * decoded strictly, an exit status is a small integer or it is refused.
+ */
+import { randomBytes } from 'node:crypto';
+import { MvmError } from '../errors.js';
+import type { AgentChannel, GuestAgent } from './agent.js';
+
+/** stdin is sent in one guest-exec request: beyond this, use dev cp. */
+export const MAX_STDIN_BYTES = 16 * 1024 * 1024;
+/** Bytes asked for per guest-file-read (its base64 answer stays under AGENT_MAX_LINE_BYTES). */
+export const FILE_READ_BYTES = 1024 * 1024;
+/** How the command is found when the caller gives no PATH: Debian's default for root. */
+const DEFAULT_ENV = [
+  'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
+  'HOME=/root',
+];
+const POLL_MIN_MS = 20;
+const POLL_MAX_MS = 250;
+/** After SIGTERM, how long the command has before SIGKILL. */
+const STOP_GRACE_MS = 3000;
+
+export interface ExecRequest {
+  readonly argv: readonly string[];
+  /** `K=V` entries, added to (and overriding) DEFAULT_ENV. */
+  readonly env?: readonly string[];
+  readonly workdir?: string;
+  readonly stdin?: Buffer;
+  /** Wall-clock limit for the command; undefined: none. */
+  readonly timeoutSeconds?: number;
+}
+
+export interface ExecSinks {
+  readonly stdout: (chunk: Buffer) => void;
+  readonly stderr: (chunk: Buffer) => void;
+}
+
+export interface ExecResult {
+  /** The command's exit status; 128 + N when signal N ended it (as a shell reports it). */
+  readonly exitCode: number;
+  readonly signal?: number;
+}
+
+interface ExecStatus {
+  readonly exited: boolean;
+  readonly exitcode?: unknown;
+  readonly signal?: unknown;
+}
+
+const execError = (message: string, cause: string, fix?: string): MvmError =>
+  new MvmError('agent', message, { cause, ...(fix ? { fix } : {}) });
+
+/** A shell word for the guest's /bin/sh: single-quoted, every ' closed and escaped. */
+const shq = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
+
+/**
+ * Runs `req` in the guest; resolves with its exit status once it has exited
+ * and every byte it wrote was delivered. `signal` (Ctrl-C, SIGTERM) stops the
+ * guest command first, then rejects with an interrupted error.
+ */
+export async function guestExec(
+  channel: AgentChannel,
+  req: ExecRequest,
+  sinks: ExecSinks,
+  signal?: AbortSignal,
+): Promise<ExecResult> {
+  if (req.argv.length === 0) throw new MvmError('internal', 'guestExec without a command');
+  if (req.stdin && req.stdin.length > MAX_STDIN_BYTES)
+    throw new MvmError(
+      'usage',
+      `stdin is larger than ${MAX_STDIN_BYTES} bytes, the most dev exec passes to a command`,
+      {
+        fix: 'Copy the data into the VM with mvmctl dev cp, then read it from the file there.',
+      },
+    );
+  const dir = `/tmp/.mvmctl-exec-${randomBytes(8).toString('hex')}`;
+  const handles = await channel.session(async (agent) => {
+    await prepare(agent, dir, req.workdir);
+    const pid = await start(agent, dir, req);
+    return {
+      pid,
+      stdout: await openGuestFile(agent, `${dir}/out`),
+      stderr: await openGuestFile(agent, `${dir}/err`),
+    };
+  });
+  try {
+    return await follow(channel, handles, req, sinks, signal);
+  } finally {
+    // Best effort: the files are the guest's, and a dead agent cannot remove them anyway.
+    await channel
+      .session(async (agent) => {
+        for (const h of [handles.stdout, handles.stderr])
+          await agent.call('guest-file-close', { handle: h }, 5000).catch(() => undefined);
+        await run(agent, ['rm', '-rf', '--', dir], 5000);
+      })
+      .catch(() => undefined);
+  }
+}
+
+/** The private directory and its two files, and the working directory checked, before the command starts. */
+async function prepare(agent: GuestAgent, dir: string, workdir: string | undefined): Promise<void> {
+  const script = [
+    `mkdir -m 700 ${shq(dir)} || exit 101`,
+    `: >${shq(`${dir}/out`)} && : >${shq(`${dir}/err`)} || exit 101`,
+    ...(workdir !== undefined ? [`cd ${shq(workdir)} 2>/dev/null || exit 102`] : []),
+  ].join('\n');
+  const code = await run(agent, ['/bin/sh', '-c', script], 15_000);
+  if (code === 101)
+    throw execError(
+      'The guest cannot hold the command’s output',
+      `creating ${dir} in the guest failed (is /tmp writable there?)`,
+    );
+  if (code === 102)
+    throw new MvmError(
+      'usage',
+      `--workdir ${JSON.stringify(workdir)} is not a directory in the guest`,
+      {
+        fix: 'Give --workdir an existing directory of the guest (an absolute path).',
+      },
+    );
+  if (code !== 0)
+    throw execError('The guest could not prepare the command', `its shell exited ${code}`);
+}
+
+async function start(agent: GuestAgent, dir: string, req: ExecRequest): Promise<number> {
+  const out = shq(`${dir}/out`);
+  const err = shq(`${dir}/err`);
+  // guest-exec has no working directory of its own: the command starts through cd (checked by prepare).
+  const cd = req.workdir !== undefined ? `cd ${shq(req.workdir)} || exit 126; ` : 'cd / ; ';
+  const script = `${cd}if command -v setsid >/dev/null 2>&1; then exec setsid "$@" >${out} 2>${err}; else exec "$@" >${out} 2>${err}; fi`;
+  const answer = await agent.call<{ pid?: unknown }>('guest-exec', {
+    path: '/bin/sh',
+    arg: ['-c', script, 'mvmctl-exec', ...req.argv],
+    env: mergeEnv(req.env ?? []),
+    ...(req.stdin && req.stdin.length > 0 ? { 'input-data': req.stdin.toString('base64') } : {}),
+    'capture-output': false,
+  });
+  const pid = answer?.pid;
+  if (!Number.isSafeInteger(pid) || (pid as number) <= 1)
+    throw execError('The guest agent did not start the command', 'its answer names no process id');
+  return pid as number;
+}
+
+/** DEFAULT_ENV with each K=V of the caller set over it (a later entry wins). */
+export function mergeEnv(entries: readonly string[]): string[] {
+  const byName = new Map<string, string>();
+  for (const e of [...DEFAULT_ENV, ...entries]) byName.set(e.slice(0, e.indexOf('=')), e);
+  return [...byName.values()];
+}
+
+async function follow(
+  channel: AgentChannel,
+  h: { readonly pid: number; readonly stdout: number; readonly stderr: number },
+  req: ExecRequest,
+  sinks: ExecSinks,
+  signal: AbortSignal | undefined,
+): Promise<ExecResult> {
+  const deadline =
+    req.timeoutSeconds !== undefined ? Date.now() + req.timeoutSeconds * 1000 : Infinity;
+  let wait = POLL_MIN_MS;
+  for (;;) {
+    // One short session per round (see AgentChannel). Status first, then the files: once it
+    // has exited, this round's drain gets every last byte.
+    const { status, got } = await channel.session(async (agent) => {
+      const status = await agent.call<ExecStatus>('guest-exec-status', { pid: h.pid });
+      const got =
+        (await drain(agent, h.stdout, sinks.stdout)) + (await drain(agent, h.stderr, sinks.stderr));
+      return { status, got };
+    });
+    if (status?.exited === true) return resultOf(status);
+    if (signal?.aborted) {
+      await channel.session((agent) => stop(agent, h.pid)).catch(() => undefined);
+      throw new MvmError('interrupted', 'dev exec was interrupted: the guest command was stopped');
+    }
+    if (Date.now() > deadline) {
+      await channel.session((agent) => stop(agent, h.pid)).catch(() => undefined);
+      throw execError(
+        `The guest command ran longer than --timeout ${req.timeoutSeconds} s and was stopped`,
+        'it was sent SIGTERM, then SIGKILL, with its process group',
+        'Raise --timeout, or leave it out for no limit.',
+      );
+    }
+    wait = got > 0 ? POLL_MIN_MS : Math.min(POLL_MAX_MS, wait * 2);
+    await sleep(wait, signal);
+  }
+}
+
+function resultOf(status: ExecStatus): ExecResult {
+  const small = (v: unknown): v is number =>
+    Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) < 256;
+  if (small(status.exitcode)) return { exitCode: status.exitcode };
+  if (small(status.signal)) return { exitCode: 128 + status.signal, signal: status.signal };
+  throw execError(
+    'The guest agent reported no exit status for the command',
+    'its status answer is malformed',
+  );
+}
+
+async function openGuestFile(agent: GuestAgent, path: string): Promise<number> {
+  const handle = await agent.call<unknown>('guest-file-open', { path, mode: 'r' });
+  if (!Number.isSafeInteger(handle))
+    throw execError(
+      'The guest agent did not open the command’s output',
+      'its answer is not a file handle',
+    );
+  return handle as number;
+}
+
+/** Reads what is new in a guest file into `sink`; the number of bytes delivered. */
+async function drain(
+  agent: GuestAgent,
+  handle: number,
+  sink: (b: Buffer) => void,
+): Promise<number> {
+  let total = 0;
+  for (;;) {
+    const r = await agent.call<{ count?: unknown; 'buf-b64'?: unknown }>('guest-file-read', {
+      handle,
+      count: FILE_READ_BYTES,
+    });
+    const count = r?.count;
+    const b64 = r?.['buf-b64'];
+    if (
+      !Number.isSafeInteger(count) ||
+      (count as number) < 0 ||
+      (count as number) > FILE_READ_BYTES ||
+      typeof b64 !== 'string'
+    )
+      throw execError(
+        'The guest agent returned a malformed read of the command’s output',
+        'count or data missing or out of range',
+      );
+    const bytes = Buffer.from(b64, 'base64');
+    if (bytes.length !== count)
+      throw execError(
+        'The guest agent returned a malformed read of the command’s output',
+        `it said ${String(count)} bytes and sent ${bytes.length}`,
+      );
+    if (bytes.length === 0) return total;
+    sink(bytes);
+    total += bytes.length;
+    if (bytes.length < FILE_READ_BYTES) return total;
+  }
+}
+
+/** SIGTERM to the command's process group, SIGKILL after STOP_GRACE_MS if it is still there. */
+async function stop(agent: GuestAgent, pid: number): Promise<void> {
+  const kill = (sig: string) =>
+    run(
+      agent,
+      [
+        '/bin/sh',
+        '-c',
+        `kill -${sig} -- -${pid} 2>/dev/null || kill -${sig} ${pid} 2>/dev/null; exit 0`,
+      ],
+      5000,
+    ).catch(() => undefined);
+  await kill('TERM');
+  const until = Date.now() + STOP_GRACE_MS;
+  while (Date.now() < until) {
+    const s = await agent
+      .call<ExecStatus>('guest-exec-status', { pid }, 5000)
+      .catch(() => undefined);
+    if (s?.exited === true) return;
+    await sleep(100);
+  }
+  await kill('KILL');
+}
+
+/** A short helper command in the guest, to completion: its exit status. */
+async function run(agent: GuestAgent, argv: readonly string[], timeoutMs: number): Promise<number> {
+  const deadline = Date.now() + timeoutMs;
+  const started = await agent.call<{ pid?: unknown }>(
+    'guest-exec',
+    { path: argv[0], arg: argv.slice(1), env: DEFAULT_ENV, 'capture-output': false },
+    timeoutMs,
+  );
+  const pid = started?.pid;
+  if (!Number.isSafeInteger(pid))
+    throw execError('The guest agent did not start a helper command', 'no process id');
+  let wait = 5;
+  for (;;) {
+    const s = await agent.call<ExecStatus>(
+      'guest-exec-status',
+      { pid },
+      Math.max(1, deadline - Date.now()),
+    );
+    if (s?.exited === true) return resultOf(s).exitCode;
+    if (Date.now() > deadline)
+      throw execError(
+        'A helper command in the guest did not finish in time',
+        `${argv[0]} ran for ${timeoutMs} ms`,
+      );
+    await sleep(wait);
+    wait = Math.min(100, wait * 2);
+  }
+}
+
+const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
+  new Promise((resolve) => {
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal?.removeEventListener('abort', done);
+      resolve();
+    }
+    signal?.addEventListener('abort', done, { once: true });
+  });
