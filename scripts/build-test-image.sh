@@ -5,7 +5,7 @@
 #   initrd       a gzip'd cpio with busybox-static that loads the virtio, power-button and input
 #                modules, mounts /dev/vda and switch_roots to it (scripts/test-image/initramfs-init)
 #   rootfs.ext4  busybox-static, made with `mkfs.ext4 -d` (no loop mount, no root needed); its
-#                /init is scripts/test-image/rootfs-init (boot with console=hvc0 root=/dev/vda rw
+#                /init is scripts/test-image/rootfs-init (boot with console=ttyS0 or hvc0 root=/dev/vda rw
 #                init=/init): ready line `mvm-dev: ready`, HTTP on port 80, a shell on the console;
 #                with a virtio-fs device (dev up --share) it loads fuse + virtiofs and mounts the
 #                tag `workdir` on /mnt/workdir before the ready line; Debian's qemu-guest-agent

@@ -461,4 +461,25 @@ export const MUTANTS = [
     replace: '      if (this.needsSync && this.buf.length < 0) await this.sync(deadline);',
     tests: ['test/guest-agent.test.ts'],
   },
+  {
+    name: 'up readiness: the guest agent answering does not make the VM ready',
+    file: 'src/vm/instance.ts',
+    find: '      const agentAnswered = probe?.answered === true;',
+    replace: '      const agentAnswered = false;',
+    tests: ['test/dev-vm.test.ts'],
+  },
+  {
+    name: 'up readiness: --ready-line is not the only thing awaited (the agent still counts)',
+    file: 'src/vm/instance.ts',
+    find: '    ? { agent: false, lines: [readyLine] }',
+    replace: '    ? { agent: true, lines: [readyLine] }',
+    tests: ['test/dev-vm.test.ts'],
+  },
+  {
+    name: "console watch: only the first ready line's length is carried across reads",
+    file: 'src/vm/console-log.ts',
+    find: '    this.keep = Math.max(0, ...this.needles.map((n) => n.bytes.length - 1));',
+    replace: '    this.keep = Math.max(0, (this.needles[0]?.bytes.length ?? 1) - 1);',
+    tests: ['test/console-follow.test.ts'],
+  },
 ];

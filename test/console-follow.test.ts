@@ -70,28 +70,42 @@ describe("dev up's ready-line watch", () => {
   it('sees a ready line followed by 2 MiB in the same read, and it stays seen', async () => {
     const log = join(dir, 'burst.log');
     writeFileSync(log, `booting\n${READY}\n${'z'.repeat(2 * MiB)}\n`);
-    const watch = new ConsoleWatch(log, READY);
-    let ready = false;
+    const watch = new ConsoleWatch(log, [READY]);
+    let ready: string | undefined;
     // One read takes at most 1 MiB: the line is in the first; later reads must not forget it.
     for (let i = 0; i < 4; i++) ready = (await watch.poll()).ready;
-    assert.equal(ready, true);
+    assert.equal(ready, READY);
   });
 
   it('sees a ready line split across two reads', async () => {
     const log = join(dir, 'split.log');
     writeFileSync(log, `booting\nmvm: re`);
-    const watch = new ConsoleWatch(log, READY);
-    assert.deepEqual(await watch.poll(), { output: true, ready: false });
+    const watch = new ConsoleWatch(log, [READY]);
+    assert.deepEqual(await watch.poll(), { output: true, ready: undefined });
     appendFileSync(log, `ady\n${'z'.repeat(200 * 1024)}`);
-    assert.deepEqual(await watch.poll(), { output: true, ready: true });
+    assert.deepEqual(await watch.poll(), { output: true, ready: READY });
+  });
+
+  it('with several ready lines, any one of them, split across reads, is the one reported', async () => {
+    const log = join(dir, 'either.log');
+    const upstream = '[init] all services started';
+    writeFileSync(log, `[init] mounting\n[init] all serv`);
+    const watch = new ConsoleWatch(log, [READY, upstream]);
+    assert.deepEqual(await watch.poll(), { output: true, ready: undefined });
+    // The longer line's tail is kept though the shorter one is the first needle.
+    appendFileSync(log, `ices started\n`);
+    assert.deepEqual(await watch.poll(), { output: true, ready: upstream });
+    const other = join(dir, 'other.log');
+    writeFileSync(other, `${READY}\n`);
+    assert.equal((await new ConsoleWatch(other, [upstream]).poll()).ready, undefined);
   });
 
   it('a log truncated by a new boot starts over', async () => {
     const log = join(dir, 'again.log');
     writeFileSync(log, `${READY}\n${'z'.repeat(1000)}`);
-    const watch = new ConsoleWatch(log, READY);
-    assert.equal((await watch.poll()).ready, true);
+    const watch = new ConsoleWatch(log, [READY]);
+    assert.equal((await watch.poll()).ready, READY);
     writeFileSync(log, 'new boot\n');
-    assert.equal((await watch.poll()).ready, false);
+    assert.equal((await watch.poll()).ready, undefined);
   });
 });

@@ -148,12 +148,13 @@ describe('reading across a rotation', () => {
   it("dev up's watch sees a ready line the rotation moved to console.log.1", async () => {
     const log = join(dir, 'watch.log');
     writeFileSync(log, 'booting\n');
-    const watch = new ConsoleWatch(log, 'mvm: ready');
-    assert.deepEqual(await watch.poll(), { output: true, ready: false });
+    const watch = new ConsoleWatch(log, ['mvm: ready']);
+    assert.deepEqual(await watch.poll(), { output: true, ready: undefined });
     appendFileSync(log, 'mvm: ready\n');
     rotate(log, 'after\n');
-    assert.deepEqual(await watch.poll(), { output: true, ready: true });
-    assert.deepEqual(await watch.poll(), { output: true, ready: true }, 'and it stays seen');
+    assert.deepEqual(await watch.poll(), { output: true, ready: 'mvm: ready' });
+    const again = await watch.poll();
+    assert.deepEqual(again, { output: true, ready: 'mvm: ready' }, 'and it stays seen');
   });
 
   it('dev logs -f shows every line in order across a rotation; dev logs shows both files', async () => {

@@ -117,6 +117,15 @@ describe('dev up / status / logs / down with a real guest', () => {
       assert.equal(s['network'], 'user');
       assert.equal(s['console_log'], join(vmDir, 'console.log'));
       assert.equal(s['at_rest'], 'ok');
+      assert.equal(s['console'], 'ttyS0');
+      assert.equal(s['ready_by'], 'line');
+      const stages = s['stages_ms'] as Record<string, number>;
+      assert.deepEqual(Object.keys(stages), ['hypervisor started', 'kernel booted', 'ready']);
+      assert.ok(stages['kernel booted']! <= stages['ready']!, JSON.stringify(stages));
+      assert.match(
+        (await dev(['status'])).stdout,
+        /^ready: +ready line seen after \d+\.\d s \(console output after \d+\.\d s\)$/m,
+      );
       // The QEMU the state names is the one running on this VM's state directory.
       assert.deepEqual(vmProcessesMentioning(vmDir).others, [s['pid']]);
       assert.equal(vmProcessesMentioning(vmDir).keepers.length, 1, 'one keeper of the console log');
@@ -202,6 +211,61 @@ describe('dev up / status / logs / down with a real guest', () => {
   );
 
   it(
+    'default readiness: the guest agent answering, or upstream\'s "[init] all services started"; neither: the error says what was awaited',
+    { timeout: 600_000 },
+    async () => {
+      // No ready line at all: the agent's answer is what makes it ready.
+      const byAgent = await dev([
+        'up',
+        '--accel',
+        'tcg',
+        '--append',
+        'mvm.noready',
+        '--json',
+        '--timeout',
+        UP_TIMEOUT_S,
+      ]);
+      assert.equal(byAgent.code, 0, byAgent.stderr);
+      assert.match(byAgent.stderr, /✓ ready +the guest agent answered \(\d+\.\d s\)/);
+      const j = JSON.parse(byAgent.stdout) as Json;
+      assert.equal(j['ready_by'], 'agent');
+      assert.equal(j['console'], 'ttyS0');
+      assert.equal((await dev(['down'])).code, 0);
+      // No agent: upstream's ready line, on the serial console.
+      const byLine = await dev([
+        'up',
+        '--accel',
+        'tcg',
+        '--append',
+        'mvm.noagent mvm.upstream',
+        '--timeout',
+        UP_TIMEOUT_S,
+      ]);
+      assert.equal(byLine.code, 0, byLine.stderr);
+      assert.match(byLine.stderr, /✓ ready +ready line seen: \[init\] all services started/);
+      assert.equal((await dev(['down'])).code, 0);
+      // Neither: the error names what dev up waited for, and shows the console.
+      const neither = await dev([
+        'up',
+        '--accel',
+        'tcg',
+        '--append',
+        'mvm.noagent mvm.noready',
+        '--timeout',
+        NOT_READY_TIMEOUT_S,
+      ]);
+      assert.equal(neither.code, 1, neither.stderr);
+      assert.match(
+        neither.stderr,
+        /dev up waited for the guest agent answering, or the console line "mvm: ready" or "\[init\] all services started" \(console ttyS0\)\./,
+      );
+      assert.match(neither.stderr, /fix: +Run qemu-guest-agent in the image/);
+      assert.match(neither.stderr, /Last console lines/);
+      assert.deepEqual(processesMentioning(vmDir), []);
+    },
+  );
+
+  it(
     'an image whose init never prints the ready line: the timeout names the stage, shows the console, and stops QEMU',
     { timeout: 300_000 },
     async () => {
@@ -224,7 +288,10 @@ describe('dev up / status / logs / down with a real guest', () => {
           `Error: The dev VM did not boot: stage "ready" did not complete within ${NOT_READY_TIMEOUT_S} s`,
         ),
       );
-      assert.match(up.stderr, /cause: the guest console shows output but not the ready line/);
+      assert.match(
+        up.stderr,
+        /cause: the guest console shows output but the VM did not become ready: .* dev up waited for the console line "mvm-dev: ready" \(console ttyS0\)\./,
+      );
       // The shell's prompt is the last thing the guest printed, shown escaped (it sends ESC[6n).
       assert.match(
         up.stderr,

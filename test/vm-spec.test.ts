@@ -49,7 +49,7 @@ const HOST: HostFacts = {
 const KVM_HOST: HostFacts = { ...HOST, kvm: { usable: true, reason: 'kvm_intel' } };
 
 const TCG_CMDLINE =
-  'console=hvc0 root=/dev/vda rw init=/init reboot=t cryptomgr.notests quiet tsc_early_khz=2596140';
+  'console=ttyS0 root=/dev/vda rw init=/init reboot=t cryptomgr.notests quiet tsc_early_khz=2596140';
 
 /** The devices every dev VM has, after the kernel line. */
 const devices = (state = STATE, netdev = 'user,id=net0'): string[] => [
@@ -63,10 +63,10 @@ const devices = (state = STATE, netdev = 'user,id=net0'): string[] => [
   'virtio-blk-device,drive=root',
   '-chardev',
   `socket,id=con,path=${state}/console.sock,server=on,wait=off,logfile=/proc/self/fd/6`,
+  '-serial',
+  'chardev:con',
   '-device',
   'virtio-serial-device',
-  '-device',
-  'virtconsole,chardev=con',
   '-chardev',
   `socket,id=agent,path=${state}/agent.sock,server=on,wait=off`,
   '-device',
@@ -187,7 +187,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     assert.deepEqual(k.warnings, []);
     assert.equal(
       k.cmdline,
-      'console=hvc0 root=/dev/vda rw init=/init reboot=t cryptomgr.notests quiet',
+      'console=ttyS0 root=/dev/vda rw init=/init reboot=t cryptomgr.notests quiet',
     );
     const args = qemuArgs(k);
     assert.deepEqual(args.slice(4, 8), ['-accel', 'kvm', '-cpu', 'host']);
@@ -536,15 +536,40 @@ describe('VmSpec validation errors (usage, exit 2)', () => {
     assert.equal(spec({ ports: ['8080:80', '8081:80'] }).ports.length, 2);
   });
 
+  it('--console: ttyS0 (the default) is the ISA serial port, hvc0 a virtio console; nothing else', () => {
+    const serial = spec();
+    assert.equal(serial.console, 'ttyS0');
+    const a = qemuArgs(serial);
+    assert.equal(a[a.indexOf('-serial') + 1], 'chardev:con');
+    assert.ok(!a.includes('virtconsole,chardev=con'));
+    const v = spec({ console: 'hvc0' });
+    assert.equal(v.console, 'hvc0');
+    assert.match(v.cmdline, /^console=hvc0 root=\/dev\/vda rw init=\/init /);
+    const b = qemuArgs(v);
+    assert.ok(!b.includes('-serial'));
+    // The virtio console and the agent's port share one virtio-serial device.
+    assert.deepEqual(
+      b.slice(b.indexOf('virtio-serial-device') - 1, b.indexOf('virtio-serial-device') + 3),
+      ['-device', 'virtio-serial-device', '-device', 'virtconsole,chardev=con'],
+    );
+    assert.equal(b.filter((x) => x === 'virtio-serial-device').length, 1);
+    assertUsage(
+      () => spec({ console: 'ttyS1' }),
+      '--console "ttyS1" is not one of ttyS0, hvc0',
+      /^ttyS0: the serial port/,
+      /^Use --console ttyS0 \(the default\) or --console hvc0\.$/,
+    );
+  });
+
   it('--append may not override root=, init=, rdinit= or console=, and must be one printable line', () => {
     const fix = /^Remove it from --append; dev up sets it\.$/;
     for (const [append, name, token, why] of [
       ['root=/dev/vdb', 'root', 'root=/dev/vdb', /copy-on-write overlay/],
       ['quiet "root=/dev/sda1"', 'root', 'root=/dev/sda1', /never written/],
-      ['init=/bin/sh', 'init', 'init=/bin/sh', /ready line/],
+      ['init=/bin/sh', 'init', 'init=/bin/sh', /guest agent/],
       ['rdinit=/bin/sh', 'rdinit', 'rdinit=/bin/sh', /initramfs/],
-      ['console=ttyS0', 'console', 'console=ttyS0', /hvc0/],
-      ['console', 'console', 'console', /hvc0/],
+      ['console=ttyS0', 'console', 'console=ttyS0', /--console ttyS0 or --console hvc0/],
+      ['console', 'console', 'console', /--console/],
     ] as const)
       assertUsage(
         () => spec({ append }),

@@ -544,10 +544,17 @@ the installed kernel, rootfs (and initrd) are re-hashed against them (exit 14
 on a mismatch). QEMU is handed the very files that were hashed, as open
 descriptors, never their paths. No network is used. The VM's root disk is
 a copy-on-write overlay on the installed rootfs, which is never written; it
-persists across down/up. Stages are printed as they pass (hypervisor started,
-kernel booted, ready). When the VM already runs, it is reported and the exit
-status is 0. Everything about the VM is in ~/.mvm/vms/dev/ (state.json, the
-overlay, console.sock, console.log, qmp.sock).`,
+persists across down/up.
+
+The VM is ready when its guest agent answers (qemu-guest-agent on the
+virtio-serial port org.qemu.guest_agent.0, as Debian's and Ubuntu's package
+runs it), or when the console shows "mvm: ready" or "[init] all services
+started" (upstream mvm's init), whichever comes first; with --ready-line, when
+the console shows that line. Stages are printed as they pass, each with its
+time (hypervisor started, kernel booted, ready), and kept for dev status. When
+the VM already runs, it is reported and the exit status is 0. Everything about
+the VM is in ~/.mvm/vms/dev/ (state.json, the overlay, console.sock,
+console.log, agent.sock, qmp.sock).`,
     flags: [
       {
         name: 'cpus',
@@ -578,7 +585,13 @@ overlay, console.sock, console.log, qmp.sock).`,
         name: 'append',
         type: 'string',
         value: 'ARGS',
-        help: 'added to the kernel command line (console=hvc0 root=/dev/vda rw init=/init ...); may not set root=, init=, rdinit= or console=',
+        help: 'added to the kernel command line (console=ttyS0 root=/dev/vda rw init=/init ...); may not set root=, init=, rdinit= or console=',
+      },
+      {
+        name: 'console',
+        type: 'string',
+        choices: ['ttyS0', 'hvc0'],
+        help: 'the guest console that console.log, dev logs and dev console use: ttyS0 (default), the serial port, which every kernel and stock initrd print to from their first line; hvc0, the virtio console, for images whose kernel or initrd has virtio_console',
       },
       {
         name: 'accel',
@@ -602,18 +615,18 @@ overlay, console.sock, console.log, qmp.sock).`,
         type: 'string',
         value: 'TEXT',
         complete: 'none',
-        help: 'the console line that means the guest is up (default "mvm: ready")',
+        help: 'wait for this console line only, not for the guest agent (default: the agent answering, or "mvm: ready" or "[init] all services started")',
       },
       {
         name: 'timeout',
         type: 'string',
         value: 'SECONDS',
-        help: 'how long to wait for the ready line (default 60); on timeout the error names the stage that did not complete, the last console lines are shown and QEMU is stopped',
+        help: 'how long to wait for the VM to be ready (default 60); on timeout the error names the stage that did not complete, the last console lines are shown and QEMU is stopped',
       },
       {
         name: 'no-wait',
         type: 'boolean',
-        help: 'return once QEMU runs, without waiting for the ready line',
+        help: 'return once QEMU runs, without waiting for it to be ready',
       },
       {
         name: 'offline',
@@ -701,8 +714,9 @@ your terminal.`,
     summary: "attach to the dev VM's console (also dev shell; Ctrl-] detaches)",
     aliases: ['shell'],
     usage: ['mvmctl dev console [--idle SECONDS]', 'mvmctl dev shell [--idle SECONDS]'],
-    description: `Attach to the running dev VM's console: the guest's virtio console (hvc0),
-served by QEMU on the unix socket ~/.mvm/vms/dev/console.sock. 'dev shell' is
+    description: `Attach to the running dev VM's console (the serial port ttyS0, or hvc0 after
+dev up --console hvc0), served by QEMU on the unix socket
+~/.mvm/vms/dev/console.sock. 'dev shell' is
 the same door, for an image with a shell or getty on its console. The VM must
 be running and be the one dev up started (its pid and start time are checked
 first); otherwise the error names mvmctl dev up and the exit status is 3.

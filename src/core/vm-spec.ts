@@ -54,6 +54,7 @@ export interface DevUpOptions {
   readonly append?: string;
   readonly accel?: string;
   readonly network?: string;
+  readonly console?: string;
   /** Where a relative `--share` is resolved from. */
   readonly cwd?: string;
 }
@@ -76,6 +77,17 @@ export interface PortForward {
   readonly hostPort: number;
   readonly guestPort: number;
 }
+
+/**
+ * The guest console:
+ * - `ttyS0` (the default): the 8250 UART on the microvm machine's ISA bus. Every x86 kernel
+ *   has its driver built in, so a stock distro kernel and initrd print from their first line,
+ *   as Firecracker-style images expect (upstream's boots with console=ttyS0).
+ * - `hvc0`: the virtio console. It needs virtio_console in the kernel or the initrd (a stock
+ *   initrd has none: nothing would appear until the root file system loads it).
+ */
+export type ConsoleDevice = 'ttyS0' | 'hvc0';
+export const CONSOLE_DEVICES: readonly ConsoleDevice[] = ['ttyS0', 'hvc0'];
 
 export type ShareTransport = 'virtiofs' | '9p';
 
@@ -112,6 +124,7 @@ export interface VmSpec {
   readonly memoryMiB: number;
   readonly cmdline: string;
   readonly accel: Accel;
+  readonly console: ConsoleDevice;
   readonly network: NetworkMode;
   readonly ports: readonly PortForward[];
   readonly share?: ShareSpec;
@@ -120,8 +133,8 @@ export interface VmSpec {
   readonly warnings: readonly string[];
 }
 
-/** Upstream's command line: the console is hvc0, the root disk the first virtio disk. */
-export const BASE_CMDLINE = ['console=hvc0', 'root=/dev/vda', 'rw', 'init=/init'] as const;
+/** Upstream's command line after `console=`: the root disk is the first virtio disk. */
+export const BASE_CMDLINE = ['root=/dev/vda', 'rw', 'init=/init'] as const;
 
 /**
  * Added to every boot (NOTES.md, VM-FACTS.md): `reboot=t` so a guest reboot
@@ -132,11 +145,11 @@ export const TUNING_CMDLINE = ['reboot=t', 'cryptomgr.notests', 'quiet'] as cons
 /** Parameters `--append` may not set, each with why `dev up` depends on it. */
 export const RESERVED_PARAMS: Readonly<Record<string, string>> = {
   root: 'the root disk must be the copy-on-write overlay (/dev/vda), so the installed image is never written',
-  init: 'init=/init is the image convention that prints the ready line dev up waits for',
+  init: 'init=/init is the image convention, the program that starts the guest agent and prints the ready line',
   rdinit:
     "it would replace the initramfs's init, which loads the virtio drivers and mounts /dev/vda",
   console:
-    'the console must be hvc0: it is the only console device, and dev up reads readiness and logs from it',
+    'the console is the one device dev up logs and attaches to: choose it with --console ttyS0 or --console hvc0',
 };
 
 export const MIN_MEMORY_MIB = 128;
@@ -186,6 +199,7 @@ export function vmSpecFrom(
   const accel = accelFrom(options.accel, host.kvm, warnings);
   const ports = parsePorts(options.ports ?? [], warnings);
   const network = networkFrom(options.network, ports);
+  const console = consoleFrom(options.console);
   const share =
     options.share === undefined
       ? undefined
@@ -209,14 +223,26 @@ export function vmSpecFrom(
     rootfs: image.rootfs,
     cpus: parseCpus(options.cpus, host.cpus),
     memoryMiB: parseMemory(options.memory, host.memoryMiB),
-    cmdline: cmdlineFrom(options.append, accel, host.tscKhz),
+    cmdline: cmdlineFrom(console, options.append, accel, host.tscKhz),
     accel,
+    console,
     network,
     ports,
     ...(share ? { share } : {}),
     state,
     warnings,
   };
+}
+
+function consoleFrom(value: string | undefined): ConsoleDevice {
+  const device = value ?? 'ttyS0';
+  if (!(CONSOLE_DEVICES as readonly string[]).includes(device))
+    throw usage(
+      `--console ${show(device)} is not one of ${CONSOLE_DEVICES.join(', ')}`,
+      'ttyS0: the serial port every kernel has a driver for; hvc0: the virtio console, which needs virtio_console in the kernel or initrd',
+      'Use --console ttyS0 (the default) or --console hvc0.',
+    );
+  return device as ConsoleDevice;
 }
 
 function networkFrom(value: string | undefined, ports: readonly PortForward[]): NetworkMode {
@@ -461,8 +487,13 @@ export function cmdlineParams(cmdline: string): { name: string; token: string }[
   return params;
 }
 
-function cmdlineFrom(append: string | undefined, accel: Accel, tscKhz: number | undefined): string {
-  const parts: string[] = [...BASE_CMDLINE, ...TUNING_CMDLINE];
+function cmdlineFrom(
+  console: ConsoleDevice,
+  append: string | undefined,
+  accel: Accel,
+  tscKhz: number | undefined,
+): string {
+  const parts: string[] = [`console=${console}`, ...BASE_CMDLINE, ...TUNING_CMDLINE];
   if (accel === 'tcg' && tscKhz !== undefined && Number.isInteger(tscKhz) && tscKhz > 0)
     parts.push(`tsc_early_khz=${tscKhz}`);
   if (append !== undefined) {

@@ -108,6 +108,11 @@ export class GuestAgent {
     return new GuestAgent(socket, path);
   }
 
+  /** The channel is gone (QEMU closed it, or an unbounded line closed it): connect again. */
+  get isClosed(): boolean {
+    return this.closedReason !== undefined;
+  }
+
   close(): void {
     this.closedReason ??= 'closed by mvmctl';
     this.socket.destroy();

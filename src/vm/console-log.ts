@@ -137,41 +137,46 @@ export async function lastConsoleLines(path: string, n: number): Promise<string[
 
 /**
  * Follows the log from its start: what has been written so far, read
- * incrementally. The ready line is searched for in each read before anything
- * is dropped (with the end of the read before, for a line split across two
- * reads), and once seen it stays seen: a guest that prints a megabyte right
- * after it is still ready.
+ * incrementally. The ready lines are searched for in each read before
+ * anything is dropped (with the end of the read before, for a line split
+ * across two reads), and once one is seen it stays seen: a guest that prints
+ * a megabyte right after it is still ready.
  */
 export class ConsoleWatch {
   private readonly cursor: LogCursor;
-  /** The end of what was read last, as long as the ready line less one byte. */
+  /** The end of what was read last, as long as the longest ready line less one byte. */
   private carry = '';
   private sawOutput = false;
-  private sawReady = false;
-  private readonly needle: string;
+  private sawReady: string | undefined;
+  private readonly needles: readonly { line: string; bytes: string }[];
+  private readonly keep: number;
 
   constructor(
     readonly path: string,
-    readyLine: string,
+    readyLines: readonly string[],
   ) {
     this.cursor = new LogCursor(path);
-    this.needle = Buffer.from(readyLine, 'utf8').toString('latin1');
+    this.needles = readyLines.map((line) => ({
+      line,
+      bytes: Buffer.from(line, 'utf8').toString('latin1'),
+    }));
+    this.keep = Math.max(0, ...this.needles.map((n) => n.bytes.length - 1));
   }
 
-  /** Reads what is new; returns whether any output was seen yet and whether the ready line was. */
-  async poll(): Promise<{ output: boolean; ready: boolean }> {
+  /** Reads what is new; returns whether any output was seen yet, and which ready line was. */
+  async poll(): Promise<{ output: boolean; ready: string | undefined }> {
     const { data, restarted } = await this.cursor.next(1024 * 1024);
     if (restarted) {
       // A new boot's log.
       this.carry = '';
-      this.sawReady = false;
+      this.sawReady = undefined;
     }
     if (data.length > 0) {
       this.sawOutput = true;
       const text = this.carry + data.toString('latin1');
-      if (!this.sawReady && text.includes(this.needle)) this.sawReady = true;
-      // slice(-0) would keep everything: a one-byte line needs no carry.
-      this.carry = this.needle.length > 1 ? text.slice(-(this.needle.length - 1)) : '';
+      this.sawReady ??= this.needles.find((n) => text.includes(n.bytes))?.line;
+      // slice(-0) would keep everything: one-byte lines need no carry.
+      this.carry = this.keep > 0 ? text.slice(-this.keep) : '';
     }
     return { output: this.sawOutput, ready: this.sawReady };
   }

@@ -17,6 +17,7 @@ import { withLock } from '../io/lock.js';
 import { ensurePrivateDir } from '../io/secure-dir.js';
 import { audit } from '../audit/record.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
+import { AgentCommandError, GuestAgent } from './agent.js';
 import { lastConsoleLines, ConsoleWatch } from './console-log.js';
 import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
@@ -48,6 +49,14 @@ import {
 
 /** SPEC.md section 8's default ready line. */
 export const DEFAULT_READY_LINE = 'mvm: ready';
+/**
+ * The console lines that mean ready by default: ours, and the one upstream's
+ * minimal init writes once its services and agent are started
+ * (nix/lib/minimal-init/lib/07-services-and-agent.sh.in).
+ */
+export const DEFAULT_READY_LINES = [DEFAULT_READY_LINE, '[init] all services started'] as const;
+/** How long one readiness probe of the guest agent waits before it asks again. */
+const AGENT_PROBE_MS = 1500;
 /** Upstream waits 60 s for its guest agent; software emulation on a loaded host needs about as long. */
 export const DEFAULT_UP_TIMEOUT_SECONDS = 60;
 export const DEFAULT_DOWN_TIMEOUT_SECONDS = 10;
@@ -61,10 +70,30 @@ const KEEPER_EXIT_MS = 5000;
 export const UP_STAGES = {
   'hypervisor started': 'QEMU did not start or exited at once; its error output is above.',
   'kernel booted':
-    'nothing appeared on the guest console (hvc0): the kernel did not get as far as its console driver. Under software emulation a loaded host can be much slower: raise --timeout. Otherwise check that the kernel has a PVH entry and a virtio console (and, with an initrd, that it loads virtio_console).',
+    'nothing appeared on the guest console and no guest agent answered: the kernel did not get as far as its console driver. Under software emulation a loaded host can be much slower: raise --timeout. Otherwise check that the kernel has a PVH entry (an uncompressed vmlinux, or a bzImage of Linux 5.0 or later) and, with --console hvc0, that the kernel or initrd has virtio_console.',
   ready:
-    "the guest console shows output but not the ready line: the image's init did not print it, or prints another line (--ready-line). The console lines are above; mvmctl dev logs shows the whole log.",
+    "the guest console shows output but the VM did not become ready: the image's init started no guest agent and printed no ready line, or prints another line (--ready-line). The console lines are above; mvmctl dev logs shows the whole log.",
 } as const;
+
+/** What `dev up` waits for: the guest agent answering, and/or one of these console lines. */
+export interface Readiness {
+  readonly agent: boolean;
+  readonly lines: readonly string[];
+}
+
+/** `--ready-line TEXT` waits for that line only; the default is the agent or a default line. */
+export const readinessFor = (readyLine: string | undefined): Readiness =>
+  readyLine !== undefined
+    ? { agent: false, lines: [readyLine] }
+    : { agent: true, lines: DEFAULT_READY_LINES };
+
+/** "the guest agent answering, or the line "mvm: ready" or ...": for messages. */
+export function describeReadiness(r: Readiness): string {
+  const lines = r.lines.map((l) => JSON.stringify(l)).join(' or ');
+  return r.agent
+    ? `the guest agent answering, or the console line ${lines}`
+    : `the console line ${lines}`;
+}
 export type UpStage = keyof typeof UP_STAGES;
 
 export type UpEvent =
@@ -116,7 +145,7 @@ async function withVmLock<T>(config: Config, waitMs: number, fn: () => Promise<T
 /** `mvmctl dev up`: the steps of SPEC.md section 8 in order. */
 export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> {
   const timeoutS = opts.timeoutSeconds ?? DEFAULT_UP_TIMEOUT_SECONDS;
-  const readyLine = opts.readyLine ?? DEFAULT_READY_LINE;
+  const readiness = readinessFor(opts.readyLine);
   // --share is served by virtiofsd, vmSpecFrom's default: the Debian cloud kernel has no 9p at all.
   const host: HostFacts = ctx.host ?? (await probeHost());
   // The flags are checked before anything is hashed or started (placeholder image paths).
@@ -158,7 +187,7 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
       const result = await boot(
         spec,
         image,
-        { ...opts, readyLine, timeoutSeconds: timeoutS },
+        { ...opts, readiness, timeoutSeconds: timeoutS },
         ctx,
         share,
       );
@@ -257,7 +286,7 @@ async function stopShare(state: VmState | undefined): Promise<void> {
 async function boot(
   spec: VmSpec,
   image: BootableImage,
-  opts: UpOptions & { readyLine: string; timeoutSeconds: number },
+  opts: UpOptions & { readiness: Readiness; timeoutSeconds: number },
   ctx: UpContext,
   share: ShareServer | undefined,
 ): Promise<UpResult> {
@@ -293,7 +322,7 @@ async function boot(
 async function bootQemu(
   spec: VmSpec,
   image: BootableImage,
-  opts: UpOptions & { readyLine: string; timeoutSeconds: number },
+  opts: UpOptions & { readiness: Readiness; timeoutSeconds: number },
   ctx: UpContext,
   share?: VmState['share'],
 ): Promise<UpResult> {
@@ -336,9 +365,14 @@ async function bootQemu(
   keeper.close();
   const started = await probeProcess(pid);
   if (started.state !== 'alive')
-    throw await bootFailure(ctx, spec, 'hypervisor started', 'QEMU exited right after it started', {
-      consoleKeeper,
-    });
+    throw await bootFailure(
+      ctx,
+      spec,
+      'hypervisor started',
+      'QEMU exited right after it started',
+      opts.readiness,
+      { consoleKeeper },
+    );
   const state: VmState = {
     schema: 1,
     pid,
@@ -367,8 +401,9 @@ async function bootQemu(
       pidFile: p.pidFile,
       overlay: p.overlay,
     },
+    console: spec.console,
     startedAt: ctx.now().toISOString(),
-    readyLine: opts.readyLine,
+    readiness: opts.readiness,
   };
   // Written before waiting: an interrupted up leaves a VM that status and down can find.
   await writeVmState(ctx.config, state);
@@ -379,39 +414,100 @@ async function bootQemu(
   });
   if (opts.noWait) return { alreadyRunning: false, ready: false, state };
 
-  const watch = new ConsoleWatch(p.consoleLog, opts.readyLine);
+  const t0 = Date.now();
+  const stages: Partial<Record<UpStage, number>> = { 'hypervisor started': 0 };
+  const watch = new ConsoleWatch(p.consoleLog, opts.readiness.lines);
+  const probe = opts.readiness.agent ? new AgentProbe(p.agentSocket) : undefined;
   let stage: UpStage = 'kernel booted';
-  for (;;) {
-    const seen = await watch.poll();
-    if (stage === 'kernel booted' && seen.output) {
-      ctx.report({ kind: 'stage', stage, detail: 'the guest console has output' });
-      stage = 'ready';
+  try {
+    for (;;) {
+      const seen = await watch.poll();
+      const agentAnswered = probe?.answered === true;
+      if (stage === 'kernel booted' && (seen.output || agentAnswered)) {
+        stages['kernel booted'] = Date.now() - t0;
+        ctx.report({
+          kind: 'stage',
+          stage,
+          detail: seen.output
+            ? `the guest console has output (${seconds(stages['kernel booted'])})`
+            : 'nothing on the console yet, but the guest agent answered',
+        });
+        stage = 'ready';
+      }
+      if (stage === 'ready' && (seen.ready !== undefined || agentAnswered)) {
+        stages.ready = Date.now() - t0;
+        const readyBy = agentAnswered ? 'agent' : 'line';
+        const ready: VmState = { ...state, readyAt: ctx.now().toISOString(), readyBy, stages };
+        await writeVmState(ctx.config, ready);
+        ctx.report({
+          kind: 'stage',
+          stage,
+          detail: `${agentAnswered ? 'the guest agent answered' : `ready line seen: ${seen.ready}`} (${seconds(stages.ready)})`,
+        });
+        return { alreadyRunning: false, ready: true, state: ready };
+      }
+      if (!(await isSameProcess(pid, started.startTime)))
+        throw await bootFailure(
+          ctx,
+          spec,
+          stage,
+          `QEMU (pid ${pid}) exited before stage "${stage}"`,
+          opts.readiness,
+          { consoleKeeper },
+        );
+      if (Date.now() > deadline)
+        throw await bootFailure(
+          ctx,
+          spec,
+          stage,
+          `stage "${stage}" did not complete within ${opts.timeoutSeconds} s`,
+          opts.readiness,
+          { pid, startTime: started.startTime, consoleKeeper },
+        );
+      await new Promise((r) => setTimeout(r, POLL_MS));
     }
-    if (stage === 'ready' && seen.ready) {
-      const ready = { ...state, readyAt: ctx.now().toISOString() };
-      await writeVmState(ctx.config, ready);
-      ctx.report({ kind: 'stage', stage, detail: `ready line seen: ${opts.readyLine}` });
-      return { alreadyRunning: false, ready: true, state: ready };
+  } finally {
+    probe?.stop();
+  }
+}
+
+const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+
+/**
+ * Asks the guest agent, over and over during the boot, until it answers: a
+ * guest-ping, each with a short deadline (its answer or error both mean an
+ * agent runs). What was sent before the agent opened its port is answered
+ * late or never; the agent client's resynchronisation drops stale answers.
+ */
+class AgentProbe {
+  answered = false;
+  private stopped = false;
+  private agent: GuestAgent | undefined;
+
+  constructor(readonly path: string) {
+    void this.run();
+  }
+
+  stop(): void {
+    this.stopped = true;
+    this.agent?.close();
+  }
+
+  private async run(): Promise<void> {
+    while (!this.stopped && !this.answered) {
+      try {
+        this.agent ??= await GuestAgent.connect(this.path);
+        await this.agent.call('guest-ping', undefined, AGENT_PROBE_MS);
+        this.answered = true;
+      } catch (e) {
+        if (e instanceof AgentCommandError) this.answered = true;
+        else if (this.agent?.isClosed) {
+          this.agent = undefined;
+          await new Promise((r) => setTimeout(r, 200));
+        } else if (this.agent === undefined) await new Promise((r) => setTimeout(r, 200));
+      }
     }
-    if (!(await isSameProcess(pid, started.startTime)))
-      throw await bootFailure(
-        ctx,
-        spec,
-        stage,
-        `QEMU (pid ${pid}) exited before stage "${stage}"`,
-        {
-          consoleKeeper,
-        },
-      );
-    if (Date.now() > deadline)
-      throw await bootFailure(
-        ctx,
-        spec,
-        stage,
-        `stage "${stage}" did not complete within ${opts.timeoutSeconds} s`,
-        { pid, startTime: started.startTime, consoleKeeper },
-      );
-    await new Promise((r) => setTimeout(r, POLL_MS));
+    this.agent?.close();
   }
 }
 
@@ -424,6 +520,7 @@ async function bootFailure(
   spec: VmSpec,
   stage: UpStage,
   what: string,
+  readiness: Readiness,
   vm: { pid?: number; startTime?: string; consoleKeeper?: VmState['consoleKeeper'] } = {},
 ): Promise<MvmError> {
   if (vm.pid !== undefined && vm.startTime !== undefined)
@@ -435,10 +532,10 @@ async function bootFailure(
   ctx.report({ kind: 'console-tail', path: spec.state.consoleLog, lines });
   return vmError(
     `The dev VM did not boot: ${what}`,
-    `${UP_STAGES[stage]}${lines.length === 0 ? ' The console printed nothing.' : ''}`,
+    `${UP_STAGES[stage]} dev up waited for ${describeReadiness(readiness)} (console ${spec.console}).${lines.length === 0 ? ' The console printed nothing.' : ''}`,
     stage === 'ready'
-      ? `Check the image's ready line (--ready-line, default "${DEFAULT_READY_LINE}") and the console log ${spec.state.consoleLog}; QEMU was stopped.`
-      : `Raise --timeout, or check the image and the console log ${spec.state.consoleLog}; QEMU was stopped.`,
+      ? `Run qemu-guest-agent in the image (Debian and Ubuntu: apt-get install qemu-guest-agent), or give --ready-line with a line it prints when it is up; see the console log ${spec.state.consoleLog}. QEMU was stopped.`
+      : `Raise --timeout, or check the image${spec.console === 'hvc0' ? ' (or try --console ttyS0)' : ''} and the console log ${spec.state.consoleLog}; QEMU was stopped.`,
   );
 }
 
@@ -704,6 +801,11 @@ export interface VmStatus {
   readonly console_log: string;
   readonly started_at?: string;
   readonly ready_at?: string;
+  /** `agent` (it answered) or `line` (a ready line appeared). */
+  readonly ready_by?: string;
+  /** ms after QEMU started at which each stage completed. */
+  readonly stages_ms?: Readonly<Record<string, number>>;
+  readonly console?: string;
   readonly uptime_seconds?: number;
   readonly digests?: VmState['digests'];
   readonly at_rest?: string;
@@ -739,6 +841,9 @@ export async function devStatus(config: Config, now: Date = new Date()): Promise
           network: s.network ?? 'user',
           started_at: s.startedAt,
           ...(s.readyAt ? { ready_at: s.readyAt } : {}),
+          ...(s.readyBy ? { ready_by: s.readyBy } : {}),
+          ...(s.stages ? { stages_ms: s.stages } : {}),
+          console: s.console ?? 'hvc0',
           digests: s.digests,
           at_rest: s.atRest,
           ...(s.share

@@ -3,8 +3,8 @@
  * pure, so every flag is pinned by a test against an expected list. The
  * command line is the one VM-FACTS.md established on these machines: microvm
  * with ACPI on (the virtio-mmio disk is found through it), the kernel booted
- * through its PVH entry, virtio devices on virtio-mmio, a virtio console on a
- * unix socket that is also logged (through a pipe to a keeper that bounds
+ * through its PVH entry, virtio devices on virtio-mmio, the console (the
+ * serial port, or a virtio console) on a unix socket that is also logged (through a pipe to a keeper that bounds
  * `console.log`), the guest agent's virtio-serial port on a unix socket, QMP
  * on a unix socket,
  * user-mode networking, and `-daemonize` with a pid file so the VM outlives
@@ -91,10 +91,11 @@ export function qemuArgs(spec: VmSpec, o: { runAs?: { uid: number; gid: number }
     'virtio-blk-device,drive=root',
     '-chardev',
     `socket,id=con,path=${v(spec.state.consoleSocket)},server=on,wait=off,logfile=${fdPath(CONSOLE_LOG_FD)}`,
+    // ttyS0: the microvm machine's ISA 8250 UART on the console chardev; hvc0: a virtio console.
+    ...(spec.console === 'ttyS0' ? ['-serial', 'chardev:con'] : []),
     '-device',
     'virtio-serial-device',
-    '-device',
-    'virtconsole,chardev=con',
+    ...(spec.console === 'hvc0' ? ['-device', 'virtconsole,chardev=con'] : []),
     // The guest agent's port, by the name qemu-guest-agent looks for (its udev rule links
     // /dev/virtio-ports/org.qemu.guest_agent.0): `dev exec`, `dev cp`, readiness, shutdown.
     '-chardev',

@@ -17,6 +17,7 @@ import {
   stateDirPaths,
   virtiofsdSocket,
   type Accel,
+  type ConsoleDevice,
   type NetworkMode,
   type PortForward,
   type VmStatePaths,
@@ -78,10 +79,17 @@ export interface VmState {
   };
   /** The process that bounds console.log (console-keeper.ts); it ends with QEMU, and down waits for it. */
   readonly consoleKeeper?: { readonly pid: number; readonly startTime: string };
+  /** Absent in a state written before --console existed: that VM had hvc0. */
+  readonly console?: ConsoleDevice;
   readonly startedAt: string;
-  readonly readyLine: string;
-  /** Set once the ready line was seen (absent with --no-wait). */
+  /** What dev up waited for (absent in an older state). */
+  readonly readiness?: { readonly agent: boolean; readonly lines: readonly string[] };
+  /** Set once the VM was ready (absent with --no-wait). */
   readonly readyAt?: string;
+  /** What made it ready: the guest agent answered, or a ready line appeared. */
+  readonly readyBy?: 'agent' | 'line';
+  /** When each stage of the boot completed, in ms after QEMU started. */
+  readonly stages?: Readonly<Record<string, number>>;
 }
 
 export const statePaths = (c: Config): VmStatePaths => stateDirPaths(devVmDir(c));

@@ -98,6 +98,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
       ...(values.share !== undefined ? { share: values.share } : {}),
       ...(values.append !== undefined ? { append: values.append } : {}),
       ...(values.accel !== undefined ? { accel: values.accel } : {}),
+      ...(values.console !== undefined ? { console: values.console } : {}),
       ...(values.network !== undefined ? { network: values.network } : {}),
       fresh: values.fresh === true,
       ...(readyLine !== undefined ? { readyLine } : {}),
@@ -137,6 +138,9 @@ async function upCommand(args: string[], io: Output): Promise<number> {
         accel: s.accel,
         ports: s.ports.map((p) => ({ host: `${p.hostAddr}:${p.hostPort}`, guest: p.guestPort })),
         network: s.network ?? 'user',
+        console: s.console ?? 'hvc0',
+        ...(s.readyBy ? { ready_by: s.readyBy } : {}),
+        ...(s.stages ? { stages_ms: s.stages } : {}),
         console_log: s.paths.consoleLog,
         ...(s.share ? { share: { host_path: s.share.hostPath, tag: s.share.tag } } : {}),
         started_at: s.startedAt,
@@ -247,6 +251,17 @@ function describeStatus(
     if (s.uptime_seconds !== undefined) lines.push(`uptime:       ${s.uptime_seconds} s`);
     lines.push(`version:      ${p(s.version ?? '')}`);
     lines.push(`accel:        ${p(s.accel ?? '')}`);
+    if (s.console) lines.push(`console:      ${p(s.console)}`);
+    if (s.ready_by) {
+      const at = (stage: string) => {
+        const ms = s.stages_ms?.[stage];
+        return typeof ms === 'number' && Number.isFinite(ms) ? ` ${(ms / 1000).toFixed(1)} s` : '';
+      };
+      lines.push(
+        `ready:        ${s.ready_by === 'agent' ? 'the guest agent answered' : 'ready line seen'}${at('ready') ? ` after${at('ready')}` : ''}` +
+          `${at('kernel booted') ? ` (console output after${at('kernel booted')})` : ''}`,
+      );
+    }
     if (s.network) lines.push(`network:      ${p(s.network)}`);
     if (s.ports && s.ports.length > 0)
       lines.push(`ports:        ${s.ports.map((f) => `${f.host}->${f.guest}`).join(', ')}`);
