@@ -482,4 +482,11 @@ export const MUTANTS = [
     replace: '    this.keep = Math.max(0, (this.needles[0]?.bytes.length ?? 1) - 1);',
     tests: ['test/console-follow.test.ts'],
   },
+  {
+    name: 'down: the guest agent is never asked to shut the guest down',
+    file: 'src/vm/instance.ts',
+    find: "      else if (method === 'agent') await agentShutdown(opts.agentSocket);",
+    replace: "      else if (method === 'agent') throw new Error('skipped');",
+    tests: ['test/dev-vm.test.ts'],
+  },
 ];

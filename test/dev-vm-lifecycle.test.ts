@@ -445,7 +445,7 @@ describe('dev VM lifecycle with a real guest', () => {
       assert.notEqual(readlinkSync(`/proc/${s['pid']}/ns/net`), readlinkSync('/proc/self/ns/net'));
       const down = await dev(['down'], { wrapper: netns });
       assert.equal(down.code, 0, down.stderr);
-      assert.match(down.stdout, /^The dev VM powered off \(ACPI power-down\)\./);
+      assert.match(down.stdout, /^The dev VM shut down \(through its guest agent\)\./);
       assert.deepEqual(processesMentioning(vmDir), []);
       assert.equal(existsSync(join(vmDir, 'state.json')), false);
     },

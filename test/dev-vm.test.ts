@@ -159,7 +159,7 @@ describe('dev up / status / logs / down with a real guest', () => {
 
       const down = await dev(['down']);
       assert.equal(down.code, 0, down.stderr);
-      assert.match(down.stdout, /^The dev VM powered off \(ACPI power-down\)\./);
+      assert.match(down.stdout, /^The dev VM shut down \(through its guest agent\)\./);
       assert.deepEqual(processesMentioning(vmDir), []);
       for (const f of ['state.json', 'qemu.pid', 'console.sock', 'qmp.sock'])
         assert.equal(existsSync(join(vmDir, f)), false, `${f} removed`);
@@ -230,7 +230,8 @@ describe('dev up / status / logs / down with a real guest', () => {
       const j = JSON.parse(byAgent.stdout) as Json;
       assert.equal(j['ready_by'], 'agent');
       assert.equal(j['console'], 'ttyS0');
-      assert.equal((await dev(['down'])).code, 0);
+      const downByAgent = await dev(['down', '--json']);
+      assert.equal((JSON.parse(downByAgent.stdout) as Json)['method'], 'agent', downByAgent.stderr);
       // No agent: upstream's ready line, on the serial console.
       const byLine = await dev([
         'up',
@@ -243,7 +244,13 @@ describe('dev up / status / logs / down with a real guest', () => {
       ]);
       assert.equal(byLine.code, 0, byLine.stderr);
       assert.match(byLine.stderr, /✓ ready +ready line seen: \[init\] all services started/);
-      assert.equal((await dev(['down'])).code, 0);
+      // No agent to ask: ACPI, at once rather than after a wait for the agent.
+      const downByAcpi = await dev(['down', '--json']);
+      assert.equal(
+        (JSON.parse(downByAcpi.stdout) as Json)['method'],
+        'powerdown',
+        downByAcpi.stderr,
+      );
       // Neither: the error names what dev up waited for, and shows the console.
       const neither = await dev([
         'up',

@@ -823,9 +823,9 @@ mvmctl could not run it (no dev VM, no agent answering, the agent gone,
   'dev down': {
     summary: 'power the dev VM off',
     usage: ['mvmctl dev down [--reset] [--timeout SECONDS]'],
-    description: `Power the dev VM off: an ACPI power-down over QMP (the guest shuts down
-cleanly), then, if it is still running after --timeout, QMP quit, then
-SIGKILL. Before each step the process is confirmed to be the VM's own (its
+    description: `Power the dev VM off: a shutdown through its guest agent (guest-shutdown,
+when an agent answers), then an ACPI power-down over QMP (the guest shuts
+down cleanly), each given --timeout, then QMP quit, then SIGKILL. Before each step the process is confirmed to be the VM's own (its
 pid and start time, from state.json), so a reused pid is never signalled.
 The sockets and state are removed; the disk overlay (changes made in the
 guest) stays for the next dev up unless --reset. A VM that is not running is
@@ -840,7 +840,7 @@ a note and exit 0.`,
         name: 'timeout',
         type: 'string',
         value: 'SECONDS',
-        help: 'how long the guest gets to power off before QEMU is told to quit (default 10)',
+        help: 'how long the guest gets to power off after each request (agent, then ACPI) before the next step (default 10)',
       },
       JSON_RESULT,
     ],

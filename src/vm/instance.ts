@@ -716,20 +716,41 @@ async function waitForExit(pid: number, startTime: string, ms: number): Promise<
   }
 }
 
-export type StopMethod = 'powerdown' | 'quit' | 'kill';
+export type StopMethod = 'agent' | 'powerdown' | 'quit' | 'kill';
 
 /**
- * Stops the VM's QEMU: ACPI power-down (graceful only), then QMP quit, then
+ * Asks the guest agent to power the guest off: only when it answers a ping
+ * first (a VM without an agent goes straight to ACPI), and `guest-shutdown`
+ * itself has no answer on success. Whether QEMU then exits decides.
+ */
+async function agentShutdown(agentSocket: string | undefined): Promise<void> {
+  if (agentSocket === undefined) throw new Error('no agent channel');
+  const agent = await GuestAgent.connect(agentSocket);
+  try {
+    await agent.call('guest-ping', undefined, AGENT_PROBE_MS);
+    await agent.call('guest-shutdown', { mode: 'powerdown' }, 1000).catch(() => undefined);
+  } finally {
+    agent.close();
+  }
+}
+
+/**
+ * Stops the VM's QEMU: a shutdown through its guest agent and then an ACPI
+ * power-down (graceful only, each given the timeout), then QMP quit, then
  * SIGKILL, each only after confirming that the pid is still the VM's own.
  */
 async function stopVm(
   qmpSocket: string,
   pid: number,
   startTime: string,
-  opts: { graceful: boolean; timeoutMs?: number },
+  opts: { graceful: boolean; timeoutMs?: number; agentSocket?: string },
 ): Promise<StopMethod | undefined> {
+  const graceful = opts.timeoutMs ?? 10_000;
   const steps: [StopMethod, number][] = [
-    ...(opts.graceful ? [['powerdown', opts.timeoutMs ?? 10_000] as [StopMethod, number]] : []),
+    ...(opts.graceful && opts.agentSocket !== undefined
+      ? [['agent', graceful] as [StopMethod, number]]
+      : []),
+    ...(opts.graceful ? [['powerdown', graceful] as [StopMethod, number]] : []),
     ['quit', 5_000],
     ['kill', 5_000],
   ];
@@ -737,8 +758,11 @@ async function stopVm(
     if (!(await isSameProcess(pid, startTime))) return undefined;
     try {
       if (method === 'kill') process.kill(pid, 'SIGKILL');
+      else if (method === 'agent') await agentShutdown(opts.agentSocket);
       else await qmpExecute(qmpSocket, method === 'powerdown' ? 'system_powerdown' : 'quit');
     } catch {
+      // No agent answering: on to ACPI at once.
+      if (method === 'agent') continue;
       // QMP gone or closed mid-answer (quit closes it): whether the process exited decides.
     }
     if (await waitForExit(pid, startTime, waitMs)) return method;
@@ -774,6 +798,7 @@ export async function devDown(config: Config, opts: DownOptions = {}): Promise<D
       method = await stopVm(s.paths.qmpSocket, s.pid, s.pidStartTime, {
         graceful: true,
         timeoutMs,
+        ...(s.paths.agentSocket !== undefined ? { agentSocket: s.paths.agentSocket } : {}),
       });
     }
     // virtiofsd (--share) goes with its VM, running or stale, and only the recorded process.

@@ -183,6 +183,7 @@ async function downCommand(args: string[], io: Output): Promise<number> {
     return 0;
   }
   const how: Record<string, string> = {
+    agent: 'shut down (through its guest agent)',
     powerdown: 'powered off (ACPI power-down)',
     quit: 'stopped with QMP quit (the guest did not power off in time)',
     kill: 'killed (SIGKILL: QEMU did not quit)',
