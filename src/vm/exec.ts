@@ -21,8 +21,18 @@ import { randomBytes } from 'node:crypto';
 import { MvmError } from '../errors.js';
 import type { AgentChannel, GuestAgent } from './agent.js';
 
-/** stdin is sent in one guest-exec request: beyond this, use dev cp. */
+/** stdin is sent in one guest-exec request, so it is bounded. */
 export const MAX_STDIN_BYTES = 16 * 1024 * 1024;
+
+/** stdin past MAX_STDIN_BYTES: the one wording, for the CLI reading it and for guestExec. */
+export const stdinTooLarge = (): MvmError =>
+  new MvmError(
+    'usage',
+    `stdin is larger than ${MAX_STDIN_BYTES} bytes, the most dev exec passes to a command`,
+    {
+      fix: 'Put the data in a shared directory (mvmctl dev up --share DIR) and read it there, with -n.',
+    },
+  );
 /** Bytes asked for per guest-file-read (its base64 answer stays under AGENT_MAX_LINE_BYTES). */
 export const FILE_READ_BYTES = 1024 * 1024;
 /** How the command is found when the caller gives no PATH: Debian's default for root. */
@@ -80,14 +90,7 @@ export async function guestExec(
   signal?: AbortSignal,
 ): Promise<ExecResult> {
   if (req.argv.length === 0) throw new MvmError('internal', 'guestExec without a command');
-  if (req.stdin && req.stdin.length > MAX_STDIN_BYTES)
-    throw new MvmError(
-      'usage',
-      `stdin is larger than ${MAX_STDIN_BYTES} bytes, the most dev exec passes to a command`,
-      {
-        fix: 'Copy the data into the VM with mvmctl dev cp, then read it from the file there.',
-      },
-    );
+  if (req.stdin && req.stdin.length > MAX_STDIN_BYTES) throw stdinTooLarge();
   const dir = `/tmp/.mvmctl-exec-${randomBytes(8).toString('hex')}`;
   const handles = await channel.session(async (agent) => {
     await prepare(agent, dir, req.workdir);

@@ -429,7 +429,7 @@ async function bootQemu(
           kind: 'stage',
           stage,
           detail: seen.output
-            ? `the guest console has output (${seconds(stages['kernel booted'])})`
+            ? `the guest console has output (${stageSeconds(stages['kernel booted'])})`
             : 'nothing on the console yet, but the guest agent answered',
         });
         stage = 'ready';
@@ -442,7 +442,7 @@ async function bootQemu(
         ctx.report({
           kind: 'stage',
           stage,
-          detail: `${agentAnswered ? 'the guest agent answered' : `ready line seen: ${seen.ready}`} (${seconds(stages.ready)})`,
+          detail: `${agentAnswered ? 'the guest agent answered' : `ready line seen: ${seen.ready}`} (${stageSeconds(stages.ready)})`,
         });
         return { alreadyRunning: false, ready: true, state: ready };
       }
@@ -471,7 +471,8 @@ async function bootQemu(
   }
 }
 
-const seconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
+/** A stage's time for people: `1.9 s`. */
+export const stageSeconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s`;
 
 /**
  * Asks the guest agent, over and over during the boot, until it answers: a
@@ -501,10 +502,12 @@ class AgentProbe {
         this.answered = true;
       } catch (e) {
         if (e instanceof AgentCommandError) this.answered = true;
-        else if (this.agent?.isClosed) {
-          this.agent = undefined;
-          await new Promise((r) => setTimeout(r, 200));
-        } else if (this.agent === undefined) await new Promise((r) => setTimeout(r, 200));
+        else {
+          // A call that timed out asks again at once (resynchronising); a channel that is
+          // gone, or could not be reached, is tried again shortly.
+          if (this.agent?.isClosed) this.agent = undefined;
+          if (this.agent === undefined) await new Promise((r) => setTimeout(r, 200));
+        }
       }
     }
     this.agent?.close();

@@ -4,10 +4,10 @@
  * command line is the one VM-FACTS.md established on these machines: microvm
  * with ACPI on (the virtio-mmio disk is found through it), the kernel booted
  * through its PVH entry, virtio devices on virtio-mmio, the console (the
- * serial port, or a virtio console) on a unix socket that is also logged (through a pipe to a keeper that bounds
- * `console.log`), the guest agent's virtio-serial port on a unix socket, QMP
- * on a unix socket,
- * user-mode networking, and `-daemonize` with a pid file so the VM outlives
+ * serial port, or a virtio console) on a unix socket that is also logged
+ * (through a pipe to a keeper that bounds `console.log`), the guest agent's
+ * virtio-serial port on a unix socket, QMP on a unix socket, user-mode
+ * networking, and `-daemonize` with a pid file so the VM outlives
  * the CLI and the foreground process reports start-up errors before it exits.
  */
 import type { VmSpec } from '../core/vm-spec.js';
@@ -97,7 +97,7 @@ export function qemuArgs(spec: VmSpec, o: { runAs?: { uid: number; gid: number }
     'virtio-serial-device',
     ...(spec.console === 'hvc0' ? ['-device', 'virtconsole,chardev=con'] : []),
     // The guest agent's port, by the name qemu-guest-agent looks for (its udev rule links
-    // /dev/virtio-ports/org.qemu.guest_agent.0): `dev exec`, `dev cp`, readiness, shutdown.
+    // /dev/virtio-ports/org.qemu.guest_agent.0): `dev exec`, readiness, `dev down`.
     '-chardev',
     `socket,id=agent,path=${v(spec.state.agentSocket)},server=on,wait=off`,
     '-device',

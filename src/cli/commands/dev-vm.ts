@@ -12,7 +12,7 @@ import { readRecallMemory } from '../../revocations/memory.js';
 import { printable } from '../../core/printable.js';
 import { ERROR_TABLE, MvmError } from '../../errors.js';
 import { AgentChannel } from '../../vm/agent.js';
-import { guestExec, MAX_STDIN_BYTES } from '../../vm/exec.js';
+import { guestExec, MAX_STDIN_BYTES, stdinTooLarge } from '../../vm/exec.js';
 import { whileInterruptible } from '../interrupt.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import {
@@ -22,6 +22,7 @@ import {
   devLogs,
   devStatus,
   devUp,
+  stageSeconds,
   type UpEvent,
   type VmStatus,
 } from '../../vm/instance.js';
@@ -256,7 +257,7 @@ function describeStatus(
     if (s.ready_by) {
       const at = (stage: string) => {
         const ms = s.stages_ms?.[stage];
-        return typeof ms === 'number' && Number.isFinite(ms) ? ` ${(ms / 1000).toFixed(1)} s` : '';
+        return typeof ms === 'number' && Number.isFinite(ms) ? ` ${stageSeconds(ms)}` : '';
       };
       lines.push(
         `ready:        ${s.ready_by === 'agent' ? 'the guest agent answered' : 'ready line seen'}${at('ready') ? ` after${at('ready')}` : ''}` +
@@ -401,9 +402,7 @@ async function execCommand(args: string[], io: Output): Promise<number> {
     const config = configFrom(process.env, homedir());
     const state = await requireRunningVm(config, 'dev exec');
     const stdin =
-      values['no-stdin'] === true || process.stdin.isTTY
-        ? undefined
-        : await readStdin(MAX_STDIN_BYTES);
+      values['no-stdin'] === true || process.stdin.isTTY ? undefined : await readStdin();
     const channel = new AgentChannel(state.paths.agentSocket ?? statePaths(config).agentSocket);
     const out: Buffer[] = [];
     const err: Buffer[] = [];
@@ -449,17 +448,13 @@ async function execCommand(args: string[], io: Output): Promise<number> {
   }
 }
 
-/** stdin to its end, refused past `max` bytes (read one more to know). */
-async function readStdin(max: number): Promise<Buffer> {
+/** stdin to its end, refused as soon as it passes MAX_STDIN_BYTES (never held whole beyond). */
+async function readStdin(): Promise<Buffer> {
   const chunks: Buffer[] = [];
   let n = 0;
   for await (const c of process.stdin as AsyncIterable<Buffer>) {
     n += c.length;
-    if (n > max)
-      throw usage(
-        `stdin is larger than ${max} bytes, the most dev exec passes to a command`,
-        'Put the data in a shared directory (mvmctl dev up --share DIR) and read it there, with -n.',
-      );
+    if (n > MAX_STDIN_BYTES) throw stdinTooLarge();
     chunks.push(c);
   }
   return Buffer.concat(chunks);
