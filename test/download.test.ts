@@ -307,9 +307,12 @@ describe('HashingSink', () => {
 
   it('close writes out every byte accepted before it resolves: the partial is whole for the next run', async () => {
     const { path, sink } = await freshSink('closed.partial');
-    const accepted = file.subarray(0, 11 * 1024 * 1024 + 5); // more batches than are ever in flight
-    for (let at = 0; at < accepted.length; at += 300_000)
-      sink.write(accepted.subarray(at, at + 300_000));
+    // Far more than the worker can write and hash in the moment between the last write and the
+    // read below (one 40 MB write queues 40 batches at once), so a close that resolved before
+    // the worker was done would be seen short every time, not only when the machine is idle.
+    const accepted = Buffer.concat([file.subarray(0, 300_005), randomBytes(40 * 1024 * 1024)]);
+    sink.write(accepted.subarray(0, 300_005));
+    sink.write(accepted.subarray(300_005));
     await sink.close();
     // Read at once: a descriptor closed while batches were still queued would leave this short.
     assert.ok(readFileSync(path).equals(accepted));

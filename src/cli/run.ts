@@ -20,6 +20,7 @@ const HANDLERS: Record<string, () => Promise<Command>> = {
   'dev shell': async () => vm('shell'),
   'dev down': async () => vm('down'),
   'dev exec': async () => vm('exec'),
+  'dev cp': async () => vm('cp'),
   'verify-blob': async () => (await import('./commands/verify-blob.js')).verifyBlobCommand,
   'revocations import': async () => revocations('import'),
   'revocations status': async () => revocations('status'),
@@ -37,7 +38,7 @@ async function store(sub: 'images' | 'rm' | 'prune'): Promise<Command> {
 }
 
 async function vm(
-  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell' | 'exec',
+  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell' | 'exec' | 'cp',
 ): Promise<Command> {
   const { vmCommand } = await import('./commands/dev-vm.js');
   return (args, io) => vmCommand(sub, args, io);

@@ -820,6 +820,68 @@ mvmctl could not run it (no dev VM, no agent answering, the agent gone,
       [255],
     ],
   },
+  'dev cp': {
+    summary: 'copy files between the host and the dev VM',
+    usage: [
+      'mvmctl dev cp [-r] [--json] SRC dev:/PATH',
+      'mvmctl dev cp [-r] [--json] dev:/PATH DST',
+    ],
+    operands: [
+      { name: 'SRC', complete: 'file' },
+      { name: 'DST', complete: 'file' },
+    ],
+    description: `Copy a file, or with -r a directory, between the host and the running dev
+VM, through its guest agent (no network or share needed). dev:/PATH names
+the guest side, from its root; the other side is a host path, or - for
+stdin (to the guest) or stdout (from the guest). As with cp, a destination
+that is an existing directory receives the copy under the source's name.
+
+Every copy is checked by SHA-256 on both sides (mvmctl's hash of the bytes
+it moved, the guest's sha256sum of its file) before it gets its final name:
+a file is written under a hidden temporary name beside its destination and
+renamed into place, so an interrupted copy never leaves a file that looks
+complete. The permission bits are kept; setuid, setgid and sticky bits are
+not, and files belong to whoever runs the copy (root in the guest).
+
+A directory travels as one tar archive made or unpacked by the guest's own
+tar, and its hash is checked before anything is unpacked. From the guest,
+the archive's names are the guest's: a name that is absolute or climbs out
+with .., or an entry inside a link, refuses the whole copy and leaves the
+destination as it was. Symbolic links, hard links and special files from
+the guest are not created on the host; they are listed as skipped. Into an
+existing directory the copy merges as cp -r does (files replaced, never
+written through a link).
+
+  mvmctl dev cp ./src.tar dev:/root/
+  mvmctl dev cp -r ./project dev:/src
+  mvmctl dev cp dev:/root/out.log .
+  mvmctl dev cp dev:/var/log/build.log - | tail
+  git archive HEAD | mvmctl dev cp - dev:/root/src.tar`,
+    flags: [
+      {
+        name: 'recursive',
+        short: 'r',
+        type: 'boolean',
+        help: 'copy a directory and everything in it',
+      },
+      {
+        name: 'json',
+        type: 'boolean',
+        help: 'print one JSON object describing the copy (destination, files, bytes, sha256, skipped)',
+      },
+    ],
+    env: ['MVM_DATA_DIR'],
+    exit: [
+      [0, 'copied, and the hashes of both sides agree'],
+      [2],
+      [3, 'the dev VM is not running, or the host side cannot be read or written'],
+      [130],
+      [
+        255,
+        "the dev VM, its agent or the guest side failed, the hashes differ, or the guest's archive was refused",
+      ],
+    ],
+  },
   'dev down': {
     summary: 'power the dev VM off',
     usage: ['mvmctl dev down [--reset] [--timeout SECONDS]'],

@@ -28,7 +28,9 @@ export async function requireRunningVm(config: Config, command: string): Promise
     current.liveness === 'stale'
       ? `its state is stale: ${current.staleReason ?? 'QEMU is gone'}`
       : 'stopped';
-  throw new MvmError('input', `The dev VM is not running (${why}): nothing to attach to`, {
+  const nothing =
+    command === 'dev console' || command === 'dev shell' ? ': nothing to attach to' : '';
+  throw new MvmError('input', `The dev VM is not running (${why})${nothing}`, {
     fix: `Start it with 'mvmctl dev up', then run 'mvmctl ${command}' again.`,
   });
 }

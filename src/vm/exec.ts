@@ -20,6 +20,18 @@
 import { randomBytes } from 'node:crypto';
 import { MvmError } from '../errors.js';
 import type { AgentChannel, GuestAgent } from './agent.js';
+import {
+  agentFailure as execError,
+  DEFAULT_ENV,
+  exitOf as resultOf,
+  FILE_CHUNK_BYTES,
+  openGuestFile,
+  readGuestChunk,
+  runInGuest as run,
+  shq,
+  sleep,
+  type ExecStatus,
+} from './guest-ops.js';
 
 /** stdin is sent in one guest-exec request, so it is bounded. */
 export const MAX_STDIN_BYTES = 16 * 1024 * 1024;
@@ -33,13 +45,7 @@ export const stdinTooLarge = (): MvmError =>
       fix: 'Put the data in a shared directory (mvmctl dev up --share DIR) and read it there, with -n.',
     },
   );
-/** Bytes asked for per guest-file-read (its base64 answer stays under AGENT_MAX_LINE_BYTES). */
 export const FILE_READ_BYTES = 1024 * 1024;
-/** How the command is found when the caller gives no PATH: Debian's default for root. */
-const DEFAULT_ENV = [
-  'PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
-  'HOME=/root',
-];
 const POLL_MIN_MS = 20;
 const POLL_MAX_MS = 250;
 /** After SIGTERM, how long the command has before SIGKILL. */
@@ -66,18 +72,6 @@ export interface ExecResult {
   readonly signal?: number;
 }
 
-interface ExecStatus {
-  readonly exited: boolean;
-  readonly exitcode?: unknown;
-  readonly signal?: unknown;
-}
-
-const execError = (message: string, cause: string, fix?: string): MvmError =>
-  new MvmError('agent', message, { cause, ...(fix ? { fix } : {}) });
-
-/** A shell word for the guest's /bin/sh: single-quoted, every ' closed and escaped. */
-const shq = (s: string): string => `'${s.replaceAll("'", `'\\''`)}'`;
-
 /**
  * Runs `req` in the guest; resolves with its exit status once it has exited
  * and every byte it wrote was delivered. `signal` (Ctrl-C, SIGTERM) stops the
@@ -97,8 +91,8 @@ export async function guestExec(
     const pid = await start(agent, dir, req);
     return {
       pid,
-      stdout: await openGuestFile(agent, `${dir}/out`),
-      stderr: await openGuestFile(agent, `${dir}/err`),
+      stdout: await openGuestFile(agent, `${dir}/out`, 'r'),
+      stderr: await openGuestFile(agent, `${dir}/err`, 'r'),
     };
   });
   try {
@@ -203,27 +197,6 @@ async function follow(
   }
 }
 
-function resultOf(status: ExecStatus): ExecResult {
-  const small = (v: unknown): v is number =>
-    Number.isSafeInteger(v) && (v as number) >= 0 && (v as number) < 256;
-  if (small(status.exitcode)) return { exitCode: status.exitcode };
-  if (small(status.signal)) return { exitCode: 128 + status.signal, signal: status.signal };
-  throw execError(
-    'The guest agent reported no exit status for the command',
-    'its status answer is malformed',
-  );
-}
-
-async function openGuestFile(agent: GuestAgent, path: string): Promise<number> {
-  const handle = await agent.call<unknown>('guest-file-open', { path, mode: 'r' });
-  if (!Number.isSafeInteger(handle))
-    throw execError(
-      'The guest agent did not open the command’s output',
-      'its answer is not a file handle',
-    );
-  return handle as number;
-}
-
 /** Reads what is new in a guest file into `sink`; the number of bytes delivered. */
 async function drain(
   agent: GuestAgent,
@@ -232,32 +205,11 @@ async function drain(
 ): Promise<number> {
   let total = 0;
   for (;;) {
-    const r = await agent.call<{ count?: unknown; 'buf-b64'?: unknown }>('guest-file-read', {
-      handle,
-      count: FILE_READ_BYTES,
-    });
-    const count = r?.count;
-    const b64 = r?.['buf-b64'];
-    if (
-      !Number.isSafeInteger(count) ||
-      (count as number) < 0 ||
-      (count as number) > FILE_READ_BYTES ||
-      typeof b64 !== 'string'
-    )
-      throw execError(
-        'The guest agent returned a malformed read of the command’s output',
-        'count or data missing or out of range',
-      );
-    const bytes = Buffer.from(b64, 'base64');
-    if (bytes.length !== count)
-      throw execError(
-        'The guest agent returned a malformed read of the command’s output',
-        `it said ${String(count)} bytes and sent ${bytes.length}`,
-      );
+    const bytes = await readGuestChunk(agent, handle);
     if (bytes.length === 0) return total;
     sink(bytes);
     total += bytes.length;
-    if (bytes.length < FILE_READ_BYTES) return total;
+    if (bytes.length < FILE_CHUNK_BYTES) return total;
   }
 }
 
@@ -284,43 +236,3 @@ async function stop(agent: GuestAgent, pid: number): Promise<void> {
   }
   await kill('KILL');
 }
-
-/** A short helper command in the guest, to completion: its exit status. */
-async function run(agent: GuestAgent, argv: readonly string[], timeoutMs: number): Promise<number> {
-  const deadline = Date.now() + timeoutMs;
-  const started = await agent.call<{ pid?: unknown }>(
-    'guest-exec',
-    { path: argv[0], arg: argv.slice(1), env: DEFAULT_ENV, 'capture-output': false },
-    timeoutMs,
-  );
-  const pid = started?.pid;
-  if (!Number.isSafeInteger(pid))
-    throw execError('The guest agent did not start a helper command', 'no process id');
-  let wait = 5;
-  for (;;) {
-    const s = await agent.call<ExecStatus>(
-      'guest-exec-status',
-      { pid },
-      Math.max(1, deadline - Date.now()),
-    );
-    if (s?.exited === true) return resultOf(s).exitCode;
-    if (Date.now() > deadline)
-      throw execError(
-        'A helper command in the guest did not finish in time',
-        `${argv[0]} ran for ${timeoutMs} ms`,
-      );
-    await sleep(wait);
-    wait = Math.min(100, wait * 2);
-  }
-}
-
-const sleep = (ms: number, signal?: AbortSignal): Promise<void> =>
-  new Promise((resolve) => {
-    const t = setTimeout(done, ms);
-    function done() {
-      clearTimeout(t);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });

@@ -12,7 +12,10 @@ import { readRecallMemory } from '../../revocations/memory.js';
 import { printable } from '../../core/printable.js';
 import { ERROR_TABLE, MvmError } from '../../errors.js';
 import { AgentChannel } from '../../vm/agent.js';
+import { copySpec } from '../../core/copy-spec.js';
+import { guestCopy, type CopyResult } from '../../vm/copy.js';
 import { guestExec, MAX_STDIN_BYTES, stdinTooLarge } from '../../vm/exec.js';
+import { progressBar } from '../progress.js';
 import { whileInterruptible } from '../interrupt.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import {
@@ -36,7 +39,7 @@ import {
 import { readVmState, statePaths } from '../../vm/state.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
-import { jsonLine, renderError, type Output } from '../render.js';
+import { formatBytes, jsonLine, renderError, type Output } from '../render.js';
 
 const usage = (message: string, fix: string): MvmError => new MvmError('usage', message, { fix });
 
@@ -58,13 +61,15 @@ const safe = (text: string): string =>
     .join('\n');
 
 export async function vmCommand(
-  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell' | 'exec',
+  sub: 'up' | 'down' | 'status' | 'logs' | 'console' | 'shell' | 'exec' | 'cp',
   args: string[],
   io: Output,
 ): Promise<number> {
   switch (sub) {
     case 'exec':
       return execCommand(args, io);
+    case 'cp':
+      return cpCommand(args, io);
     case 'up':
       return upCommand(args, io);
     case 'down':
@@ -458,4 +463,61 @@ async function readStdin(): Promise<Buffer> {
     chunks.push(c);
   }
   return Buffer.concat(chunks);
+}
+
+/**
+ * `dev cp`: one copy, checked by SHA-256 on both sides. Its failures take the
+ * error table's exit codes (the guest side's are 255, as for dev exec).
+ */
+async function cpCommand(args: string[], io: Output): Promise<number> {
+  const json = args.includes('--json');
+  try {
+    const { values, positionals } = parseCommand('dev cp', args);
+    if (positionals.length !== 2)
+      throw usage(
+        `dev cp takes a source and a destination (${positionals.length} given)`,
+        'Write mvmctl dev cp SRC dev:/PATH, or mvmctl dev cp dev:/PATH DST.',
+      );
+    const spec = copySpec(positionals[0]!, positionals[1]!, values.recursive === true);
+    const config = configFrom(process.env, homedir());
+    const state = await requireRunningVm(config, 'dev cp');
+    const channel = new AgentChannel(state.paths.agentSocket ?? statePaths(config).agentSocket);
+    const bar = process.stderr.isTTY && !json ? progressBar('dev cp') : undefined;
+    let result: CopyResult;
+    try {
+      result = await whileInterruptible(io, (signal) =>
+        guestCopy(
+          channel,
+          spec,
+          {
+            stdin: process.stdin,
+            stdout: process.stdout,
+            ...(bar
+              ? { progress: (n: number, total: number | undefined) => bar.update('cp', n, total) }
+              : {}),
+          },
+          signal,
+        ),
+      );
+    } finally {
+      bar?.clear();
+    }
+    const skipped = result.skipped.map((s) => ({ name: printable(s.name, 4096), type: s.type }));
+    if (json) io.out(jsonLine({ ...result, skipped }));
+    else {
+      for (const s of skipped)
+        io.err(`Skipped ${JSON.stringify(s.name)}: a ${s.type} is not copied.`);
+      const what =
+        result.directories > 0
+          ? `${result.files} file${result.files === 1 ? '' : 's'} in ${result.directories} director${result.directories === 1 ? 'y' : 'ies'}`
+          : formatBytes(result.bytes);
+      const line = `Copied ${what} to ${printable(result.destination, 4096)} (sha256 ${result.sha256.slice(0, 16)}…, the same on both sides).`;
+      // With stdout carrying the file's bytes, the report goes to stderr.
+      if (result.destination === '-') io.err(line);
+      else io.out(line);
+    }
+    return 0;
+  } catch (e) {
+    return renderError(e, { json, debug: args.includes('--debug') }, io);
+  }
 }
