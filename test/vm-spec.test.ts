@@ -20,6 +20,9 @@ import { after, describe, it } from 'node:test';
 import { MvmError } from '../src/errors.js';
 import {
   cmdlineParams,
+  MAX_DISK_BYTES,
+  MIN_DISK_BYTES,
+  parseDiskSize,
   parseMemorySize,
   virtiofsdSocket,
   vmSpecFrom,
@@ -28,6 +31,7 @@ import {
   type VmImage,
   type VmSpec,
 } from '../src/core/vm-spec.js';
+import { qcow2Geometry, QCOW2_HEADER_BYTES } from '../src/core/qcow2.js';
 import { QEMU_BINARY, QEMU_RUNAS, qemuArgs, qemuOptValue } from '../src/vm/qemu-args.js';
 import { cpuFlags, kvmVerdict, probeKvm, tscKhzFrom, type KvmFacts } from '../src/vm/kvm.js';
 
@@ -139,7 +143,10 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
       agentSocket: `${STATE}/agent.sock`,
       qmpSocket: `${STATE}/qmp.sock`,
       pidFile: `${STATE}/qemu.pid`,
+      dataDisk: `${STATE}/data.qcow2`,
+      settings: `${STATE}/settings.json`,
     });
+    assert.equal(s.diskBytes, undefined, 'no --disk: no size asked for');
     assert.deepEqual(s.warnings, [
       'KVM is not usable (there is no /dev/kvm): booting with software emulation (TCG), several times slower. Enable it. --accel tcg chooses emulation without this warning.',
     ]);
@@ -897,3 +904,59 @@ async function qmpSession(path: string) {
   await run('qmp_capabilities');
   return { run, closed };
 }
+
+describe('--disk: the data disk (pure core)', () => {
+  it('sizes with binary units, a unit required, whole MiB, 16M to 16T', () => {
+    assert.equal(spec({ disk: '8G' }).diskBytes, 8 * 2 ** 30);
+    assert.equal(spec({ disk: '512M' }).diskBytes, 512 * 2 ** 20);
+    assert.equal(spec({ disk: '1.5T' }).diskBytes, 1.5 * 2 ** 40);
+    assert.equal(spec({ disk: '20GiB' }).diskBytes, 20 * 2 ** 30);
+    assert.equal(parseDiskSize('16M'), MIN_DISK_BYTES);
+    assert.equal(parseDiskSize('16T'), MAX_DISK_BYTES);
+    for (const bad of ['8', '8K', '-1G', '1e3G', '8 G', '', 'G'])
+      assertUsage(
+        () => spec({ disk: bad }),
+        `--disk ${JSON.stringify(bad)} is not a size`,
+        /number with M, G or T/,
+        /like 8G/,
+      );
+    assertUsage(
+      () => spec({ disk: '15M' }),
+      '--disk "15M" is smaller than 16M',
+      /at least 16 MiB/,
+      /at least 16M/,
+    );
+    assertUsage(
+      () => spec({ disk: '17T' }),
+      '--disk "17T" is larger than 16T',
+      /at most 16 TiB/,
+      /at most 16T/,
+    );
+  });
+
+  it('attached as the second virtio disk after the root, opening no backing file its header names', () => {
+    const s = { ...spec({ disk: '8G' }), dataDisk: `${STATE}/da,ta.qcow2` };
+    const args = qemuArgs(s);
+    const root = args.indexOf('virtio-blk-device,drive=root');
+    assert.deepEqual(args.slice(root + 1, root + 5), [
+      '-blockdev',
+      `driver=qcow2,node-name=data,file.driver=file,file.filename=${STATE}/da,,ta.qcow2,backing=`,
+      '-device',
+      'virtio-blk-device,drive=data',
+    ]);
+    assert.ok(
+      !qemuArgs(spec({ disk: '8G' })).includes('virtio-blk-device,drive=data'),
+      'only once the shell made it',
+    );
+  });
+
+  it('qcow2Geometry reads the virtual size and whether a backing file is named', () => {
+    const h = Buffer.alloc(QCOW2_HEADER_BYTES);
+    h.writeUInt32BE(0x514649fb, 0);
+    h.writeUInt32BE(3, 4);
+    h.writeBigUInt64BE(8n * 2n ** 30n, 24);
+    assert.deepEqual(qcow2Geometry(h), { virtualBytes: 8 * 2 ** 30, hasBacking: false });
+    h.writeBigUInt64BE(0x1000n, 8);
+    assert.equal(qcow2Geometry(h).hasBacking, true);
+  });
+});

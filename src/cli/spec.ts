@@ -546,6 +546,13 @@ descriptors, never their paths. No network is used. The VM's root disk is
 a copy-on-write overlay on the installed rootfs, which is never written; it
 persists across down/up.
 
+--disk SIZE adds a data disk, /dev/vdb in the guest (data.qcow2 in the state
+directory), for what must outlive the overlay: it survives dev down, --fresh
+and dev down --reset, and only dev down --delete-disk removes it. A larger
+--disk later grows it (then grow its file system in the guest); a smaller one
+is refused. --cpus, --memory and --disk given once are remembered and used
+by the next dev up without them (dev status shows them).
+
 The VM is ready when its guest agent answers (qemu-guest-agent on the
 virtio-serial port org.qemu.guest_agent.0, as Debian's and Ubuntu's package
 runs it), or when the console shows "mvm: ready" or "[init] all services
@@ -560,13 +567,20 @@ console.log, agent.sock, qmp.sock).`,
         name: 'cpus',
         type: 'string',
         value: 'N',
-        help: "vCPUs (default: 2, at most the host's CPU count)",
+        help: "vCPUs (default: 2, at most the host's CPU count; remembered)",
       },
       {
         name: 'memory',
         type: 'string',
         value: 'SIZE',
-        help: "guest memory, like 512M or 2G; a bare number is MiB (default: half the host's memory, 128M to 1G)",
+        help: "guest memory, like 512M or 2G; a bare number is MiB (default: half the host's memory, 128M to 1G; remembered)",
+      },
+      {
+        name: 'disk',
+        type: 'string',
+        value: 'SIZE',
+        complete: 'none',
+        help: 'a persistent data disk of SIZE (like 8G) as /dev/vdb: created, or grown to SIZE, never shrunk; kept across down, --fresh and --reset (remembered)',
       },
       {
         name: 'port',
@@ -884,19 +898,26 @@ written through a link).
   },
   'dev down': {
     summary: 'power the dev VM off',
-    usage: ['mvmctl dev down [--reset] [--timeout SECONDS]'],
+    usage: ['mvmctl dev down [--reset] [--delete-disk] [--timeout SECONDS]'],
     description: `Power the dev VM off: a shutdown through its guest agent (guest-shutdown,
 when an agent answers), then an ACPI power-down over QMP (the guest shuts
 down cleanly), each given --timeout, then QMP quit, then SIGKILL. Before each step the process is confirmed to be the VM's own (its
 pid and start time, from state.json), so a reused pid is never signalled.
 The sockets and state are removed; the disk overlay (changes made in the
-guest) stays for the next dev up unless --reset. A VM that is not running is
-a note and exit 0.`,
+guest) stays for the next dev up unless --reset. The data disk (dev up
+--disk) stays even then: only --delete-disk deletes it, with everything
+stored on it, and forgets its size. A VM that is not running is a note and
+exit 0.`,
     flags: [
       {
         name: 'reset',
         type: 'boolean',
         help: "also delete the VM's disk overlay: the next dev up starts from the installed image as verified",
+      },
+      {
+        name: 'delete-disk',
+        type: 'boolean',
+        help: 'also delete the data disk (dev up --disk) and everything stored on it',
       },
       {
         name: 'timeout',

@@ -43,3 +43,16 @@ export function qcow2HeaderProblem(header: Uint8Array): string | undefined {
     return `it uses incompatible features this mvmctl does not know (0x${unknown.toString(16)})`;
   return undefined;
 }
+
+/**
+ * The data disk's size and whether its header names a backing file, read
+ * from a header qcow2HeaderProblem accepted: what `--disk` compares a new
+ * size with (it grows, never shrinks) and what `dev status` shows.
+ */
+export function qcow2Geometry(header: Uint8Array): { virtualBytes: number; hasBacking: boolean } {
+  const view = new DataView(header.buffer, header.byteOffset, header.byteLength);
+  return {
+    hasBacking: view.getBigUint64(8) !== 0n,
+    virtualBytes: Number(view.getBigUint64(24)),
+  };
+}

@@ -55,6 +55,8 @@ export interface DevUpOptions {
   readonly accel?: string;
   readonly network?: string;
   readonly console?: string;
+  /** `--disk SIZE`: the data disk's size (created, or grown to it). */
+  readonly disk?: string;
   /** Where a relative `--share` is resolved from. */
   readonly cwd?: string;
 }
@@ -112,6 +114,10 @@ export interface VmStatePaths {
   /** The guest agent's channel (virtio-serial port org.qemu.guest_agent.0), served by QEMU. */
   readonly agentSocket: string;
   readonly pidFile: string;
+  /** The persistent data disk (`--disk`), /dev/vdb in the guest: never reset with the overlay. */
+  readonly dataDisk: string;
+  /** The --cpus, --memory and --disk given once, reused by the next dev up. */
+  readonly settings: string;
 }
 
 export interface VmSpec {
@@ -128,6 +134,10 @@ export interface VmSpec {
   readonly network: NetworkMode;
   readonly ports: readonly PortForward[];
   readonly share?: ShareSpec;
+  /** `--disk`: the size the data disk must have (created or grown to it before the boot). */
+  readonly diskBytes?: number;
+  /** Set by the shell once the data disk exists: attached as the second virtio disk (/dev/vdb). */
+  readonly dataDisk?: string;
   readonly state: VmStatePaths;
   /** Notes for the operator (the software-emulation fallback, ports open beyond loopback). */
   readonly warnings: readonly string[];
@@ -174,6 +184,8 @@ export function stateDirPaths(dir: string): VmStatePaths {
     qmpSocket: join(dir, 'qmp.sock'),
     agentSocket: join(dir, 'agent.sock'),
     pidFile: join(dir, 'qemu.pid'),
+    dataDisk: join(dir, 'data.qcow2'),
+    settings: join(dir, 'settings.json'),
   };
 }
 
@@ -229,6 +241,7 @@ export function vmSpecFrom(
     network,
     ports,
     ...(share ? { share } : {}),
+    ...(options.disk !== undefined ? { diskBytes: parseDiskSize(options.disk) } : {}),
     state,
     warnings,
   };
@@ -304,6 +317,34 @@ function parseCpus(value: string | undefined, hostCpus: number): number {
       fix,
     );
   return cpus;
+}
+
+export const MIN_DISK_BYTES = 16 * 2 ** 20;
+export const MAX_DISK_BYTES = 16 * 2 ** 40;
+const DISK = /^([0-9]{1,8})(?:\.([0-9]{1,3}))?([MGT])(?:i?B)?$/i;
+
+/** `--disk`: `512M`, `8G`, `1.5T`, `20GiB` (binary units, as qemu-img reads them); a unit is required. */
+export function parseDiskSize(value: string): number {
+  const fix = 'Give --disk a size with its unit, like 8G, 512M or 1T (at least 16M, at most 16T).';
+  const m = DISK.exec(value.trim());
+  if (!m)
+    throw usage(
+      `--disk ${show(value)} is not a size`,
+      'a disk size is a number with M, G or T (binary units: 1G is 1024 MiB)',
+      fix,
+    );
+  const [, whole, frac = '', unit] = m;
+  const scale = 2 ** (20 + 10 * 'MGT'.indexOf(unit!.toUpperCase()));
+  // Whole MiB: qemu-img and the guest's block layer both want a multiple of 512 bytes.
+  const bytes =
+    Math.round(((Number(whole) + Number(`0.${frac || '0'}`)) * scale) / 2 ** 20) * 2 ** 20;
+  if (bytes < MIN_DISK_BYTES || bytes > MAX_DISK_BYTES)
+    throw usage(
+      `--disk ${show(value)} is ${bytes < MIN_DISK_BYTES ? 'smaller than 16M' : 'larger than 16T'}`,
+      'a data disk is at least 16 MiB (room for a file system) and at most 16 TiB',
+      fix,
+    );
+  return bytes;
 }
 
 const MEMORY = /^([0-9]{1,7})(?:\.([0-9]{1,3}))?(?:([MG])(?:i?B)?)?$/i;

@@ -10,7 +10,7 @@ import { spawn } from 'node:child_process';
 import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
-import { qcow2HeaderProblem, QCOW2_HEADER_BYTES } from '../core/qcow2.js';
+import { qcow2Geometry, qcow2HeaderProblem, QCOW2_HEADER_BYTES } from '../core/qcow2.js';
 import { vmSpecFrom, type DevUpOptions, type HostFacts, type VmSpec } from '../core/vm-spec.js';
 import { isMvmError, MvmError } from '../errors.js';
 import { withLock } from '../io/lock.js';
@@ -39,10 +39,13 @@ import {
   LOCK_FILE,
   OVERLAY_INFO_FILE,
   probeProcess,
+  readSettings,
   readVmState,
   statePaths,
   writePrivateJson,
+  writeSettings,
   writeVmState,
+  type RememberedSettings,
   type VmLiveness,
   type VmState,
 } from './state.js';
@@ -98,7 +101,8 @@ export type UpStage = keyof typeof UP_STAGES;
 
 export type UpEvent =
   | { readonly kind: 'stage'; readonly stage: UpStage; readonly detail: string }
-  | { readonly kind: 'console-tail'; readonly path: string; readonly lines: readonly string[] };
+  | { readonly kind: 'console-tail'; readonly path: string; readonly lines: readonly string[] }
+  | { readonly kind: 'note'; readonly text: string };
 
 export interface UpOptions extends DevUpOptions {
   readonly fresh?: boolean;
@@ -148,13 +152,21 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
   const readiness = readinessFor(opts.readyLine);
   // --share is served by virtiofsd, vmSpecFrom's default: the Debian cloud kernel has no 9p at all.
   const host: HostFacts = ctx.host ?? (await probeHost());
-  // The flags are checked before anything is hashed or started (placeholder image paths).
-  const flags = vmSpecFrom(
-    { version: '0', kernel: '/k', rootfs: '/r' },
-    opts,
-    host,
-    devVmDir(ctx.config),
+  // --cpus, --memory and --disk given once hold for the next dev up (each flag overrides its own).
+  const remembered = await readSettings(ctx.config, ctx.warn);
+  const reused = (['cpus', 'memory', 'disk'] as const).filter(
+    (k) => opts[k] === undefined && remembered[k] !== undefined,
   );
+  opts = { ...opts, ...Object.fromEntries(reused.map((k) => [k, remembered[k]])) };
+  // The flags are checked before anything is hashed or started (placeholder image paths).
+  const flags = withRemembered(reused, opts, () =>
+    vmSpecFrom({ version: '0', kernel: '/k', rootfs: '/r' }, opts, host, devVmDir(ctx.config)),
+  );
+  if (reused.length > 0)
+    ctx.report({
+      kind: 'note',
+      text: `using the settings of an earlier dev up: ${reused.map((k) => `--${k} ${opts[k]}`).join(', ')} (give the flag to change one)`,
+    });
   // The shared directory and virtiofsd (present, runnable by this user) before anything starts.
   let share: ShareServer | undefined;
   if (flags.share !== undefined) {
@@ -192,6 +204,13 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
         share,
       );
       await recordUp(ctx, image, spec, undefined);
+      const settings: RememberedSettings = {
+        ...(opts.cpus !== undefined ? { cpus: opts.cpus } : {}),
+        ...(opts.memory !== undefined ? { memory: opts.memory } : {}),
+        ...(opts.disk !== undefined ? { disk: opts.disk } : {}),
+      };
+      if (JSON.stringify(settings) !== JSON.stringify(remembered))
+        await writeSettings(ctx.config, settings);
       return result;
     } catch (e) {
       await recordUp(ctx, image, spec, e);
@@ -201,6 +220,20 @@ export async function devUp(opts: UpOptions, ctx: UpContext): Promise<UpResult> 
       await image?.opened.close();
     }
   });
+}
+
+/** A flag value taken from the remembered settings that no longer fits says where it came from. */
+function withRemembered<T>(reused: readonly string[], opts: DevUpOptions, fn: () => T): T {
+  try {
+    return fn();
+  } catch (e) {
+    const key = reused.find((k) => isMvmError(e) && e.message.startsWith(`--${k} `));
+    if (key === undefined || !isMvmError(e)) throw e;
+    throw new MvmError(e.code, e.message, {
+      cause: `${e.cause ?? ''}${e.cause ? '; ' : ''}--${key} ${String(opts[key as keyof DevUpOptions])} was remembered from an earlier dev up`,
+      fix: `${e.fix ?? ''} Give --${key} to replace the remembered value.`.trim(),
+    });
+  }
 }
 
 /**
@@ -329,6 +362,8 @@ async function bootQemu(
   const deadline = Date.now() + opts.timeoutSeconds * 1000;
   const p = spec.state;
   await prepareOverlay(spec, image, opts.fresh === true, ctx.warn);
+  const dataDisk = await prepareDataDisk(spec, ctx);
+  if (dataDisk !== undefined) spec = { ...spec, dataDisk };
   // QEMU would create the log 0644 (0666 less the umask): the guest console is private.
   const log = await fs.open(
     p.consoleLog,
@@ -676,7 +711,89 @@ async function refuseForeignOverlay(overlay: string): Promise<void> {
   });
 }
 
-function runQemuImg(args: string[]): Promise<void> {
+/**
+ * The data disk (`--disk`): /dev/vdb, a qcow2 in the state directory that
+ * outlives the overlay (--fresh, dev down --reset). Created at the size asked
+ * for, grown when a larger one is asked for, never shrunk; attached whenever
+ * it exists. Its header is checked as the overlay's is, and it may name no
+ * backing file. Returns the path to attach, or undefined for none.
+ */
+async function prepareDataDisk(spec: VmSpec, ctx: UpContext): Promise<string | undefined> {
+  const path = spec.state.dataDisk;
+  const wanted = spec.diskBytes;
+  const current = await readDataDisk(path);
+  if (current === undefined) {
+    if (wanted === undefined) return undefined;
+    await runQemuImg(['create', '-q', '-f', 'qcow2', path, String(wanted)], 'the data disk');
+    await fs.chmod(path, 0o600);
+    ctx.report({
+      kind: 'note',
+      text: `created the data disk ${path} (${gib(wanted)}): /dev/vdb in the guest, empty until a file system is made on it (mkfs.ext4 /dev/vdb)`,
+    });
+    return path;
+  }
+  if (wanted === undefined || wanted === current) return path;
+  if (wanted < current)
+    throw new MvmError(
+      'usage',
+      `--disk ${gib(wanted)} is smaller than the data disk's ${gib(current)}: a data disk grows, it never shrinks`,
+      {
+        cause:
+          'shrinking would cut off the end of the file system on it, and whatever is stored there',
+        fix: `Give --disk ${gib(current)} or more, or leave --disk out. To start over, mvmctl dev down --delete-disk deletes the disk and everything on it.`,
+      },
+    );
+  await runQemuImg(['resize', '-q', '-f', 'qcow2', path, String(wanted)], 'the data disk');
+  ctx.report({
+    kind: 'note',
+    text: `grew the data disk from ${gib(current)} to ${gib(wanted)}: grow its file system in the guest (resize2fs /dev/vdb)`,
+  });
+  return path;
+}
+
+/** The data disk's size, or undefined when there is none; refused when it is not one dev up made. */
+export async function readDataDisk(path: string): Promise<number | undefined> {
+  let header: Buffer;
+  try {
+    const handle = await fs.open(
+      path,
+      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+    );
+    try {
+      if (!(await handle.stat()).isFile()) throw new Error('it is not a regular file');
+      header = Buffer.alloc(QCOW2_HEADER_BYTES);
+      const { bytesRead } = await handle.read(header, 0, header.length, 0);
+      header = header.subarray(0, bytesRead);
+    } finally {
+      await handle.close();
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw foreignDataDisk(
+      path,
+      (e as NodeJS.ErrnoException).code === 'ELOOP'
+        ? 'it is a symbolic link'
+        : (e as Error).message,
+    );
+  }
+  const problem = qcow2HeaderProblem(header);
+  if (problem !== undefined) throw foreignDataDisk(path, problem);
+  const g = qcow2Geometry(header);
+  if (g.hasBacking) throw foreignDataDisk(path, 'its header names a backing file');
+  return g.virtualBytes;
+}
+
+function foreignDataDisk(path: string, problem: string): MvmError {
+  return new MvmError('store', `The dev VM's data disk ${path} is not one dev up made`, {
+    cause: `${problem}; nothing was booted`,
+    fix: 'Move it away (it may hold data), or delete it with mvmctl dev down --delete-disk; the next dev up --disk SIZE makes a new one.',
+  });
+}
+
+const gib = (bytes: number): string =>
+  bytes % 2 ** 30 === 0 ? `${bytes / 2 ** 30}G` : `${Math.round(bytes / 2 ** 20)}M`;
+
+function runQemuImg(args: string[], what = "the VM's disk overlay"): Promise<void> {
   return new Promise((resolve, reject) => {
     const child = spawn('qemu-img', args, { stdio: ['ignore', 'ignore', 'pipe'] });
     let stderr = '';
@@ -700,7 +817,7 @@ function runQemuImg(args: string[]): Promise<void> {
       if (code === 0) resolve();
       else
         reject(
-          new MvmError('store', "Cannot create the VM's disk overlay", {
+          new MvmError('store', `Cannot ${args[0] === 'resize' ? 'grow' : 'create'} ${what}`, {
             cause: `qemu-img ${args.join(' ')} failed: ${stderr.trim() || `exit ${code}`}`,
             fix: 'Check free space and the permissions of the data directory.',
           }),
@@ -779,6 +896,8 @@ async function stopVm(
 
 export interface DownOptions {
   readonly reset?: boolean;
+  /** Also delete the data disk (--disk) and forget its size: everything stored on it is lost. */
+  readonly deleteDisk?: boolean;
   readonly timeoutSeconds?: number;
 }
 
@@ -788,6 +907,8 @@ export interface DownResult {
   readonly method?: StopMethod;
   readonly staleReason?: string;
   readonly overlayRemoved: boolean;
+  /** The data disk deleted by --delete-disk, with its size; absent when there was none. */
+  readonly diskRemoved?: { readonly path: string; readonly bytes: number };
 }
 
 /** `mvmctl dev down`. */
@@ -808,11 +929,25 @@ export async function devDown(config: Config, opts: DownOptions = {}): Promise<D
     if (current.state) await stopShare(current.state);
     await endConsoleKeeper(current.state?.consoleKeeper);
     await cleanVmState(config, { overlay: opts.reset === true });
+    let diskRemoved: DownResult['diskRemoved'];
+    if (opts.deleteDisk === true) {
+      const path = statePaths(config).dataDisk;
+      // A data disk that is not one dev up made is deleted too: that is what was asked for.
+      const bytes = await readDataDisk(path).catch(() => 0);
+      if (bytes !== undefined) {
+        await fs.rm(path, { force: true });
+        diskRemoved = { path, bytes };
+      }
+      const { disk: _forgotten, ...rest } = await readSettings(config);
+      void _forgotten;
+      await writeSettings(config, rest);
+    }
     return {
       was: current.liveness,
       ...(method ? { method } : {}),
       ...(current.staleReason ? { staleReason: current.staleReason } : {}),
       overlayRemoved: opts.reset === true,
+      ...(diskRemoved ? { diskRemoved } : {}),
     };
   });
 }
@@ -840,6 +975,14 @@ export interface VmStatus {
   readonly overlay?: string;
   readonly overlay_bytes?: number;
   readonly stale_reason?: string;
+  /** What the next dev up reuses: the --cpus, --memory and --disk given earlier. */
+  readonly settings?: RememberedSettings;
+  /** The data disk (/dev/vdb): its size in the guest and the bytes its file takes on the host. */
+  readonly data_disk?: {
+    readonly path: string;
+    readonly size_bytes: number;
+    readonly file_bytes: number;
+  };
   readonly share?: { readonly host_path: string; readonly tag: string; readonly transport: string };
 }
 
@@ -853,6 +996,12 @@ export async function devStatus(config: Config, now: Date = new Date()): Promise
     .catch(() => undefined);
   const s = current.state;
   const started = s ? Date.parse(s.startedAt) : NaN;
+  const settings = await readSettings(config);
+  const diskBytes = await readDataDisk(p.dataDisk).catch(() => undefined);
+  const diskFileBytes = await fs
+    .stat(p.dataDisk)
+    .then((st) => st.blocks * 512)
+    .catch(() => 0);
   return {
     state: current.liveness,
     ...(s
@@ -891,6 +1040,10 @@ export async function devStatus(config: Config, now: Date = new Date()): Promise
     console_log: p.consoleLog,
     ...(overlayBytes !== undefined ? { overlay: p.overlay, overlay_bytes: overlayBytes } : {}),
     ...(current.staleReason ? { stale_reason: current.staleReason } : {}),
+    ...(Object.keys(settings).length > 0 ? { settings } : {}),
+    ...(diskBytes !== undefined
+      ? { data_disk: { path: p.dataDisk, size_bytes: diskBytes, file_bytes: diskFileBytes } }
+      : {}),
   };
 }
 

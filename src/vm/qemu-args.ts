@@ -89,6 +89,16 @@ export function qemuArgs(spec: VmSpec, o: { runAs?: { uid: number; gid: number }
     `driver=qcow2,node-name=root,file.driver=file,file.filename=${v(spec.state.overlay)},backing=rootfs`,
     '-device',
     'virtio-blk-device,drive=root',
+    // The data disk (--disk), /dev/vdb: a plain qcow2 of the state directory. `backing=` (empty)
+    // opens no backing file whatever its header names.
+    ...(spec.dataDisk !== undefined
+      ? [
+          '-blockdev',
+          `driver=qcow2,node-name=data,file.driver=file,file.filename=${v(spec.dataDisk)},backing=`,
+          '-device',
+          'virtio-blk-device,drive=data',
+        ]
+      : []),
     '-chardev',
     `socket,id=con,path=${v(spec.state.consoleSocket)},server=on,wait=off,logfile=${fdPath(CONSOLE_LOG_FD)}`,
     // ttyS0: the microvm machine's ISA 8250 UART on the console chardev; hvc0: a virtio console.

@@ -229,3 +229,58 @@ export async function cleanVmState(c: Config, opts: { overlay?: boolean } = {}):
   // virtiofsd's own directory under /run/mvmctl (owned by the share's owner; rm follows no link).
   await fs.rm(dirname(virtiofsdSocket(p.dir)), { recursive: true, force: true });
 }
+
+/** The --cpus, --memory and --disk a dev up was given, kept for the next one (raw, checked again then). */
+export interface RememberedSettings {
+  readonly cpus?: string;
+  readonly memory?: string;
+  readonly disk?: string;
+}
+const SETTING_KEYS = ['cpus', 'memory', 'disk'] as const;
+
+/**
+ * The remembered settings; none when the file is absent. A file that is not
+ * what dev up writes is ignored with `warn` (these are preferences: a boot
+ * with the defaults is the safe reading, and the next dev up rewrites it).
+ */
+export async function readSettings(
+  c: Config,
+  warn: (m: string) => void = () => undefined,
+): Promise<RememberedSettings> {
+  const path = statePaths(c).settings;
+  let text: string;
+  try {
+    const handle = await fs.open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+    try {
+      text = (await handle.readFile({ encoding: 'utf8' })).slice(0, 4096);
+    } finally {
+      await handle.close();
+    }
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT')
+      warn(`ignored the remembered dev up settings ${path}: ${(e as Error).message}`);
+    return {};
+  }
+  try {
+    const v = JSON.parse(text) as Record<string, unknown>;
+    const out: Record<string, string> = {};
+    for (const k of SETTING_KEYS) {
+      const x = v?.[k];
+      if (x === undefined) continue;
+      if (typeof x !== 'string' || x.length > 32 || !/^[0-9A-Za-z.]+$/.test(x))
+        throw new Error(`its ${k} is not a size or count`);
+      out[k] = x;
+    }
+    return out;
+  } catch (e) {
+    warn(`ignored the remembered dev up settings ${path}: ${(e as Error).message}`);
+    return {};
+  }
+}
+
+export async function writeSettings(c: Config, s: RememberedSettings): Promise<void> {
+  const clean = Object.fromEntries(
+    SETTING_KEYS.flatMap((k) => (s[k] !== undefined ? [[k, s[k]]] : [])),
+  );
+  await writePrivateJson(statePaths(c).settings, clean);
+}

@@ -100,6 +100,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
     {
       ...(values.cpus !== undefined ? { cpus: values.cpus } : {}),
       ...(values.memory !== undefined ? { memory: values.memory } : {}),
+      ...(values.disk !== undefined ? { disk: values.disk } : {}),
       ports: values.port ?? [],
       ...(values.share !== undefined ? { share: values.share } : {}),
       ...(values.append !== undefined ? { append: values.append } : {}),
@@ -166,6 +167,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
 
 function describeUp(e: UpEvent): string {
   if (e.kind === 'stage') return `✓ ${e.stage.padEnd(19)}${safe(e.detail)}`;
+  if (e.kind === 'note') return `note: ${safe(e.text)}`;
   return e.lines.length === 0
     ? `Console log ${printable(e.path)}: empty`
     : [`Last console lines (${printable(e.path)}):`, ...e.lines.map((l) => `  | ${l}`)].join('\n');
@@ -175,7 +177,11 @@ async function downCommand(args: string[], io: Output): Promise<number> {
   const { values } = parseCommand('dev down', args);
   const timeoutSeconds = seconds('--timeout', values.timeout, DEFAULT_DOWN_TIMEOUT_SECONDS);
   const config = configFrom(process.env, homedir());
-  const r = await devDown(config, { reset: values.reset === true, timeoutSeconds });
+  const r = await devDown(config, {
+    reset: values.reset === true,
+    deleteDisk: values['delete-disk'] === true,
+    timeoutSeconds,
+  });
   if (values.json === true) {
     io.out(
       jsonLine({
@@ -184,6 +190,9 @@ async function downCommand(args: string[], io: Output): Promise<number> {
         ...(r.method ? { method: r.method } : {}),
         ...(r.staleReason ? { stale_reason: r.staleReason } : {}),
         overlay_removed: r.overlayRemoved,
+        ...(r.diskRemoved
+          ? { disk_removed: { path: r.diskRemoved.path, size_bytes: r.diskRemoved.bytes } }
+          : {}),
       }),
     );
     return 0;
@@ -203,6 +212,11 @@ async function downCommand(args: string[], io: Output): Promise<number> {
   io.out(
     `${line}${r.overlayRemoved ? ' Its disk overlay was deleted (--reset).' : r.was === 'stopped' ? '' : ' Its disk overlay is kept for the next dev up (--reset deletes it).'}`,
   );
+  if (r.diskRemoved)
+    io.out(
+      `Deleted the data disk ${printable(r.diskRemoved.path)} (${formatBytes(r.diskRemoved.bytes)}): everything the guest stored on /dev/vdb is gone.`,
+    );
+  else if (values['delete-disk'] === true) io.out('There was no data disk to delete.');
   return 0;
 }
 
@@ -286,6 +300,16 @@ function describeStatus(
   lines.push(`console log:  ${p(s.console_log)}`);
   if (s.overlay_bytes !== undefined)
     lines.push(`overlay:      ${p(s.overlay ?? '')} (${Math.round(s.overlay_bytes / 1024)} KiB)`);
+  if (s.data_disk)
+    lines.push(
+      `data disk:    ${p(s.data_disk.path)} (/dev/vdb, ${formatBytes(s.data_disk.size_bytes)}, ${formatBytes(s.data_disk.file_bytes)} used on the host)`,
+    );
+  if (s.settings)
+    lines.push(
+      `settings:     ${Object.entries(s.settings)
+        .map(([k, v]) => `--${k} ${p(String(v))}`)
+        .join(', ')} (reused by the next dev up)`,
+    );
   if (s.state === 'stale') lines.push("Run 'mvmctl dev down' or 'mvmctl dev up' to clean it up.");
   return lines.join('\n');
 }
