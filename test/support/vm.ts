@@ -14,6 +14,7 @@ import { writeReleaseSet } from './release.js';
 
 const REPO = fileURLToPath(new URL('../..', import.meta.url));
 export const BUILD_SCRIPT = join(REPO, 'scripts', 'build-test-image.sh');
+export const DEBIAN_BUILD_SCRIPT = join(REPO, 'scripts', 'build-debian-image.sh');
 export const READY_LINE = 'mvm-dev: ready';
 export const GUEST_PAGE_TEXT = 'mvm test guest';
 /** The kernel command line of upstream mvm's dev image, which the test rootfs's /init follows. */
@@ -28,28 +29,42 @@ export interface TestImage {
   report: string;
 }
 
-let built: TestImage | undefined;
+const built = new Map<string, TestImage>();
 
-/** Builds the test image once per process (the script itself caches across runs). */
+/** Builds the busybox test image once per process (the script itself caches across runs). */
 export function buildTestImage(): TestImage {
-  if (built) return built;
-  const dir = process.env.MVM_TEST_IMAGE_DIR ?? join(REPO, '.vm-cache', 'test-image');
-  const r = spawnSync('bash', [BUILD_SCRIPT], {
+  return buildImage(BUILD_SCRIPT, 'MVM_TEST_IMAGE_DIR', 'test-image', 600_000);
+}
+
+/**
+ * Builds the stock Debian 12 image (debootstrap, systemd, Debian's initramfs-tools initrd,
+ * qemu-guest-agent) once per process; the first build on a machine takes minutes.
+ */
+export function buildDebianImage(): TestImage {
+  return buildImage(DEBIAN_BUILD_SCRIPT, 'MVM_DEBIAN_IMAGE_DIR', 'debian-image', 1_800_000);
+}
+
+function buildImage(script: string, dirVar: string, name: string, timeout: number): TestImage {
+  const cached = built.get(script);
+  if (cached) return cached;
+  const dir = process.env[dirVar] ?? join(REPO, '.vm-cache', name);
+  const r = spawnSync('bash', [script], {
     encoding: 'utf8',
-    env: { ...process.env, MVM_TEST_IMAGE_DIR: dir },
-    timeout: 600_000,
+    env: { ...process.env, [dirVar]: dir },
+    timeout,
   });
   if (r.status !== 0) {
-    throw new Error(`${BUILD_SCRIPT} failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
+    throw new Error(`${script} failed (${r.status ?? r.signal}):\n${r.stdout}\n${r.stderr}`);
   }
-  built = {
+  const image: TestImage = {
     dir,
     vmlinux: join(dir, 'vmlinux'),
     initrd: join(dir, 'initrd'),
     rootfs: join(dir, 'rootfs.ext4'),
     report: r.stdout,
   };
-  return built;
+  built.set(script, image);
+  return image;
 }
 
 /** `tsc_early_khz`: without it, about one boot in three hangs in timer calibration under TCG. */
@@ -58,13 +73,15 @@ export function buildTestImage(): TestImage {
  * fresh test PKI as a release set with its initrd, and imported. `root` must
  * be short: the VM's sockets live under it (unix socket paths are limited).
  */
-export async function hostWithTestGuest(root: string): Promise<{
+export async function hostWithTestGuest(
+  root: string,
+  image: TestImage = buildTestImage(),
+): Promise<{
   host: TestHost;
   pki: TestPki;
   trustedRoot: string;
   vmDir: string;
 }> {
-  const image = buildTestImage();
   const pki = await TestPki.create();
   const trustedRoot = pki.writeTrustedRoot(root);
   const set = await writeReleaseSet(pki, join(root, 'set'), {
