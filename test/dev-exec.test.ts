@@ -198,7 +198,8 @@ describe('dev exec against the test guest and its qemu-guest-agent', () => {
       '--',
       'sh',
       '-c',
-      'sleep 302 & ps -o args | grep -c "^sleep 30[012]"; kill $!',
+      // Until the child has exec'd, ps shows it as sh: wait for it (bounded), then count.
+      'sleep 302 & for i in $(seq 100); do ps -o args | grep -q "^sleep 302" && break; sleep 0.1; done; ps -o args | grep -c "^sleep 30[012]"; kill $!',
     ]);
     assert.equal(control.stdout.toString().trim(), '1', control.stderr);
     const ps = await exec(['--', 'sh', '-c', 'ps -o args | grep -c "^sleep 30[01]"']);
