@@ -209,16 +209,26 @@ function checkAbort(signal: AbortSignal | undefined): void {
     );
 }
 
-/** Writes everything `chunks` yields into a new guest file, hashing it; bytes written. */
-async function writeGuestFile(
+interface Moved {
+  readonly bytes: number;
+  readonly sha256: string;
+}
+
+/**
+ * Writes everything `chunks` yields into a new guest file, hashing it as it
+ * goes; the guest's sha256sum of the file must then agree (`what` names the
+ * copy in the mismatch error).
+ */
+async function sendChecked(
   lease: AgentLease,
   path: string,
   chunks: AsyncIterable<Buffer>,
-  hash: ReturnType<typeof createHash>,
+  what: string,
   io: CopyIo,
   total: number | undefined,
   signal: AbortSignal | undefined,
-): Promise<number> {
+): Promise<Moved> {
+  const hash = createHash('sha256');
   const handle = await openGuestFile(await lease.get(), path, 'w');
   let n = 0;
   try {
@@ -235,26 +245,31 @@ async function writeGuestFile(
   } finally {
     await closeGuestFile(await lease.get(), handle).catch(() => undefined);
   }
-  return n;
+  return agreed(what, n, hash.digest('hex'), await guestSha256(lease, path));
 }
 
-/** Reads a guest file to its end into `sink`, hashing it; bytes read. */
-async function readGuestFile(
+/**
+ * Reads a guest file to its end into `sink`: the guest's sha256sum of it
+ * first, then the bytes, hashed as they arrive; the two must agree.
+ */
+async function receiveChecked(
   lease: AgentLease,
   path: string,
   sink: (b: Buffer) => Promise<void>,
-  hash: ReturnType<typeof createHash>,
+  what: string,
   io: CopyIo,
   total: number | undefined,
   signal: AbortSignal | undefined,
-): Promise<number> {
+): Promise<Moved> {
+  const theirs = await guestSha256(lease, path);
+  const hash = createHash('sha256');
   const handle = await openGuestFile(await lease.get(), path, 'r');
   let n = 0;
   try {
     for (;;) {
       checkAbort(signal);
       const bytes = await readGuestChunk(await lease.get(), handle);
-      if (bytes.length === 0) return n;
+      if (bytes.length === 0) return agreed(what, n, hash.digest('hex'), theirs);
       hash.update(bytes);
       await sink(bytes);
       n += bytes.length;
@@ -263,6 +278,11 @@ async function readGuestFile(
   } finally {
     await closeGuestFile(await lease.get(), handle).catch(() => undefined);
   }
+}
+
+function agreed(what: string, bytes: number, host: string, guest: string): Moved {
+  if (host !== guest) throw mismatch(what, host, guest);
+  return { bytes, sha256: host };
 }
 
 function mismatch(what: string, host: string, guest: string): MvmError {
@@ -348,22 +368,18 @@ async function toGuest(
     });
 
   const part = posix.join(parent, partName(posix.basename(target)));
-  const hash = createHash('sha256');
   try {
     if (source.kind === 'dir') {
       const tree = await walkHostTree(source.path);
-      const bytes = await writeGuestFile(
+      const moved = await sendChecked(
         lease,
         part,
         tarStream(tree, signal),
-        hash,
+        `the archive of ${show(source.path)}`,
         io,
         tree.archiveSize,
         signal,
       );
-      const digest = hash.digest('hex');
-      const theirs = await guestSha256(lease, part);
-      if (theirs !== digest) throw mismatch(`the archive of ${show(source.path)}`, digest, theirs);
       const staging = `${part}.d`;
       // Into an existing directory the archive merges, as cp -r does; otherwise the tree is
       // extracted beside it and renamed into place whole.
@@ -385,8 +401,7 @@ async function toGuest(
         destination: `dev:${target}`,
         files: tree.files,
         directories: tree.directories,
-        bytes,
-        sha256: digest,
+        ...moved,
         skipped: tree.skipped,
       };
     }
@@ -395,11 +410,15 @@ async function toGuest(
         ? (io.stdin as AsyncIterable<Buffer>)
         : readHostFile(source.path, source.size);
     const total = source.kind === 'file' ? source.size : undefined;
-    const bytes = await writeGuestFile(lease, part, chunks, hash, io, total, signal);
-    const digest = hash.digest('hex');
-    const theirs = await guestSha256(lease, part);
-    if (theirs !== digest)
-      throw mismatch(show(source.kind === 'file' ? source.path : 'stdin'), digest, theirs);
+    const moved = await sendChecked(
+      lease,
+      part,
+      chunks,
+      show(source.kind === 'file' ? source.path : 'stdin'),
+      io,
+      total,
+      signal,
+    );
     const mode = (source.kind === 'file' ? source.mode : 0o644).toString(8);
     if ((await guestSh(lease, 'chmod "$1" "$2" && mv -f "$2" "$3"', [mode, part, target])) !== 0)
       throw agentFailure(
@@ -411,8 +430,7 @@ async function toGuest(
       destination: `dev:${target}`,
       files: 1,
       directories: 0,
-      bytes,
-      sha256: digest,
+      ...moved,
       skipped: [],
     };
   } finally {
@@ -558,27 +576,22 @@ async function fromGuest(
 
   if (spec.to.side === 'stdio') {
     // Streamed as it arrives (a pipe cannot be renamed into place); a mismatch still fails the command.
-    const hash = createHash('sha256');
-    const theirs = await guestSha256(lease, srcPath);
     const out = io.stdout;
-    const bytes = await readGuestFile(
+    const moved = await receiveChecked(
       lease,
       srcPath,
       (b) => writeTo(out, b),
-      hash,
+      `dev:${srcPath}`,
       io,
       src.size,
       signal,
     );
-    const digest = hash.digest('hex');
-    if (digest !== theirs) throw mismatch(`dev:${srcPath}`, digest, theirs);
     return {
       direction: 'from-guest',
       destination: '-',
       files: 1,
       directories: 0,
-      bytes,
-      sha256: digest,
+      ...moved,
       skipped: [],
     };
   }
@@ -617,16 +630,14 @@ async function fromGuest(
   const part = join(parent, partName(basename(target)));
   if (src.kind === 'file') {
     try {
-      const theirs = await guestSha256(lease, srcPath);
-      const hash = createHash('sha256');
       const fh = await createExclusive(part);
-      let bytes: number;
+      let moved: Moved;
       try {
-        bytes = await readGuestFile(
+        moved = await receiveChecked(
           lease,
           srcPath,
           (b) => writeAll(fh, b),
-          hash,
+          `dev:${srcPath}`,
           io,
           src.size,
           signal,
@@ -636,16 +647,13 @@ async function fromGuest(
       } finally {
         await fh.close();
       }
-      const digest = hash.digest('hex');
-      if (digest !== theirs) throw mismatch(`dev:${srcPath}`, digest, theirs);
       await rename(part, target);
       return {
         direction: 'from-guest',
         destination: target,
         files: 1,
         directories: 0,
-        bytes,
-        sha256: digest,
+        ...moved,
         skipped: [],
       };
     } finally {
@@ -669,17 +677,15 @@ async function fromGuest(
         `The guest could not archive dev:${srcPath}`,
         `its tar exited ${code} (is there room in the guest's /tmp, and a tar in the image?)`,
       );
-    const theirs = await guestSha256(lease, guestArchive);
     const archiveSize = (await probe(lease, guestArchive)).size;
-    const hash = createHash('sha256');
     const fh = await createExclusive(archive);
-    let bytes: number;
+    let moved: Moved;
     try {
-      bytes = await readGuestFile(
+      moved = await receiveChecked(
         lease,
         guestArchive,
         (b) => writeAll(fh, b),
-        hash,
+        `the archive of dev:${srcPath}`,
         io,
         archiveSize,
         signal,
@@ -687,8 +693,6 @@ async function fromGuest(
     } finally {
       await fh.close();
     }
-    const digest = hash.digest('hex');
-    if (digest !== theirs) throw mismatch(`the archive of dev:${srcPath}`, digest, theirs);
     checkAbort(signal);
     const unpacked = await unpackArchive(archive, staging);
     if (existing) await mergeInto(staging, target, unpacked);
@@ -701,8 +705,7 @@ async function fromGuest(
       destination: target,
       files: unpacked.files,
       directories: unpacked.dirs.length,
-      bytes,
-      sha256: digest,
+      ...moved,
       skipped: unpacked.skipped,
     };
   } finally {

@@ -687,20 +687,8 @@ async function prepareOverlay(
 async function refuseForeignOverlay(overlay: string): Promise<void> {
   let problem: string | undefined;
   try {
-    const handle = await fs.open(
-      overlay,
-      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
-    );
-    try {
-      if (!(await handle.stat()).isFile()) problem = 'it is not a regular file';
-      else {
-        const buf = Buffer.alloc(QCOW2_HEADER_BYTES);
-        const { bytesRead } = await handle.read(buf, 0, buf.length, 0);
-        problem = qcow2HeaderProblem(buf.subarray(0, bytesRead));
-      }
-    } finally {
-      await handle.close();
-    }
+    const header = await readQcow2Header(overlay);
+    problem = header === undefined ? 'it is not a regular file' : qcow2HeaderProblem(header);
   } catch (e) {
     problem = `it cannot be read (${(e as Error).message})`;
   }
@@ -753,20 +741,9 @@ async function prepareDataDisk(spec: VmSpec, ctx: UpContext): Promise<string | u
 
 /** The data disk's size, or undefined when there is none; refused when it is not one dev up made. */
 export async function readDataDisk(path: string): Promise<number | undefined> {
-  let header: Buffer;
+  let header: Buffer | undefined;
   try {
-    const handle = await fs.open(
-      path,
-      constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
-    );
-    try {
-      if (!(await handle.stat()).isFile()) throw new Error('it is not a regular file');
-      header = Buffer.alloc(QCOW2_HEADER_BYTES);
-      const { bytesRead } = await handle.read(header, 0, header.length, 0);
-      header = header.subarray(0, bytesRead);
-    } finally {
-      await handle.close();
-    }
+    header = await readQcow2Header(path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
     throw foreignDataDisk(
@@ -776,11 +753,32 @@ export async function readDataDisk(path: string): Promise<number | undefined> {
         : (e as Error).message,
     );
   }
+  if (header === undefined) throw foreignDataDisk(path, 'it is not a regular file');
   const problem = qcow2HeaderProblem(header);
   if (problem !== undefined) throw foreignDataDisk(path, problem);
   const g = qcow2Geometry(header);
   if (g.hasBacking) throw foreignDataDisk(path, 'its header names a backing file');
   return g.virtualBytes;
+}
+
+/**
+ * The first QCOW2_HEADER_BYTES of a disk image of the state directory, read
+ * without following a link or blocking on a FIFO; undefined when it is not
+ * a regular file. Open errors (ENOENT, ELOOP for a link) are the caller's.
+ */
+async function readQcow2Header(path: string): Promise<Buffer | undefined> {
+  const handle = await fs.open(
+    path,
+    constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK,
+  );
+  try {
+    if (!(await handle.stat()).isFile()) return undefined;
+    const header = Buffer.alloc(QCOW2_HEADER_BYTES);
+    const { bytesRead } = await handle.read(header, 0, header.length, 0);
+    return header.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
 }
 
 function foreignDataDisk(path: string, problem: string): MvmError {
