@@ -16,12 +16,12 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createConnection, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CLI } from '../test/support/cli.js';
 import { hostWithTestGuest, READY_LINE } from '../test/support/vm.js';
 import { median } from './measure.js';
+import { BareQga } from './qga.js';
 
 const REPS = Number(process.env['BENCH_AGENT_REPS'] ?? 5);
 const COPY_MB = 100;
@@ -42,54 +42,6 @@ function mvm(args: string[]): Promise<void> {
       (err, _out, stderr) => (err ? reject(new Error(`${args.join(' ')}: ${stderr}`)) : resolve()),
     ),
   );
-}
-
-/** A bare QEMU guest agent client: one JSON line out, one back; nothing checked beyond that. */
-class BareQga {
-  private buf = '';
-  private waiting: ((line: string) => void) | undefined;
-  private constructor(private readonly s: Socket) {
-    s.setEncoding('latin1').on('data', (d: string) => {
-      this.buf += d;
-      this.flush();
-    });
-  }
-  static async open(path: string): Promise<BareQga> {
-    const s = createConnection(path);
-    await new Promise((r) => s.once('connect', r));
-    const q = new BareQga(s);
-    s.write(
-      `\xff${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id: 7 } })}`,
-      'latin1',
-    );
-    // Lines before the answer to the sync (the agent's complaint about the 0xFF itself) are dropped.
-    for (let n = 0; !/"return": ?7\b/.test(await q.line()); n++)
-      if (n > 10) throw new Error('the guest agent does not answer guest-sync-delimited');
-    return q;
-  }
-  private flush(): void {
-    const nl = this.buf.indexOf('\n');
-    if (nl >= 0 && this.waiting) {
-      const line = this.buf.slice(0, nl).replace(/^\xff/, '');
-      this.buf = this.buf.slice(nl + 1);
-      const w = this.waiting;
-      this.waiting = undefined;
-      w(line);
-    }
-  }
-  private line(): Promise<string> {
-    return new Promise((r) => {
-      this.waiting = r;
-      this.flush();
-    });
-  }
-  async call(execute: string, args?: unknown): Promise<unknown> {
-    this.s.write(JSON.stringify({ execute, ...(args ? { arguments: args } : {}) }));
-    return (JSON.parse(await this.line()) as { return: unknown }).return;
-  }
-  close(): void {
-    this.s.destroy();
-  }
 }
 
 async function bareTrue(): Promise<number> {

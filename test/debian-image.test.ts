@@ -123,4 +123,22 @@ describe('a stock Debian 12 systemd image', () => {
     const s = JSON.parse((await mvm(['dev', 'status', '--json'])).stdout) as { state: string };
     assert.equal(s.state, 'stopped');
   });
+
+  it('dev up --console hvc0: its initrd has no virtio_console, and dev up says so once the guest stops', async () => {
+    // Debian's initramfs init mounts the root disk, cannot open /dev/console and exits: the
+    // kernel panics (panic=-1 reboots, -no-reboot ends QEMU). Measured: about 3 s of guest time.
+    const up = await mvm(['dev', 'up', '--accel', 'tcg', '--console', 'hvc0', '--timeout', '280']);
+    assert.equal(up.code, 1, up.stderr);
+    assert.match(
+      up.stderr,
+      /^Error: The dev VM did not boot: QEMU \(pid \d+\) exited before stage "kernel booted"$/m,
+    );
+    assert.match(
+      up.stderr,
+      /Nothing reached hvc0: the virtio console needs virtio_console in the kernel or its initrd\. Stock initrds \(Debian's, Ubuntu's\) lack it, and their init exits when it cannot open \/dev\/console\. The console printed nothing\./,
+    );
+    assert.match(up.stderr, /fix: +Boot with --console ttyS0 \(the default\)/);
+    const s = JSON.parse((await mvm(['dev', 'status', '--json'])).stdout) as { state: string };
+    assert.equal(s.state, 'stopped');
+  });
 });

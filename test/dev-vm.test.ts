@@ -318,6 +318,29 @@ describe('dev up / status / logs / down with a real guest', () => {
     },
   );
 
+  it(
+    'a guest whose init exits: the kernel panics, QEMU ends, and dev up says so at once with the panic shown',
+    { timeout: 300_000 },
+    async () => {
+      // --timeout far beyond the boot: "exited before" (not "did not complete within") shows it did
+      // not wait it out.
+      const up = await dev(['up', '--accel', 'tcg', '--append', 'mvm.exit', '--timeout', '280']);
+      assert.equal(up.code, 1, up.stderr);
+      assert.match(
+        up.stderr,
+        /^Error: The dev VM did not boot: QEMU \(pid \d+\) exited before stage "ready"$/m,
+      );
+      // The panic's line is in the cause: the console's last lines are its register dump.
+      assert.match(
+        up.stderr,
+        /^ {2}cause: the kernel panicked: "Attempted to kill init! exitcode=0x00000300" \(the image's init exited with status 3\), and a panic ends the VM\. The last console lines are above\.$/m,
+      );
+      assert.match(up.stderr, /Kernel Offset: disabled/);
+      assert.deepEqual(processesMentioning(vmDir), []);
+      assert.equal(existsSync(join(vmDir, 'state.json')), false);
+    },
+  );
+
   it('an installed initrd changed after import: exit 14, audited and counted once, no QEMU started', async () => {
     const before = upRecords().length;
     const initrd = join(root, 'h', 'data', 'dev', 'prebuilt', `v${VERSION}`, 'initrd');

@@ -53,7 +53,7 @@ const HOST: HostFacts = {
 const KVM_HOST: HostFacts = { ...HOST, kvm: { usable: true, reason: 'kvm_intel' } };
 
 const TCG_CMDLINE =
-  'console=ttyS0 root=/dev/vda rw init=/init reboot=t cryptomgr.notests quiet tsc_early_khz=2596140';
+  'console=ttyS0 root=/dev/vda rw init=/init reboot=t panic=-1 cryptomgr.notests quiet tsc_early_khz=2596140';
 
 /** The devices every dev VM has, after the kernel line. */
 const devices = (state = STATE, netdev = 'user,id=net0'): string[] => [
@@ -194,7 +194,7 @@ describe('VmSpec and its QEMU arguments (pure core)', () => {
     assert.deepEqual(k.warnings, []);
     assert.equal(
       k.cmdline,
-      'console=ttyS0 root=/dev/vda rw init=/init reboot=t cryptomgr.notests quiet',
+      'console=ttyS0 root=/dev/vda rw init=/init reboot=t panic=-1 cryptomgr.notests quiet',
     );
     const args = qemuArgs(k);
     assert.deepEqual(args.slice(4, 8), ['-accel', 'kvm', '-cpu', 'host']);

@@ -147,10 +147,13 @@ export interface VmSpec {
 export const BASE_CMDLINE = ['root=/dev/vda', 'rw', 'init=/init'] as const;
 
 /**
- * Added to every boot (NOTES.md, VM-FACTS.md): `reboot=t` so a guest reboot
- * ends QEMU under `-no-reboot`; `cryptomgr.notests quiet` save about 0.3 s.
+ * Added to every boot: `reboot=t` so a guest reboot ends QEMU under
+ * `-no-reboot`; `panic=-1` so a kernel panic (an init that exits, a root
+ * disk not found) reboots at once, which ends QEMU, and dev up reports it
+ * with the console instead of waiting out --timeout beside a guest that
+ * spins; `cryptomgr.notests quiet` save about 0.3 s.
  */
-export const TUNING_CMDLINE = ['reboot=t', 'cryptomgr.notests', 'quiet'] as const;
+export const TUNING_CMDLINE = ['reboot=t', 'panic=-1', 'cryptomgr.notests', 'quiet'] as const;
 
 /** Parameters `--append` may not set, each with why `dev up` depends on it. */
 export const RESERVED_PARAMS: Readonly<Record<string, string>> = {

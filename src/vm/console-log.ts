@@ -181,3 +181,31 @@ export class ConsoleWatch {
     return { output: this.sawOutput, ready: this.sawReady };
   }
 }
+
+/**
+ * What a kernel panic on the console says, from its escaped lines: the text
+ * after "Kernel panic - not syncing: " on the first panic line, and, when
+ * the panic is init exiting, init's exit status. Under `panic=-1` a panic
+ * ends the VM at once, and the register dump after it is what the console's
+ * last lines show, so the cause is looked for here.
+ */
+export function kernelPanic(
+  lines: readonly string[],
+): { message: string; initExit?: number } | undefined {
+  const marker = 'Kernel panic - not syncing: ';
+  for (const line of lines) {
+    const at = line.indexOf(marker);
+    if (at < 0) continue;
+    const message = line
+      .slice(at + marker.length)
+      .replace(/ \]---$/, '')
+      .slice(0, 200);
+    // `exitcode=` is init's wait status: the exit status is its second byte when no signal ended it.
+    const m = /^Attempted to kill init! exitcode=0x([0-9a-f]{8})$/.exec(message);
+    const status = m ? parseInt(m[1]!, 16) : undefined;
+    return status !== undefined && (status & 0x7f) === 0
+      ? { message, initExit: (status >> 8) & 0xff }
+      : { message };
+  }
+  return undefined;
+}

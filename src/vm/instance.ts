@@ -18,7 +18,7 @@ import { ensurePrivateDir } from '../io/secure-dir.js';
 import { audit } from '../audit/record.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { AgentCommandError, GuestAgent } from './agent.js';
-import { lastConsoleLines, ConsoleWatch } from './console-log.js';
+import { ConsoleWatch, kernelPanic, lastConsoleLines } from './console-log.js';
 import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
 import { qmpExecute } from './qmp.js';
@@ -65,6 +65,8 @@ export const DEFAULT_UP_TIMEOUT_SECONDS = 60;
 export const DEFAULT_DOWN_TIMEOUT_SECONDS = 10;
 /** How many console lines a readiness failure shows. */
 export const FAILURE_CONSOLE_LINES = 15;
+/** How far back a boot failure looks for a kernel panic's line. */
+const PANIC_SEARCH_LINES = 400;
 const POLL_MS = 20;
 /** How long down waits for the console log's keeper to write the rest of the pipe and end. */
 const KEEPER_EXIT_MS = 5000;
@@ -488,7 +490,7 @@ async function bootQemu(
           stage,
           `QEMU (pid ${pid}) exited before stage "${stage}"`,
           opts.readiness,
-          { consoleKeeper },
+          { consoleKeeper, exited: true },
         );
       if (Date.now() > deadline)
         throw await bootFailure(
@@ -559,23 +561,52 @@ async function bootFailure(
   stage: UpStage,
   what: string,
   readiness: Readiness,
-  vm: { pid?: number; startTime?: string; consoleKeeper?: VmState['consoleKeeper'] } = {},
+  vm: {
+    pid?: number;
+    startTime?: string;
+    consoleKeeper?: VmState['consoleKeeper'];
+    /** QEMU ended by itself after the boot began: the guest stopped it. */
+    exited?: boolean;
+  } = {},
 ): Promise<MvmError> {
   if (vm.pid !== undefined && vm.startTime !== undefined)
     await stopVm(spec.state.qmpSocket, vm.pid, vm.startTime, { graceful: false });
   // The log is complete once its keeper has read the pipe to its end.
   await endConsoleKeeper(vm.consoleKeeper);
   await cleanVmState(ctx.config);
-  const lines = await lastConsoleLines(spec.state.consoleLog, FAILURE_CONSOLE_LINES);
+  // The panic line is searched for further back than the lines shown: a register dump follows it.
+  const tail = await lastConsoleLines(spec.state.consoleLog, PANIC_SEARCH_LINES);
+  const lines = tail.slice(-FAILURE_CONSOLE_LINES);
   ctx.report({ kind: 'console-tail', path: spec.state.consoleLog, lines });
+  const silent = lines.length === 0;
+  if (vm.exited === true) {
+    const panic = kernelPanic(tail);
+    const cause = panic
+      ? `the kernel panicked: "${panic.message}"${panic.initExit !== undefined ? ` (the image's init exited with status ${panic.initExit})` : ''}, and a panic ends the VM.`
+      : GUEST_STOPPED;
+    return vmError(
+      `The dev VM did not boot: ${what}`,
+      `${cause}${silent && spec.console === 'hvc0' ? ` ${SILENT_HVC0}` : ''}${silent ? ' The console printed nothing.' : ' The last console lines are above.'}`,
+      silent && spec.console === 'hvc0'
+        ? 'Boot with --console ttyS0 (the default), the serial port whose driver every kernel has built in, or add virtio_console to the initrd.'
+        : `Check the image against the console log ${spec.state.consoleLog} (mvmctl dev logs shows it whole).`,
+    );
+  }
   return vmError(
     `The dev VM did not boot: ${what}`,
-    `${UP_STAGES[stage]} dev up waited for ${describeReadiness(readiness)} (console ${spec.console}).${lines.length === 0 ? ' The console printed nothing.' : ''}`,
+    `${UP_STAGES[stage]} dev up waited for ${describeReadiness(readiness)} (console ${spec.console}).${silent ? ' The console printed nothing.' : ''}`,
     stage === 'ready'
       ? `Run qemu-guest-agent in the image (Debian and Ubuntu: apt-get install qemu-guest-agent), or give --ready-line with a line it prints when it is up; see the console log ${spec.state.consoleLog}. QEMU was stopped.`
       : `Raise --timeout, or check the image${spec.console === 'hvc0' ? ' (or try --console ttyS0)' : ''} and the console log ${spec.state.consoleLog}; QEMU was stopped.`,
   );
 }
+
+/** Why QEMU ends by itself during a boot (`-no-reboot` with `reboot=t panic=-1`). */
+const GUEST_STOPPED =
+  'the guest stopped the VM: a kernel panic (an init that exited, a root disk not found), a reboot or a power-off ends QEMU.';
+/** What a stock initrd does on the virtio console, measured with Debian 12's. */
+const SILENT_HVC0 =
+  "Nothing reached hvc0: the virtio console needs virtio_console in the kernel or its initrd. Stock initrds (Debian's, Ubuntu's) lack it, and their init exits when it cannot open /dev/console.";
 
 /** Starts QEMU detached (-daemonize): the foreground process exits once the VM runs, or with its error. */
 async function startQemu(

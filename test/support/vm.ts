@@ -67,22 +67,22 @@ function buildImage(script: string, dirVar: string, name: string, timeout: numbe
   return image;
 }
 
-/** `tsc_early_khz`: without it, about one boot in three hangs in timer calibration under TCG. */
 /**
- * A test host under `root` with the real test guest installed: signed by a
- * fresh test PKI as a release set with its initrd, and imported. `root` must
+ * A test host under `root` with the real test guest installed: signed by
+ * `pki` (a fresh test PKI by default) as a release set with its initrd, and imported. `root` must
  * be short: the VM's sockets live under it (unix socket paths are limited).
  */
 export async function hostWithTestGuest(
   root: string,
   image: TestImage = buildTestImage(),
+  pki?: TestPki,
 ): Promise<{
   host: TestHost;
   pki: TestPki;
   trustedRoot: string;
   vmDir: string;
 }> {
-  const pki = await TestPki.create();
+  pki ??= await TestPki.create();
   const trustedRoot = pki.writeTrustedRoot(root);
   const set = await writeReleaseSet(pki, join(root, 'set'), {
     version: VERSION,
@@ -136,6 +136,7 @@ export function writeVmState(vmDir: string, pid: number, startTime: string): voi
   );
 }
 
+/** `tsc_early_khz`: without it, about one boot in three hangs in timer calibration under TCG. */
 export function hostTscKhz(): number | undefined {
   const m = /^cpu MHz\s*:\s*([\d.]+)/m.exec(readFileSync('/proc/cpuinfo', 'utf8'));
   return m ? Math.round(Number(m[1]) * 1000) : undefined;
@@ -186,6 +187,7 @@ export function qemuArgs(o: QemuOptions): string[] {
     ...BASE_APPEND,
     'cryptomgr.notests',
     'reboot=t',
+    'panic=-1',
     ...(khz ? [`tsc_early_khz=${khz}`] : []),
     'quiet',
     ...(o.append ?? []),
