@@ -23,13 +23,15 @@ export class BareQga {
     const s = createConnection(path);
     await new Promise((r) => s.once('connect', r));
     const q = new BareQga(s);
+    const id = 1_000_000 + Math.floor(Math.random() * 1_000_000);
     s.write(
-      `\xff${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id: 7 } })}`,
+      `\xff${JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })}`,
       'latin1',
     );
-    // Lines before the answer to the sync (the agent's complaint about the 0xFF itself) are dropped.
-    for (let n = 0; !/"return": ?7\b/.test(await q.line()); n++)
-      if (n > 10) throw new Error('the guest agent does not answer guest-sync-delimited');
+    // Lines before the answer to the sync are dropped: the agent's complaint about the 0xFF
+    // itself, and its answers to a boot's readiness probes still queued (waitAnswering).
+    for (let n = 0; !new RegExp(`"return": ?${id}\\b`).test(await q.line()); n++)
+      if (n > 10_000) throw new Error('the guest agent does not answer guest-sync-delimited');
     return q;
   }
 

@@ -220,4 +220,76 @@ describe('guest agent client', () => {
       return true;
     });
   });
+
+  it(
+    'readiness (answersSync): probes are repeated until one is answered; a late answer to an earlier probe counts',
+    { timeout: 10_000 },
+    async () => {
+      // A booting guest: the first three probes are lost (no agent on the port yet); the fourth is
+      // answered twice as slowly as probes are sent, so only the answer to an earlier probe arrives
+      // before the next probe: it counts.
+      const probes: number[] = [];
+      const p = await peer('booting.sock', ({ msg }, s) => {
+        probes.push(msg.arguments!.id!);
+        if (probes.length === 4)
+          setTimeout(() => {
+            s.write('garbage the port held\n{"return": 12345}\n'); // not delimited, not ours: dropped
+            s.write(Buffer.from([0xff]));
+            s.write(`{"return": ${probes[3]}`); // an answer split across writes
+            setTimeout(() => s.write('}\n'), 20);
+          }, 100);
+      });
+      const a = await GuestAgent.connect(p.path);
+      try {
+        assert.equal(await a.answersSync(40, () => false), true);
+        assert.ok(
+          probes.length >= 5,
+          `probes kept coming while the answer was slow: ${probes.length}`,
+        );
+        assert.equal(new Set(probes).size, probes.length, 'each probe has an id of its own');
+        assert.deepEqual(new Set(p.requests), new Set(['guest-sync-delimited']));
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
+    'readiness (answersSync): answers that echo no probe of ours never count; stopping ends it',
+    { timeout: 10_000 },
+    async () => {
+      const p = await peer('liar.sock', ({ msg }, s) => {
+        const id = msg.arguments!.id!;
+        s.write(Buffer.from([0xff]));
+        s.write(`{"return": ${id + 1}}\n`); // the wrong id
+        s.write(Buffer.from([0xff]));
+        s.write(`{"return": "${id}"}\n`); // the id as a string
+        s.write(Buffer.from([0xff]));
+        s.write(`[${id}]\n`);
+      });
+      const a = await GuestAgent.connect(p.path);
+      let stop = false;
+      setTimeout(() => (stop = true), 300);
+      try {
+        assert.equal(await a.answersSync(30, () => stop), false);
+        assert.ok(p.requests.length >= 3, String(p.requests.length));
+      } finally {
+        a.close();
+      }
+    },
+  );
+
+  it(
+    'readiness (answersSync): a channel that closes rejects, so the probe connects again',
+    { timeout: 10_000 },
+    async () => {
+      const p = await peer('closing.sock', (_req, s) => s.destroy());
+      const a = await GuestAgent.connect(p.path);
+      await assert.rejects(
+        a.answersSync(30, () => false),
+        (e: unknown) => e instanceof MvmError && e.code === 'agent' && /closed/.test(e.message),
+      );
+      a.close();
+    },
+  );
 });

@@ -144,6 +144,57 @@ export class GuestAgent {
     return p;
   }
 
+  /**
+   * Readiness: a guest-sync-delimited with a new id every `everyMs`, until
+   * the agent echoes any of them (true) or `stopped()` (false). While a
+   * guest boots, what is written before its agent opens the port is lost,
+   * and once it runs under emulation an answer can take longer than the
+   * interval: so an answer to an earlier probe counts too, and no probe
+   * waits for its own. Everything but a delimited JSON object echoing one of
+   * our ids is dropped. The channel is left needing a resync (the agent may
+   * still answer the other probes).
+   */
+  async answersSync(everyMs: number, stopped: () => boolean): Promise<boolean> {
+    const sent = new Set<number>();
+    this.needsSync = true;
+    this.buf = Buffer.alloc(0);
+    let next = 0;
+    while (!stopped()) {
+      if (Date.now() >= next) {
+        const id = randomInt(1, 2 ** 47);
+        sent.add(id);
+        this.write(
+          Buffer.concat([
+            Buffer.from([DELIMITER]),
+            Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })),
+          ]),
+        );
+        next = Date.now() + everyMs;
+      }
+      for (;;) {
+        const at = this.buf.indexOf(DELIMITER);
+        if (at < 0) {
+          this.buf = Buffer.alloc(0);
+          break;
+        }
+        const nl = this.buf.indexOf(NEWLINE, at + 1);
+        if (nl < 0) {
+          this.buf = this.buf.subarray(at); // the rest of this answer is still to come
+          break;
+        }
+        const line = this.buf.subarray(at + 1, nl).toString('utf8');
+        this.buf = this.buf.subarray(nl + 1);
+        if (sent.has(echoedId(line) ?? 0)) return true;
+      }
+      try {
+        await this.waitForData('guest-sync-delimited', next);
+      } catch (e) {
+        if (this.closedReason !== undefined) throw e; // else: no answer yet, ask again
+      }
+    }
+    return false;
+  }
+
   /** guest-sync-delimited: drop everything up to the agent's 0xFF, then its answer must echo our id. */
   private async sync(deadline: number): Promise<void> {
     const id = randomInt(1, 2 ** 47);
@@ -248,4 +299,18 @@ export class GuestAgent {
     this.socket.destroy();
     this.wake?.();
   }
+}
+
+/** The id a guest-sync answer line echoes (`{"return": ID}`); undefined for anything else. */
+function echoedId(line: string): number | undefined {
+  try {
+    const m = JSON.parse(line) as unknown;
+    if (m !== null && typeof m === 'object' && !Array.isArray(m)) {
+      const id = (m as { return?: unknown }).return;
+      if (Number.isSafeInteger(id)) return id as number;
+    }
+  } catch {
+    // not JSON: not an answer
+  }
+  return undefined;
 }

@@ -17,7 +17,7 @@ import { withLock } from '../io/lock.js';
 import { ensurePrivateDir } from '../io/secure-dir.js';
 import { audit } from '../audit/record.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
-import { AgentCommandError, GuestAgent } from './agent.js';
+import { GuestAgent } from './agent.js';
 import { ConsoleWatch, kernelPanic, lastConsoleLines } from './console-log.js';
 import { probeHost } from './kvm.js';
 import { imageInstalled, preflightDevImage, type BootableImage } from './preflight.js';
@@ -58,8 +58,14 @@ export const DEFAULT_READY_LINE = 'mvm: ready';
  * (nix/lib/minimal-init/lib/07-services-and-agent.sh.in).
  */
 export const DEFAULT_READY_LINES = [DEFAULT_READY_LINE, '[init] all services started'] as const;
-/** How long one readiness probe of the guest agent waits before it asks again. */
-const AGENT_PROBE_MS = 1500;
+/**
+ * How often the readiness probe asks the guest agent while it boots: what is
+ * asked before the agent opens its port is lost, so this bounds how late an
+ * agent that has started is noticed. Any earlier probe's answer counts too.
+ */
+const AGENT_PROBE_MS = 250;
+/** How long dev down waits for a running agent's ping before it goes on to ACPI. */
+const AGENT_PING_MS = 1500;
 /** Upstream waits 60 s for its guest agent; software emulation on a loaded host needs about as long. */
 export const DEFAULT_UP_TIMEOUT_SECONDS = 60;
 export const DEFAULT_DOWN_TIMEOUT_SECONDS = 10;
@@ -535,16 +541,11 @@ class AgentProbe {
     while (!this.stopped && !this.answered) {
       try {
         this.agent ??= await GuestAgent.connect(this.path);
-        await this.agent.call('guest-ping', undefined, AGENT_PROBE_MS);
-        this.answered = true;
-      } catch (e) {
-        if (e instanceof AgentCommandError) this.answered = true;
-        else {
-          // A call that timed out asks again at once (resynchronising); a channel that is
-          // gone, or could not be reached, is tried again shortly.
-          if (this.agent?.isClosed) this.agent = undefined;
-          if (this.agent === undefined) await new Promise((r) => setTimeout(r, 200));
-        }
+        if (await this.agent.answersSync(AGENT_PROBE_MS, () => this.stopped)) this.answered = true;
+      } catch {
+        // A channel that is gone, or could not be reached, is tried again shortly.
+        if (this.agent?.isClosed) this.agent = undefined;
+        if (this.agent === undefined) await new Promise((r) => setTimeout(r, 200));
       }
     }
     this.agent?.close();
@@ -876,7 +877,7 @@ async function agentShutdown(agentSocket: string | undefined): Promise<void> {
   if (agentSocket === undefined) throw new Error('no agent channel');
   const agent = await GuestAgent.connect(agentSocket);
   try {
-    await agent.call('guest-ping', undefined, AGENT_PROBE_MS);
+    await agent.call('guest-ping', undefined, AGENT_PING_MS);
     await agent.call('guest-shutdown', { mode: 'powerdown' }, 1000).catch(() => undefined);
   } finally {
     agent.close();
