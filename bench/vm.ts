@@ -227,18 +227,20 @@ interface Samples {
   stages: Record<(typeof STAGES)[number], number[]>;
 }
 
+const noSamples = (): Samples => ({
+  bare: [],
+  up: [],
+  down: [],
+  bareDown: [],
+  beforeQemu: [],
+  cliStart: [],
+  verify: [],
+  stages: { 'kernel booted': [], ready: [] },
+});
+
 class Boot {
   readonly name: string;
-  readonly s: Samples = {
-    bare: [],
-    up: [],
-    down: [],
-    bareDown: [],
-    beforeQemu: [],
-    cliStart: [],
-    verify: [],
-    stages: { 'kernel booted': [], ready: [] },
-  };
+  s: Samples = noSamples();
   /** Set when dev up could not boot it: dev up's error, shown instead of samples. */
   failed: string | undefined;
   private readonly bareDir: string;
@@ -446,19 +448,8 @@ try {
   ];
   // Warm-up: page cache, every overlay created and cleanly shut down once.
   for (const [, fn] of runs) await fn();
-  for (const b of boots) {
-    for (const xs of [
-      b.s.bare,
-      b.s.up,
-      b.s.down,
-      b.s.bareDown,
-      b.s.beforeQemu,
-      b.s.cliStart,
-      b.s.verify,
-    ])
-      xs.length = 0;
-    for (const xs of Object.values(b.s.stages)) xs.length = 0;
-  }
+  // Every series starts over after it: none can be forgotten and keep a warm-up sample.
+  for (const b of boots) b.s = noSamples();
   hash.preflight.length = hash.openssl.length = 0;
   for (let i = 0; i < REPS; i++)
     for (let k = 0; k < runs.length; k++) {

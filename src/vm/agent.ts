@@ -163,12 +163,7 @@ export class GuestAgent {
       if (Date.now() >= next) {
         const id = randomInt(1, 2 ** 47);
         sent.add(id);
-        this.write(
-          Buffer.concat([
-            Buffer.from([DELIMITER]),
-            Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })),
-          ]),
-        );
+        this.sendSync(id);
         next = Date.now() + everyMs;
       }
       for (;;) {
@@ -199,12 +194,7 @@ export class GuestAgent {
   private async sync(deadline: number): Promise<void> {
     const id = randomInt(1, 2 ** 47);
     this.buf = Buffer.alloc(0);
-    this.write(
-      Buffer.concat([
-        Buffer.from([DELIMITER]),
-        Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })),
-      ]),
-    );
+    this.sendSync(id);
     for (;;) {
       const at = this.buf.indexOf(DELIMITER);
       if (at >= 0) {
@@ -285,6 +275,16 @@ export class GuestAgent {
     return agentError(
       `The guest agent did not answer ${command} in time`,
       'no agent runs in the guest, it is still starting, or it is busy',
+    );
+  }
+
+  /** A guest-sync-delimited request, behind the 0xFF that resets the agent's parser. */
+  private sendSync(id: number): void {
+    this.write(
+      Buffer.concat([
+        Buffer.from([DELIMITER]),
+        Buffer.from(JSON.stringify({ execute: 'guest-sync-delimited', arguments: { id } })),
+      ]),
     );
   }
 

@@ -581,14 +581,15 @@ async function bootFailure(
   ctx.report({ kind: 'console-tail', path: spec.state.consoleLog, lines });
   const silent = lines.length === 0;
   if (vm.exited === true) {
+    const silentHvc0 = silent && spec.console === 'hvc0';
     const panic = kernelPanic(tail);
     const cause = panic
       ? `the kernel panicked: "${panic.message}"${panic.initExit !== undefined ? ` (the image's init exited with status ${panic.initExit})` : ''}, and a panic ends the VM.`
       : GUEST_STOPPED;
     return vmError(
       `The dev VM did not boot: ${what}`,
-      `${cause}${silent && spec.console === 'hvc0' ? ` ${SILENT_HVC0}` : ''}${silent ? ' The console printed nothing.' : ' The last console lines are above.'}`,
-      silent && spec.console === 'hvc0'
+      `${cause}${silentHvc0 ? ` ${SILENT_HVC0}` : ''}${silent ? ' The console printed nothing.' : ' The last console lines are above.'}`,
+      silentHvc0
         ? 'Boot with --console ttyS0 (the default), the serial port whose driver every kernel has built in, or add virtio_console to the initrd.'
         : `Check the image against the console log ${spec.state.consoleLog} (mvmctl dev logs shows it whole).`,
     );
