@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-import { run } from './run.js';
+import { useCompileCache } from './compile-cache.js';
 import { unsupportedRuntime } from './runtime.js';
 
 // The maintained Sigstore line needs a maintained Node.js; on an older runtime
@@ -9,6 +9,10 @@ if (refusal !== undefined) {
   process.stderr.write(refusal);
   process.exit(1);
 }
+
+// Before the CLI's modules load, so that their compiled code comes from the cache.
+useCompileCache();
+const { run } = await import('./run.js');
 
 // Exit as soon as the command is done: a DNS lookup still pending in the
 // thread pool (an air-gapped host without MVM_OFFLINE) must not hold the

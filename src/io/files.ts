@@ -164,10 +164,14 @@ export async function replaceFile(
   }
 }
 
-const HASH_CHUNK = 8 * 1024 * 1024;
+// 1 MiB, not more: two buffers of that size stay in the CPU's cache between the
+// read and the hash. With 8 MiB reads the at-rest check of an 87 MB image took
+// 185 ms instead of 84 ms in a fresh process (measured on a 2-core host);
+// above 256 MiB the two sizes hash at the same speed.
+const HASH_CHUNK = 1024 * 1024;
 
 /**
- * The SHA-256 of an opened file from its start to its end, in 8 MiB reads
+ * The SHA-256 of an opened file from its start to its end, in 1 MiB reads
  * with two buffers: the next read runs in the thread pool while this thread
  * hashes. `size` (the file's size when opened) only
  * bounds the buffers.

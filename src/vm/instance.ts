@@ -519,9 +519,9 @@ export const stageSeconds = (ms: number): string => `${(ms / 1000).toFixed(1)} s
 
 /**
  * Asks the guest agent, over and over during the boot, until it answers: a
- * guest-ping, each with a short deadline (its answer or error both mean an
- * agent runs). What was sent before the agent opened its port is answered
- * late or never; the agent client's resynchronisation drops stale answers.
+ * guest-sync-delimited with a new id every AGENT_PROBE_MS, where an answer to
+ * any earlier probe counts (GuestAgent.answersSync). What was sent before the
+ * agent opened its port is answered late or never.
  */
 class AgentProbe {
   answered = false;
