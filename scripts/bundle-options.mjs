@@ -14,6 +14,10 @@ export const define = {
   __MVMCTL_EMBEDDED_TRUSTED_ROOT__: JSON.stringify(
     readFileSync(new URL('../assets/trusted_root.json', import.meta.url), 'utf8'),
   ),
+  // The TUF root.json that `trust import` and `trust fetch` start from (assets/TRUSTED_ROOT.md).
+  __MVMCTL_EMBEDDED_TUF_ROOT__: JSON.stringify(
+    readFileSync(new URL('../assets/tuf-root.json', import.meta.url), 'utf8'),
+  ),
 };
 
 export const nodeBundle = {

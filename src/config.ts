@@ -14,6 +14,8 @@ export interface Config {
   readonly cacheDir: string;
   readonly releaseRepo: string;
   readonly trustedRootPath: string | undefined;
+  /** MVM_TUF_ROOT: the TUF root.json `trust import` starts from before any is installed (default: the embedded one). */
+  readonly tufRootPath: string | undefined;
   readonly skipHashVerify: boolean;
   readonly skipCosignVerify: boolean;
   readonly offline: boolean;
@@ -106,6 +108,7 @@ export function configFrom(env: Env, home: string): Config {
     releaseToken: bearerToken(env['MVM_RELEASE_TOKEN']),
     httpTimeoutMs: timeout(env['MVM_HTTP_TIMEOUT_SECONDS']),
     trustedRootPath: env['MVM_TRUSTED_ROOT'] || undefined,
+    tufRootPath: env['MVM_TUF_ROOT'] || undefined,
     skipHashVerify: flag(env['MVM_SKIP_HASH_VERIFY']),
     skipCosignVerify: flag(env['MVM_SKIP_COSIGN_VERIFY']),
     offline: flag(env['MVM_OFFLINE']),

@@ -166,12 +166,12 @@ export const CHECK_FIX: Readonly<Partial<Record<VerificationCheck, string>>> = {
   identity: 'Check --certificate-identity (or the pattern); the error names who actually signed.',
   issuer: 'Check --certificate-oidc-issuer; the error names the issuer that signed.',
   'certificate-chain':
-    'The signing certificate does not chain to a CA in the trusted root: check --trusted-root (or MVM_TRUSTED_ROOT).',
+    'The signing certificate does not chain to a CA in the trusted root: check --trusted-root (or MVM_TRUSTED_ROOT). A CA newer than the trusted root needs a newer root: `mvmctl trust fetch` on a connected host, then `mvmctl trust import DIR`.',
   'certificate-validity':
     'The certificate was not valid when the log recorded the signature: the bundle is not genuine.',
   key: 'Use --key for key-signed bundles and the certificate flags for keyless ones, with the right key.',
   'tlog-entry':
-    'The transparency-log evidence is missing or from a log the trusted root does not list: check --trusted-root (or MVM_TRUSTED_ROOT).',
+    'The transparency-log evidence is missing or from a log the trusted root does not list: check --trusted-root (or MVM_TRUSTED_ROOT). A log newer than the trusted root (a new Rekor shard) needs a newer root: run `mvmctl trust fetch --out DIR` on a connected host, carry DIR, then `mvmctl trust import DIR`.',
   'tlog-inclusion': 'The inclusion proof does not verify: the bundle was altered; fetch it again.',
   checkpoint:
     'The log checkpoint is not signed by the trusted log: the bundle was altered; fetch it again.',

@@ -40,8 +40,10 @@ export interface VerifyBlobOptions {
   readonly certificatePath?: string;
   /** Path of a PEM public key, for key-signed bundles. */
   readonly keyPath?: string;
-  /** Path of a trusted_root.json; the embedded public-good root when absent. */
+  /** Path of a trusted_root.json; when absent, the one installed in dataDir, else the embedded public-good root. */
   readonly trustedRootPath?: string;
+  /** The data directory whose installed trust (`mvmctl trust import`) is used when no trustedRootPath is given. */
+  readonly dataDir?: string;
 }
 
 export interface VerifyBlobResult extends VerifiedSignature {
@@ -56,7 +58,9 @@ export interface VerifyBlobResult extends VerifiedSignature {
  */
 export async function verifyBlob(options: VerifyBlobOptions): Promise<VerifyBlobResult> {
   const policy = await policyFrom(options);
-  const trustedRoot: LoadedTrustedRoot = await loadTrustedRoot(options.trustedRootPath);
+  const trustedRoot: LoadedTrustedRoot = await loadTrustedRoot(options.trustedRootPath, {
+    ...(options.dataDir !== undefined ? { dataDir: options.dataDir } : {}),
+  });
   const bundleBytes = await readRegularFile(options.bundlePath, 'bundle', MAX_BUNDLE_BYTES);
   const artifact = await readRegularFile(options.artifactPath, 'artifact', MAX_BLOB_BYTES);
   const parsed = parseBundle(bundleBytes);

@@ -68,6 +68,8 @@ export type AuditEvent =
   | 'dev.import-image'
   | 'revocations.refresh'
   | 'revocations.import'
+  /** mvmctl trust import: a carried TUF trust bundle verified and installed, or refused. */
+  | 'trust.import'
   /** A dev VM boot attempt (mvmctl dev up): ok, or failed with the code that stopped it. */
   | 'dev.up'
   /** mvmctl dev fetch / dev pull: a release set fetched and verified on a connected host (failures counted like an import's). */
@@ -115,6 +117,15 @@ export interface AuditRecord {
   /** audit.anchor-mismatch: the last seq the log had and the one the anchor named. */
   readonly logSeq?: number;
   readonly anchorSeq?: number;
+  /** trust.import: the TUF versions installed and the SHA-256 of the trusted_root.json put in force. */
+  readonly trust?: {
+    readonly root: number;
+    readonly timestamp: number;
+    readonly snapshot: number;
+    readonly targets: number;
+    readonly trustedRootSha256: string;
+    readonly freshness: string;
+  };
   /** audit.rotated: the rotation's number, the totals of every record before it, the file it follows. */
   readonly rotation?: number;
   readonly totals?: TallyJson;

@@ -25,6 +25,8 @@ const HANDLERS: Record<string, () => Promise<Command>> = {
   'revocations import': async () => revocations('import'),
   'revocations status': async () => revocations('status'),
   'revocations refresh': async () => revocations('refresh'),
+  'trust import': async () => trust('import'),
+  'trust status': async () => trust('status'),
   status: async () => (await import('./commands/status.js')).statusCommand,
   metrics: async () => (await import('./commands/metrics.js')).metricsCommand,
   'metrics serve': async () => (await import('./commands/metrics.js')).serveCommand,
@@ -47,6 +49,11 @@ async function vm(
 async function revocations(sub: 'import' | 'status' | 'refresh'): Promise<Command> {
   const { revocationsCommand } = await import('./commands/revocations.js');
   return (args, io) => revocationsCommand([sub, ...args], io);
+}
+
+async function trust(sub: 'import' | 'status'): Promise<Command> {
+  const { trustCommand } = await import('./commands/trust.js');
+  return (args, io) => trustCommand([sub, ...args], io);
 }
 
 export async function run(argv: string[], io: Output = stdio): Promise<number> {

@@ -218,7 +218,7 @@ const TRUSTED_ROOT = {
   name: 'trusted-root',
   type: 'string',
   value: 'FILE',
-  help: 'Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else the embedded public-good root)',
+  help: 'Sigstore trusted_root.json (default: $MVM_TRUSTED_ROOT, else the root installed by trust import, else the embedded public-good root)',
 } as const;
 
 const OFFLINE_REFUSE = {
@@ -1271,6 +1271,61 @@ still applies. Audited.`,
       [16, 'also --offline or MVM_OFFLINE=1'],
       [17, 'the cache is not writable'],
     ],
+  },
+  trust: {
+    group: true,
+    summary:
+      'the Sigstore trusted root: TUF-verified updates carried in, and which root is in force',
+    usage: ['mvmctl trust <command> [flags]'],
+    description: `Every signature mvmctl checks rests on a Sigstore trusted root: the keys of
+the transparency logs, certificate authorities and timestamp authorities.
+mvmctl embeds the public-good root of its build. Sigstore rotates these keys
+and adds log shards; a host that cannot download gets the newer root as a
+trust bundle: TUF metadata that 'trust import' verifies against the root this
+host already trusts, then installs in the data directory (trust/). The
+installed root replaces the embedded one for every command;
+--trusted-root / MVM_TRUSTED_ROOT still override both.`,
+    flags: [],
+    env: [],
+    exit: [
+      [0, 'help shown'],
+      [2, 'no command, or an unknown one'],
+    ],
+  },
+  'trust import': {
+    summary: 'verify a carried trust bundle with TUF and put its trusted root in force',
+    usage: ['mvmctl trust import DIR [--json]'],
+    operands: [{ name: 'DIR', complete: 'dir' }],
+    description: `Verify the trust bundle in DIR (N.root.json for each root rotation,
+timestamp.json, snapshot.json, targets.json and trusted_root.json) with a TUF
+client, offline, starting from the newest root installed here (or the one
+embedded in mvmctl): each root rotation signed by the threshold of the root
+before it, the timestamp, snapshot and targets signatures and versions, and
+the length and SHA-256 of trusted_root.json. A version older than the one
+installed, or a chain that skips a root version, is refused. Metadata up to 7
+days past its expiry is accepted with a warning (STALE); beyond that it is
+refused. The new set is installed atomically: the trust in force changes only
+once all of it is on disk. Audited (event trust.import), refusals too.`,
+    flags: [JSON_RESULT],
+    env: ['MVM_DATA_DIR'],
+    exit: [
+      [0, 'installed, or already installed'],
+      [2, 'no DIR'],
+      [3, 'the bundle does not verify (the role and check are named), or a file is unreadable'],
+      [17, 'the data directory is not writable'],
+    ],
+  },
+  'trust status': {
+    summary: 'which trusted root is in force, its TUF versions and expiry',
+    usage: ['mvmctl trust status [--json]'],
+    description: `Show the trusted root every verification uses now: embedded, installed (with
+its TUF versions, when it was verified and from where, and when its metadata
+expires), or a file named by MVM_TRUSTED_ROOT. An installed set whose
+metadata expired is still used (the embedded root is older still); past the
+TUF root's own expiry, status --check reports it. Changes nothing.`,
+    flags: [{ name: 'json', type: 'boolean', help: 'print one JSON object' }],
+    env: ['MVM_DATA_DIR', ['MVM_TRUSTED_ROOT', 'a file named here is in force instead']],
+    exit: [[0, 'shown'], [2], [3, 'the installed trust is damaged']],
   },
   audit: {
     group: true,

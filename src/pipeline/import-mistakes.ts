@@ -382,13 +382,18 @@ export function manifestSignatureFailure(
   const base = { ...(e.check ? { check: e.check } : {}), underlying: e };
   const message = `${SIGNATURE_FAILED}: ${e.message}`;
   const root =
-    trustedRoot.source === 'embedded'
+    trustedRoot.origin === 'embedded'
       ? 'the embedded public-good trusted root'
-      : `the trusted root in use, ${trustedRoot.source} (--trusted-root or MVM_TRUSTED_ROOT),`;
+      : trustedRoot.origin === 'installed'
+        ? `the installed trusted root, ${trustedRoot.source},`
+        : `the trusted root in use, ${trustedRoot.source} (--trusted-root or MVM_TRUSTED_ROOT),`;
+  // Sigstore adds keys (a new Rekor shard, a rotated CA or TSA): a root older than the signature lacks them.
+  const newerRoot =
+    'If the set was signed with a Sigstore key newer than this root (a new transparency-log shard, a rotated CA), bring in a newer trusted root: run `mvmctl trust fetch --out DIR` on a connected host, carry DIR, and run `mvmctl trust import DIR` here.';
   const rootFix =
-    trustedRoot.source === 'embedded'
-      ? "If the set comes from a private Sigstore deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at that deployment's trusted_root.json; the project's releases are signed in the public-good instance the embedded root describes, so otherwise fetch the set again from the release."
-      : "Use the trusted root of the Sigstore deployment that signed the set: for the project's releases (public-good instance) unset MVM_TRUSTED_ROOT and drop --trusted-root to use the embedded root; for a private deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at its trusted_root.json.";
+    trustedRoot.origin === 'file'
+      ? "Use the trusted root of the Sigstore deployment that signed the set: for the project's releases (public-good instance) unset MVM_TRUSTED_ROOT and drop --trusted-root to use the embedded or installed root; for a private deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at its trusted_root.json."
+      : `${newerRoot} If the set comes from a private Sigstore deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at that deployment's trusted_root.json.`;
   const gaps = parsed ? rootGaps(parsed.bundle, trustedRoot.material) : undefined;
   const mayBeIntact = 'The manifest itself may be intact.';
   if (e.check === 'tlog-entry' && gaps && gaps.unknownLogs.length > 0) {

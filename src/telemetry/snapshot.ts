@@ -179,7 +179,9 @@ export class MetricsSource {
         import('../revocations/cache.js'),
         import('../trust/trusted-root.js'),
       ]);
-      this.trustedRoot ??= await loadTrustedRoot(this.config.trustedRootPath);
+      this.trustedRoot ??= await loadTrustedRoot(this.config.trustedRootPath, {
+        dataDir: this.config.dataDir,
+      });
       const cached = await readCachedRevocations(
         dir,
         this.config.releaseRepo,

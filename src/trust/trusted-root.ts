@@ -7,6 +7,11 @@ import { MvmError } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
 import { MAX_TRUSTED_ROOT_BYTES } from '../io/files.js';
 import { readTrustFile } from './trust-file.js';
+import {
+  installedTrustedRootBytes,
+  readInstalledTrust,
+  type TrustRecord,
+} from './installed-trust.js';
 
 /** Media types a Sigstore trusted root is published under (protobuf-specs TrustedRoot). */
 export const TRUSTED_ROOT_MEDIA_TYPES: readonly string[] = [
@@ -21,6 +26,22 @@ export const EMBEDDED_TRUSTED_ROOT_PATH = fileURLToPath(
 );
 
 declare const __MVMCTL_EMBEDDED_TRUSTED_ROOT__: string | undefined;
+declare const __MVMCTL_EMBEDDED_TUF_ROOT__: string | undefined;
+
+/** Path of the pinned TUF root.json of Sigstore's public-good repository (see assets/TRUSTED_ROOT.md). */
+export const EMBEDDED_TUF_ROOT_PATH = fileURLToPath(
+  new URL('../../assets/tuf-root.json', import.meta.url),
+);
+
+/**
+ * The pinned TUF root's exact bytes: the anchor of `trust import` and
+ * `trust fetch` until a newer root is installed.
+ */
+export function embeddedTufRootBytes(): Buffer {
+  return typeof __MVMCTL_EMBEDDED_TUF_ROOT__ === 'string'
+    ? Buffer.from(__MVMCTL_EMBEDDED_TUF_ROOT__, 'utf8')
+    : readFileSync(EMBEDDED_TUF_ROOT_PATH);
+}
 
 /**
  * The pinned root's exact bytes. The CLI bundle has them compiled in
@@ -33,12 +54,18 @@ function embeddedTrustedRootBytes(): Uint8Array {
     : readFileSync(EMBEDDED_TRUSTED_ROOT_PATH);
 }
 
+/** Where a trusted root came from: built into mvmctl, installed by `trust import`, or a named file. */
+export type TrustedRootOrigin = 'embedded' | 'installed' | 'file';
+
 export interface LoadedTrustedRoot {
   readonly root: TrustedRoot;
   /** The root's authorities decoded once, by @sigstore/verify's own rules. */
   readonly material: TrustMaterial;
-  /** "embedded", or the path it was read from. */
+  /** "embedded", "installed (TUF root v17, timestamp v9, verified 2026-12-07)", or the path it was read from. */
   readonly source: string;
+  readonly origin: TrustedRootOrigin;
+  /** For an installed root: what its TUF verification recorded. */
+  readonly installed?: TrustRecord;
   readonly sha256: string;
   readonly mediaType: string;
 }
@@ -48,7 +75,11 @@ export interface LoadedTrustedRoot {
  * understood is refused: @sigstore/verify treats an authority with no
  * `validFor.start` as valid since the epoch, which would widen trust silently.
  */
-export function parseTrustedRoot(bytes: Uint8Array, source: string): LoadedTrustedRoot {
+export function parseTrustedRoot(
+  bytes: Uint8Array,
+  source: string,
+  origin: TrustedRootOrigin = source === 'embedded' ? 'embedded' : 'file',
+): LoadedTrustedRoot {
   const fail = (cause: string): MvmError =>
     new MvmError('trusted-root', `Trusted root ${source} is not usable`, { cause });
   const parsed = parseJsonObject(bytes);
@@ -87,21 +118,37 @@ export function parseTrustedRoot(bytes: Uint8Array, source: string): LoadedTrust
     root,
     material,
     source,
+    origin,
     mediaType,
     sha256: createHash('sha256').update(bytes).digest('hex'),
   };
 }
 
-/** Loads the operator's trusted root, or the embedded one when none is named. */
-export async function loadTrustedRoot(path?: string): Promise<LoadedTrustedRoot> {
+/**
+ * Loads the operator's trusted root (`path`); when none is named, the one
+ * `trust import` installed in `dataDir`, else the embedded one.
+ */
+export async function loadTrustedRoot(
+  path?: string,
+  opts: { readonly dataDir?: string } = {},
+): Promise<LoadedTrustedRoot> {
   if (path === undefined || path === '') {
-    return parseTrustedRoot(embeddedTrustedRootBytes(), 'embedded');
+    const installed =
+      opts.dataDir === undefined ? undefined : await readInstalledTrust(opts.dataDir);
+    if (installed === undefined) return parseTrustedRoot(embeddedTrustedRootBytes(), 'embedded');
+    const loaded = parseTrustedRoot(
+      await installedTrustedRootBytes(installed),
+      installedLabel(installed.record),
+      'installed',
+    );
+    return { ...loaded, installed: installed.record };
   }
   try {
     // Held to the store's owner/mode rule: whoever can write the root decides every signature.
     return parseTrustedRoot(
       await readTrustFile(path, 'trusted root', MAX_TRUSTED_ROOT_BYTES, 'trusted-root'),
       path,
+      'file',
     );
   } catch (e) {
     if (e instanceof MvmError && e.code === 'input') {
@@ -114,6 +161,10 @@ export async function loadTrustedRoot(path?: string): Promise<LoadedTrustedRoot>
     throw e;
   }
 }
+
+/** "installed (TUF root v17, timestamp v9, verified 2026-12-07)". */
+export const installedLabel = (r: TrustRecord): string =>
+  `installed (TUF root v${r.versions.root}, timestamp v${r.versions.timestamp}, verified ${r.verifiedAt.slice(0, 10)})`;
 
 type Fail = (cause: string) => MvmError;
 

@@ -38,7 +38,9 @@ export async function fetchCommand(args: string[], io: Output): Promise<number> 
   const arch = archFlag(values.arch);
   const config = withOffline(configFrom(process.env, homedir()), values.offline === true);
   startEarly(config);
-  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath, {
+    dataDir: config.dataDir,
+  });
   const dir = resolve(values.out ?? `mvm-dev-v${v}-${arch}`);
   const json = values.json === true;
   const progress = !json && process.stderr.isTTY ? progressBar('downloading') : undefined;
@@ -68,7 +70,9 @@ export async function pullCommand(args: string[], io: Output): Promise<number> {
   const { values } = parseCommand('dev pull', args);
   const config = withOffline(configFrom(process.env, homedir()), values.offline === true);
   startEarly(config);
-  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath, {
+    dataDir: config.dataDir,
+  });
   const json = values.json === true;
   const result = await pull(config, trustedRoot, io, {
     json,

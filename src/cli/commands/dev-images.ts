@@ -47,7 +47,9 @@ const context = (io: Output): InventoryContext => ({
 async function imagesCommand(args: string[], io: Output): Promise<number> {
   const { values } = parseCommand('dev images', args);
   const ctx = context(io);
-  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? ctx.config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? ctx.config.trustedRootPath, {
+    dataDir: ctx.config.dataDir,
+  });
   const { summary, cached } = await summarizeRevocationCache(
     revocationsDir(ctx.config),
     ctx.config.releaseRepo,

@@ -94,7 +94,7 @@ async function upCommand(args: string[], io: Output): Promise<number> {
     );
   const timeoutSeconds = seconds('--timeout', values.timeout, DEFAULT_UP_TIMEOUT_SECONDS);
   const config = configFrom(process.env, homedir());
-  const trustedRoot = await loadTrustedRoot(config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(config.trustedRootPath, { dataDir: config.dataDir });
   const json = values.json === true;
   const result = await devUp(
     {
@@ -241,7 +241,7 @@ async function recallState(
   config: Config,
   version: string,
 ): Promise<{ readonly recalled: boolean; readonly reason?: string; readonly list: string }> {
-  const trustedRoot = await loadTrustedRoot(config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(config.trustedRootPath, { dataDir: config.dataDir });
   const { summary, cached } = await summarizeRevocationCache(
     revocationsDir(config),
     config.releaseRepo,

@@ -32,7 +32,9 @@ export async function importImageCommand(args: string[], io: Output): Promise<nu
   }
   const set = releaseSetFrom(values, arch);
   const config = configFrom(process.env, homedir());
-  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath, {
+    dataDir: config.dataDir,
+  });
   const json = values.json === true;
   const progress = !json && process.stderr.isTTY ? progressBar('hashing and copying') : undefined;
   // Ctrl-C / SIGTERM: the partial copy is removed and the interruption audited (exit 130).

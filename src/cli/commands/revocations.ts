@@ -57,7 +57,9 @@ export async function revocationsCommand(args: string[], io: Output): Promise<nu
 
 async function setup(trustedRootFlag: string | undefined) {
   const config = configFrom(process.env, homedir());
-  const trustedRoot = await loadTrustedRoot(trustedRootFlag ?? config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(trustedRootFlag ?? config.trustedRootPath, {
+    dataDir: config.dataDir,
+  });
   return { config, trustedRoot };
 }
 

@@ -38,7 +38,9 @@ export function healthProblems(s: {
 export async function statusCommand(args: string[], io: Output): Promise<number> {
   const { values } = parseCommand('status', args);
   const config = configFrom(process.env, homedir());
-  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath);
+  const trustedRoot = await loadTrustedRoot(values['trusted-root'] ?? config.trustedRootPath, {
+    dataDir: config.dataDir,
+  });
   const now = new Date();
 
   const { summary: revocations, cached: list } = await summarizeRevocationCache(

@@ -1,7 +1,22 @@
+import { homedir } from 'node:os';
+import { configFrom } from '../../config.js';
 import { MvmError } from '../../errors.js';
 import { verifyBlob, type VerifyBlobResult } from '../../verify-blob.js';
 import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
+
+/**
+ * The data directory to look for installed trust in. Without a usable HOME
+ * or MVM_DATA_DIR there is none to find, and the embedded root is used, as
+ * before any trust was imported.
+ */
+function installedTrustDir(): { dataDir?: string } {
+  try {
+    return { dataDir: configFrom(process.env, homedir()).dataDir };
+  } catch {
+    return {};
+  }
+}
 
 /** cosign's boolean flags (Go pflag: --flag, --flag=true, --flag=false). */
 const COSIGN_BOOLEANS = [
@@ -123,6 +138,7 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
   if (values['rekor-url'] !== undefined) {
     notes.push('--rekor-url is ignored: the transparency log is the one the trusted root lists.');
   }
+  const trustedRootPath = values['trusted-root'] || process.env['MVM_TRUSTED_ROOT'] || undefined;
   const result = await verifyBlob({
     artifactPath: positionals[0]!,
     bundlePath: values.bundle,
@@ -140,7 +156,9 @@ export async function verifyBlobCommand(args: string[], io: Output): Promise<num
     signaturePath: values.signature,
     certificatePath: values.certificate,
     keyPath: values.key,
-    trustedRootPath: values['trusted-root'] ?? process.env['MVM_TRUSTED_ROOT'],
+    trustedRootPath,
+    // The installed trust is looked up only when no root is named: a named one needs no HOME.
+    ...(trustedRootPath ? {} : installedTrustDir()),
   });
   if (values.json) {
     io.out(jsonLine(notes.length > 0 ? { ...result, notes } : result));
