@@ -16,6 +16,8 @@ export interface Config {
   readonly trustedRootPath: string | undefined;
   /** MVM_TUF_ROOT: the TUF root.json `trust import` starts from before any is installed (default: the embedded one). */
   readonly tufRootPath: string | undefined;
+  /** MVM_TUF_REPOSITORY: the TUF repository `trust fetch` updates from (checked by that command). */
+  readonly tufRepository: string | undefined;
   readonly skipHashVerify: boolean;
   readonly skipCosignVerify: boolean;
   readonly offline: boolean;
@@ -109,6 +111,7 @@ export function configFrom(env: Env, home: string): Config {
     httpTimeoutMs: timeout(env['MVM_HTTP_TIMEOUT_SECONDS']),
     trustedRootPath: env['MVM_TRUSTED_ROOT'] || undefined,
     tufRootPath: env['MVM_TUF_ROOT'] || undefined,
+    tufRepository: env['MVM_TUF_REPOSITORY'] || undefined,
     skipHashVerify: flag(env['MVM_SKIP_HASH_VERIFY']),
     skipCosignVerify: flag(env['MVM_SKIP_COSIGN_VERIFY']),
     offline: flag(env['MVM_OFFLINE']),

@@ -20,6 +20,8 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runMvm } from './support/release-server.js';
 import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
@@ -330,5 +332,123 @@ describe('trust import: a new Rekor shard', () => {
     const afterImport = await verify();
     assert.equal(afterImport.code, 0, afterImport.stderr);
     assert.match(afterImport.stderr, /Trusted root: +installed \(TUF root v1, timestamp v2/);
+  });
+});
+
+/** A static file server on 127.0.0.1 for a TUF repository directory; records each path asked for. */
+async function serveDir(
+  root: string,
+): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
+  const paths: string[] = [];
+  const server: Server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    paths.push(path);
+    const file = join(root, path);
+    if (!file.startsWith(root + '/') || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(readFileSync(file));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    paths,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
+}
+
+const ONLINE = {
+  MVM_OFFLINE: '',
+  MVM_HTTP_TIMEOUT_SECONDS: '5',
+  HTTP_PROXY: '',
+  HTTPS_PROXY: '',
+  http_proxy: '',
+  https_proxy: '',
+};
+
+describe('trust fetch → carry → trust import', () => {
+  it('fetches from a loopback TUF repository, writes a bundle that imports on a host with no network', async () => {
+    const repo = repoWith();
+    repo.rotateRootKeys();
+    repo.publishRoot();
+    repo.publishRoot();
+    repo.publish(fullRoot);
+    const served = await serveDir(repo.writeRepository(join(dir, `repo${n++}`)));
+    try {
+      const connected = host(repo);
+      const out = join(dir, `fetched${n++}`);
+      const r = await runMvm(
+        ['trust', 'fetch', '--out', out, '--repository', served.url, '--json'],
+        { ...connected.env, ...ONLINE },
+      );
+      assert.equal(r.code, 0, r.stderr + r.stdout);
+      const f = JSON.parse(r.stdout);
+      assert.equal(f.versions.root, 3);
+      assert.deepEqual(f.rotations, [2, 3]);
+      assert.deepEqual(readdirSync(out).sort(), [
+        '2.root.json',
+        '3.root.json',
+        'snapshot.json',
+        'targets.json',
+        'timestamp.json',
+        'trusted_root.json',
+      ]);
+      // The client asked as a TUF client does: the next roots until a 404, then the consistent names.
+      assert.deepEqual(served.paths.slice(0, 4), [
+        '/2.root.json',
+        '/3.root.json',
+        '/4.root.json',
+        '/timestamp.json',
+      ]);
+      assert.ok(served.paths.includes(`/${repo.versions.snapshot}.snapshot.json`));
+      assert.ok(served.paths.some((p) => /^\/targets\/[0-9a-f]{64}\.trusted_root\.json$/.test(p)));
+      assert.deepEqual(connected.trustSets(), [], 'trust fetch installs nothing');
+
+      const airGapped = host(repo);
+      const imported = await airGapped.import(out);
+      assert.equal(imported.code, 0, imported.stderr + imported.stdout);
+      assert.equal(JSON.parse(imported.stdout).versions.root, 3);
+      assert.equal(JSON.parse(imported.stdout).trustedRoot.sha256, f.trustedRootSha256);
+    } finally {
+      await served.close();
+    }
+  });
+
+  it('a repository whose snapshot does not verify writes nothing; offline refuses at once', async () => {
+    const repo = repoWith();
+    const other = repoWith();
+    const root = repo.writeRepository(join(dir, `repo${n++}`));
+    writeFileSync(join(root, `${repo.versions.snapshot}.snapshot.json`), other.snapshot);
+    const served = await serveDir(root);
+    try {
+      const h = host(repo);
+      const out = join(dir, `fetched${n++}`);
+      const r = await runMvm(
+        ['trust', 'fetch', '--out', out, '--repository', served.url, '--json'],
+        {
+          ...h.env,
+          ...ONLINE,
+        },
+      );
+      assert.equal(r.code, 3, r.stderr + r.stdout);
+      assert.match(
+        JSON.parse(r.stdout).error.message,
+        /^The TUF repository http:\/\/127\.0\.0\.1:\d+ does not verify: snapshot/,
+      );
+      assert.equal(existsSync(out), false, 'nothing written');
+
+      const asked = served.paths.length;
+      const off = await runMvm(['trust', 'fetch', '--out', out, '--repository', served.url], {
+        ...h.env,
+        MVM_OFFLINE: '1',
+      });
+      assert.equal(off.code, 16, off.stderr);
+      assert.match(off.stderr, /offline .* nothing was requested/);
+      assert.equal(served.paths.length, asked, 'offline: no request was made');
+    } finally {
+      await served.close();
+    }
   });
 });

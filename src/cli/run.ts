@@ -25,6 +25,7 @@ const HANDLERS: Record<string, () => Promise<Command>> = {
   'revocations import': async () => revocations('import'),
   'revocations status': async () => revocations('status'),
   'revocations refresh': async () => revocations('refresh'),
+  'trust fetch': async () => trust('fetch'),
   'trust import': async () => trust('import'),
   'trust status': async () => trust('status'),
   status: async () => (await import('./commands/status.js')).statusCommand,
@@ -51,7 +52,7 @@ async function revocations(sub: 'import' | 'status' | 'refresh'): Promise<Comman
   return (args, io) => revocationsCommand([sub, ...args], io);
 }
 
-async function trust(sub: 'import' | 'status'): Promise<Command> {
+async function trust(sub: 'fetch' | 'import' | 'status'): Promise<Command> {
   const { trustCommand } = await import('./commands/trust.js');
   return (args, io) => trustCommand([sub, ...args], io);
 }

@@ -1307,12 +1307,58 @@ days past its expiry is accepted with a warning (STALE); beyond that it is
 refused. The new set is installed atomically: the trust in force changes only
 once all of it is on disk. Audited (event trust.import), refusals too.`,
     flags: [JSON_RESULT],
-    env: ['MVM_DATA_DIR'],
+    env: ['MVM_DATA_DIR', ['MVM_TUF_ROOT', 'the TUF root to start from before any is installed']],
     exit: [
       [0, 'installed, or already installed'],
       [2, 'no DIR'],
       [3, 'the bundle does not verify (the role and check are named), or a file is unreadable'],
       [17, 'the data directory is not writable'],
+    ],
+  },
+  'trust fetch': {
+    summary:
+      'on a connected host: a TUF update of the Sigstore trusted root, written as a trust bundle to carry',
+    usage: ['mvmctl trust fetch [--out DIR] [--repository URL] [--json]'],
+    description: `Run a TUF update against Sigstore's TUF repository
+(https://tuf-repo-cdn.sigstore.dev, or a mirror: --repository,
+MVM_TUF_REPOSITORY), starting from the TUF root embedded in mvmctl (or
+MVM_TUF_ROOT), and write what it verified into DIR (default ./trust-bundle):
+N.root.json for each root rotation, timestamp.json, snapshot.json,
+targets.json and trusted_root.json. The directory is then verified as
+'trust import' will verify it. Carry it to the air-gapped host and run
+'mvmctl trust import DIR' there within 7 days of the timestamp's expiry.
+Installs nothing on this host.`,
+    flags: [
+      {
+        name: 'out',
+        type: 'string',
+        value: 'DIR',
+        help: 'the directory to write the trust bundle into (default ./trust-bundle)',
+      },
+      {
+        name: 'repository',
+        type: 'string',
+        value: 'URL',
+        complete: 'none',
+        help: 'the TUF repository (default $MVM_TUF_REPOSITORY, else https://tuf-repo-cdn.sigstore.dev)',
+      },
+      { name: 'offline', type: 'boolean', help: 'refuse at once (as MVM_OFFLINE=1): exit 16' },
+      JSON_RESULT,
+    ],
+    env: [
+      ['MVM_TUF_REPOSITORY', 'as --repository'],
+      ['MVM_TUF_ROOT', 'the TUF root to start from instead of the embedded one'],
+      'HTTPS_PROXY',
+      'HTTP_PROXY',
+      'NO_PROXY',
+      'MVM_HTTP_TIMEOUT_SECONDS',
+      ['MVM_OFFLINE', 'refuse at once: exit 16'],
+    ],
+    exit: [
+      [0, 'written and verified'],
+      [2, 'also a --repository that is not an http(s) URL'],
+      [3, 'the repository does not verify (the role and check are named)'],
+      [16, 'the repository cannot be reached, or offline'],
     ],
   },
   'trust status': {

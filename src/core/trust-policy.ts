@@ -128,3 +128,28 @@ export function tufRefusal(message: string, lastFile?: string): { role: string; 
     };
   return { role: 'the TUF metadata', check: m };
 }
+
+/**
+ * The newest `validFor.start` among a trusted root's authorities (its JSON):
+ * the last key Sigstore added that this root knows of.
+ */
+export function newestStartMs(trustedRootJson: Record<string, unknown>): number | undefined {
+  const starts: number[] = [];
+  const visit = (list: unknown, key?: string) => {
+    if (!Array.isArray(list)) return;
+    for (const item of list) {
+      const holder = key ? (item as Record<string, unknown>)?.[key] : item;
+      const start = (
+        (holder as Record<string, unknown> | undefined)?.['validFor'] as
+          Record<string, unknown> | undefined
+      )?.['start'];
+      const t = typeof start === 'string' ? Date.parse(start) : NaN;
+      if (Number.isFinite(t)) starts.push(t);
+    }
+  };
+  visit(trustedRootJson['tlogs'], 'publicKey');
+  visit(trustedRootJson['ctlogs'], 'publicKey');
+  visit(trustedRootJson['certificateAuthorities']);
+  visit(trustedRootJson['timestampAuthorities']);
+  return starts.length ? Math.max(...starts) : undefined;
+}

@@ -1,10 +1,9 @@
 import { createHash, createPublicKey, X509Certificate } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
 import { TrustedRoot } from '@sigstore/protobuf-specs';
 import { toTrustMaterial, type TrustMaterial } from '@sigstore/verify';
 import { MvmError } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
+import { newestStartMs } from '../core/trust-policy.js';
 import { MAX_TRUSTED_ROOT_BYTES } from '../io/files.js';
 import { readTrustFile } from './trust-file.js';
 import {
@@ -20,39 +19,13 @@ export const TRUSTED_ROOT_MEDIA_TYPES: readonly string[] = [
   'application/vnd.dev.sigstore.trustedroot.v0.2+json',
 ];
 
-/** Path of the pinned public-good root shipped in the package (see assets/TRUSTED_ROOT.md). */
-export const EMBEDDED_TRUSTED_ROOT_PATH = fileURLToPath(
-  new URL('../../assets/trusted_root.json', import.meta.url),
-);
-
-declare const __MVMCTL_EMBEDDED_TRUSTED_ROOT__: string | undefined;
-declare const __MVMCTL_EMBEDDED_TUF_ROOT__: string | undefined;
-
-/** Path of the pinned TUF root.json of Sigstore's public-good repository (see assets/TRUSTED_ROOT.md). */
-export const EMBEDDED_TUF_ROOT_PATH = fileURLToPath(
-  new URL('../../assets/tuf-root.json', import.meta.url),
-);
-
-/**
- * The pinned TUF root's exact bytes: the anchor of `trust import` and
- * `trust fetch` until a newer root is installed.
- */
-export function embeddedTufRootBytes(): Buffer {
-  return typeof __MVMCTL_EMBEDDED_TUF_ROOT__ === 'string'
-    ? Buffer.from(__MVMCTL_EMBEDDED_TUF_ROOT__, 'utf8')
-    : readFileSync(EMBEDDED_TUF_ROOT_PATH);
-}
-
-/**
- * The pinned root's exact bytes. The CLI bundle has them compiled in
- * (scripts/bundle-cli.mjs), so a copied bundle or a single executable needs no
- * assets/ beside it; the library reads the file shipped in the package.
- */
-function embeddedTrustedRootBytes(): Uint8Array {
-  return typeof __MVMCTL_EMBEDDED_TRUSTED_ROOT__ === 'string'
-    ? Buffer.from(__MVMCTL_EMBEDDED_TRUSTED_ROOT__, 'utf8')
-    : readFileSync(EMBEDDED_TRUSTED_ROOT_PATH);
-}
+export {
+  EMBEDDED_TRUSTED_ROOT_PATH,
+  EMBEDDED_TUF_ROOT_PATH,
+  embeddedTrustedRootBytes,
+  embeddedTufRootBytes,
+} from './embedded.js';
+import { embeddedTrustedRootBytes } from './embedded.js';
 
 /** Where a trusted root came from: built into mvmctl, installed by `trust import`, or a named file. */
 export type TrustedRootOrigin = 'embedded' | 'installed' | 'file';
@@ -64,6 +37,8 @@ export interface LoadedTrustedRoot {
   /** "embedded", "installed (TUF root v17, timestamp v9, verified 2026-12-07)", or the path it was read from. */
   readonly source: string;
   readonly origin: TrustedRootOrigin;
+  /** The newest validFor.start among its authorities (undefined when none is readable). */
+  readonly newestAuthorityStartMs: number | undefined;
   /** For an installed root: what its TUF verification recorded. */
   readonly installed?: TrustRecord;
   readonly sha256: string;
@@ -119,6 +94,7 @@ export function parseTrustedRoot(
     material,
     source,
     origin,
+    newestAuthorityStartMs: newestStartMs(raw),
     mediaType,
     sha256: createHash('sha256').update(bytes).digest('hex'),
   };

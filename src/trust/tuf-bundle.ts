@@ -15,11 +15,11 @@
  * `targets.json`, and the target `trusted_root.json`.
  */
 import { createHash } from 'node:crypto';
-import { lstat, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { lstat, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
-import { readRegularFile } from '../io/files.js';
+import { readRegularFile, replaceFile } from '../io/files.js';
 import {
   rootChainProblem,
   TRUST_TOLERANCE_MS,
@@ -85,7 +85,7 @@ function commonJs<T extends object>(m: T): T {
 }
 
 /** Answers the Updater's requests from the bundle directory. */
-class BundleFetcher {
+class BundleFetcher implements TufFetcher {
   /** The file last read, named in an error about its length or hash. */
   lastFile: string | undefined;
   constructor(
@@ -149,7 +149,6 @@ const refused = (dir: string, role: string, check: string, underlying?: unknown)
 
 /** The root versions the bundle directory carries (`N.root.json`). */
 async function carriedRootVersions(dir: string): Promise<number[]> {
-  const { readdir } = await import('node:fs/promises');
   let names: string[];
   try {
     names = await readdir(dir);
@@ -166,6 +165,137 @@ async function carriedRootVersions(dir: string): Promise<number[]> {
   });
 }
 
+interface TufFetcher {
+  lastFile: string | undefined;
+  /** A network failure, kept: tuf-js flattens what it catches into its own message. */
+  failure?: unknown;
+  downloadBytes(url: string, maxLength: number): Promise<Buffer>;
+  downloadFile<T>(
+    url: string,
+    maxLength: number,
+    handler: (file: string) => Promise<T>,
+  ): Promise<T>;
+}
+
+/** What one TUF update left in force: the four roles' files and the target. */
+interface Updated {
+  readonly root: Buffer;
+  readonly timestamp: Buffer;
+  readonly snapshot: Buffer;
+  readonly targets: Buffer;
+  readonly trustedRoot: Buffer;
+}
+
+async function loadTuf(): Promise<{ Updater: typeof import('tuf-js').Updater; errors: TufErrors }> {
+  const [{ Updater }, errors] = await Promise.all([
+    import('tuf-js').then(commonJs),
+    import('tuf-js/dist/error.js').then((m) => commonJs(m as TufErrors)),
+  ]);
+  return { Updater, errors };
+}
+
+/**
+ * One TUF update with tuf-js's Updater from `anchor`, through `fetcher`, in
+ * the private directory `staging`, judging expiry at `referenceTime`: the
+ * root walk, timestamp, snapshot, targets, then the trusted_root.json target.
+ * A refusal is `refuse(role, check)`; any other MvmError (the network's) passes.
+ */
+async function update(
+  Updater: typeof import('tuf-js').Updater,
+  fetcher: TufFetcher,
+  anchor: TrustAnchor,
+  staging: string,
+  referenceTime: Date,
+  baseUrl: string,
+  refuse: (role: string, check: string, underlying?: unknown) => MvmError,
+): Promise<Updated> {
+  await writeFile(join(staging, 'root.json'), anchor.root, { mode: 0o600 });
+  // The trusted state before: the client's rollback checks compare against it.
+  for (const [name, bytes] of [
+    ['timestamp.json', anchor.timestamp],
+    ['snapshot.json', anchor.snapshot],
+    ['targets.json', anchor.targets],
+  ] as const)
+    if (bytes !== undefined) await writeFile(join(staging, name), bytes, { mode: 0o600 });
+  const updater = new Updater({
+    metadataDir: staging,
+    metadataBaseUrl: baseUrl,
+    targetDir: staging,
+    targetBaseUrl: `${baseUrl.replace(/\/$/, '')}/targets/`,
+    fetcher,
+    config: { maxRootRotations: MAX_ROOT_ROTATIONS, rootMaxLength: MAX_METADATA_BYTES },
+  });
+  judgeExpiryFrom(updater, referenceTime);
+  let trustedRoot: Buffer;
+  try {
+    await updater.refresh();
+    const info = await updater.getTargetInfo(TRUSTED_ROOT_TARGET);
+    if (info === undefined)
+      throw refuse('targets.json', `it lists no ${TRUSTED_ROOT_TARGET} target`);
+    const path = await updater.downloadTarget(info, join(staging, 'target-trusted_root.json'));
+    trustedRoot = await readFile(path);
+  } catch (e) {
+    if (e instanceof MvmError) throw e;
+    // tuf-js wraps what failed under it in its own message; an MvmError from the network stays one.
+    if (fetcher.failure !== undefined) throw fetcher.failure;
+    const { role, check } = tufRefusal((e as Error).message, fetcher.lastFile);
+    throw refuse(role, check, e);
+  }
+  const read = (name: string) => readFile(join(staging, name));
+  const [root, timestamp, snapshot, targets] = await Promise.all(
+    ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'].map(read),
+  );
+  return {
+    root: root!,
+    timestamp: timestamp!,
+    snapshot: snapshot!,
+    targets: targets!,
+    trustedRoot,
+  };
+}
+
+/** The verified result of an update, described. */
+function described(u: Updated, anchorVersion: number, carried: number[], now: Date): VerifiedTrust {
+  const meta = (b: Buffer) => JSON.parse(b.toString('utf8')).signed as Record<string, unknown>;
+  const signed = {
+    root: meta(u.root),
+    timestamp: meta(u.timestamp),
+    snapshot: meta(u.snapshot),
+    targets: meta(u.targets),
+  };
+  const expires: RoleExpiries = {
+    root: String(signed.root['expires']),
+    timestamp: String(signed.timestamp['expires']),
+    snapshot: String(signed.snapshot['expires']),
+    targets: String(signed.targets['expires']),
+  };
+  const rootVersion = Number(signed.root['version']);
+  return {
+    ...u,
+    versions: {
+      root: rootVersion,
+      timestamp: Number(signed.timestamp['version']),
+      snapshot: Number(signed.snapshot['version']),
+      targets: Number(signed.targets['version']),
+    },
+    expires,
+    anchorRootVersion: anchorVersion,
+    rotations: carried.filter((v) => v > anchorVersion && v <= rootVersion).sort((a, b) => a - b),
+    trustedRootSha256: createHash('sha256').update(u.trustedRoot).digest('hex'),
+    freshness: trustFreshness(expires, now),
+  };
+}
+
+/** A private directory for one update, removed afterwards whatever happens. */
+async function inStaging<T>(fn: (staging: string) => Promise<T>): Promise<T> {
+  const staging = await mkdtemp(join(tmpdir(), 'mvm-trust-'));
+  try {
+    return await fn(staging);
+  } finally {
+    await rm(staging, { recursive: true, force: true });
+  }
+}
+
 /**
  * Verifies the bundle in `dir` against `anchor` at `now`: the root walk with
  * each rotation's threshold, then timestamp, snapshot and targets with their
@@ -178,88 +308,141 @@ export async function verifyTrustBundle(
   anchor: TrustAnchor,
   now: Date,
 ): Promise<VerifiedTrust> {
-  const [{ Updater }, errors] = await Promise.all([
-    import('tuf-js').then(commonJs),
-    import('tuf-js/dist/error.js').then((m) => commonJs(m as TufErrors)),
-  ]);
+  const { Updater, errors } = await loadTuf();
   const anchorVersion = rootVersionOf(anchor.root);
   const carried = await carriedRootVersions(dir);
   const gap = rootChainProblem(anchorVersion, carried);
   if (gap !== undefined) throw refused(dir, 'the root chain', gap);
-
-  const staging = await mkdtemp(join(tmpdir(), 'mvm-trust-'));
-  try {
-    await writeFile(join(staging, 'root.json'), anchor.root, { mode: 0o600 });
-    // The trusted state before the bundle: the client's rollback checks compare against it.
-    for (const [name, bytes] of [
-      ['timestamp.json', anchor.timestamp],
-      ['snapshot.json', anchor.snapshot],
-      ['targets.json', anchor.targets],
-    ] as const)
-      if (bytes !== undefined) await writeFile(join(staging, name), bytes, { mode: 0o600 });
-
+  return inStaging(async (staging) => {
     const fetcher = new BundleFetcher(dir, staging, errors);
-    const updater = new Updater({
-      metadataDir: staging,
-      metadataBaseUrl: 'https://trust-bundle.invalid/',
-      targetDir: staging,
-      targetBaseUrl: 'https://trust-bundle.invalid/targets/',
+    const u = await update(
+      Updater,
       fetcher,
-      config: { maxRootRotations: MAX_ROOT_ROTATIONS, rootMaxLength: MAX_METADATA_BYTES },
-    });
-    judgeExpiryFrom(updater, new Date(now.getTime() - TRUST_TOLERANCE_MS));
-    let target: Buffer;
-    try {
-      await updater.refresh();
-      const info = await updater.getTargetInfo(TRUSTED_ROOT_TARGET);
-      if (info === undefined)
-        throw refused(dir, 'targets.json', `it lists no ${TRUSTED_ROOT_TARGET} target`);
-      const path = await updater.downloadTarget(info, join(staging, 'target-trusted_root.json'));
-      target = await readFile(path);
-    } catch (e) {
-      if (e instanceof MvmError) throw e;
-      const { role, check } = tufRefusal((e as Error).message, fetcher.lastFile);
-      throw refused(dir, role, check, e);
-    }
-    const read = (name: string) => readFile(join(staging, name));
-    const [root, timestamp, snapshot, targets] = await Promise.all(
-      ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'].map(read),
+      anchor,
+      staging,
+      new Date(now.getTime() - TRUST_TOLERANCE_MS),
+      'https://trust-bundle.invalid/',
+      (role, check, underlying) => refused(dir, role, check, underlying),
     );
-    const meta = (b: Buffer) => JSON.parse(b.toString('utf8')).signed as Record<string, unknown>;
-    const signed = {
-      root: meta(root!),
-      timestamp: meta(timestamp!),
-      snapshot: meta(snapshot!),
-      targets: meta(targets!),
-    };
-    const expires: RoleExpiries = {
-      root: String(signed.root['expires']),
-      timestamp: String(signed.timestamp['expires']),
-      snapshot: String(signed.snapshot['expires']),
-      targets: String(signed.targets['expires']),
-    };
-    const rootVersion = Number(signed.root['version']);
-    return {
-      root: root!,
-      timestamp: timestamp!,
-      snapshot: snapshot!,
-      targets: targets!,
-      trustedRoot: target,
-      versions: {
-        root: rootVersion,
-        timestamp: Number(signed.timestamp['version']),
-        snapshot: Number(signed.snapshot['version']),
-        targets: Number(signed.targets['version']),
-      },
-      expires,
-      anchorRootVersion: anchorVersion,
-      rotations: carried.filter((v) => v > anchorVersion && v <= rootVersion).sort((a, b) => a - b),
-      trustedRootSha256: createHash('sha256').update(target).digest('hex'),
-      freshness: trustFreshness(expires, now),
-    };
-  } finally {
-    await rm(staging, { recursive: true, force: true });
+    return described(u, anchorVersion, carried, now);
+  });
+}
+
+/** A small GET, as the HTTP client does it for a manifest: bounded, with the configured timeout and proxy. */
+export interface TufHttp {
+  get(url: string, maxBytes: number): Promise<{ status: number; body: Buffer }>;
+  statusError(url: string, status: number, what?: string): Error;
+}
+
+/** Answers the Updater's requests from a TUF repository over HTTP, keeping each root it fetched. */
+class HttpFetcher implements TufFetcher {
+  lastFile: string | undefined;
+  failure: unknown;
+  readonly roots = new Map<number, Buffer>();
+  constructor(
+    private readonly http: TufHttp,
+    private readonly staging: string,
+    private readonly errors: TufErrors,
+  ) {}
+
+  async downloadBytes(url: string, maxLength: number): Promise<Buffer> {
+    this.lastFile = decodeURIComponent(new URL(url).pathname.split('/').pop() ?? url);
+    let r: { status: number; body: Buffer };
+    try {
+      r = await this.http.get(url, maxLength);
+    } catch (e) {
+      this.failure = e;
+      throw e;
+    }
+    // A missing next root ends the root walk; any other file missing is the repository's failure.
+    if ((r.status === 404 || r.status === 403) && ROOT_FILE.test(this.lastFile))
+      throw new this.errors.DownloadHTTPError(`HTTP ${r.status}`, r.status);
+    if (r.status !== 200)
+      throw (this.failure = this.http.statusError(url, r.status, 'TUF metadata'));
+    const root = /\/([1-9][0-9]{0,8})\.root\.json$/.exec(new URL(url).pathname);
+    if (root) this.roots.set(Number(root[1]), r.body);
+    return r.body;
   }
+
+  async downloadFile<T>(
+    url: string,
+    maxLength: number,
+    handler: (file: string) => Promise<T>,
+  ): Promise<T> {
+    const bytes = await this.downloadBytes(url, maxLength);
+    const tmp = join(this.staging, `download-${process.hrtime.bigint()}`);
+    await writeFile(tmp, bytes, { mode: 0o600, flag: 'wx' });
+    try {
+      return await handler(tmp);
+    } finally {
+      await rm(tmp, { force: true });
+    }
+  }
+}
+
+/**
+ * `trust fetch`: a TUF update from the repository at `repositoryUrl`, from
+ * `anchor` (judged at `now`, no tolerance: a connected host gets current
+ * metadata), written into `outDir` as a trust bundle: each root after the
+ * anchor's version, the other three roles and the target. The bundle is then
+ * verified from the directory as `trust import` will, before it is reported.
+ */
+export async function fetchTrustBundle(
+  http: TufHttp,
+  repositoryUrl: string,
+  anchor: TrustAnchor,
+  outDir: string,
+  now: Date,
+): Promise<VerifiedTrust> {
+  const { Updater, errors } = await loadTuf();
+  const anchorVersion = rootVersionOf(anchor.root);
+  const base = repositoryUrl.endsWith('/') ? repositoryUrl : `${repositoryUrl}/`;
+  const { u, roots } = await inStaging(async (staging) => {
+    const fetcher = new HttpFetcher(http, staging, errors);
+    const u = await update(
+      Updater,
+      fetcher,
+      anchor,
+      staging,
+      now,
+      base,
+      (role, check, underlying) =>
+        new MvmError(
+          'trusted-root',
+          `The TUF repository ${repositoryUrl} does not verify: ${role}: ${check}`,
+          {
+            cause:
+              'its metadata failed the check against the TUF root mvmctl starts from; nothing was written',
+            fix: 'Check the repository (--repository or MVM_TUF_REPOSITORY): a mirror must serve the repository unchanged. If the repository rotated past what this mvmctl can follow, use a newer mvmctl.',
+            ...(underlying !== undefined ? { underlying } : {}),
+          },
+        ),
+    );
+    return { u, roots: fetcher.roots };
+  });
+  const rootVersion = rootVersionOf(u.root);
+  const carried: number[] = [];
+  await mkdir(outDir, { recursive: true });
+  // Roots from an earlier fetch into the same directory are replaced: the bundle is this fetch's.
+  for (const name of await readdir(outDir))
+    if (ROOT_FILE.test(name)) await rm(join(outDir, name), { force: true });
+  for (let v = anchorVersion + 1; v <= rootVersion; v++) {
+    const bytes = roots.get(v);
+    if (bytes === undefined)
+      throw new MvmError('internal', `trust fetch verified root version ${v} but did not keep it`);
+    await replaceFile(join(outDir, `${v}.root.json`), bytes, { mode: 0o644, sync: true });
+    carried.push(v);
+  }
+  for (const [name, bytes] of [
+    [BUNDLE_FILES.timestamp, u.timestamp],
+    [BUNDLE_FILES.snapshot, u.snapshot],
+    [BUNDLE_FILES.targets, u.targets],
+    [BUNDLE_FILES.trustedRoot, u.trustedRoot],
+  ] as const)
+    await replaceFile(join(outDir, name), bytes, { mode: 0o644, sync: true });
+  // What was written is what will be carried: check it as trust import will.
+  await verifyTrustBundle(outDir, anchor, now);
+  return described(u, anchorVersion, carried, now);
 }
 
 /**

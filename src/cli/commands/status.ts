@@ -6,6 +6,7 @@ import { readRecallMemory } from '../../revocations/memory.js';
 import { summarizeRevocationCache } from '../../revocations/cache.js';
 import { keptDownloads, listImages, type ImageReport } from '../../pipeline/inventory.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
+import { trustStatus, type TrustStatus } from '../../trust/trust-status.js';
 import { devStatus } from '../../vm/instance.js';
 import { MVMCTL_VERSION } from '../../version.js';
 import { parseCommand } from '../args.js';
@@ -19,6 +20,7 @@ export function healthProblems(s: {
   current: ImageReport | undefined;
   revocationsInvalid: string | undefined;
   chain: { intact: boolean; reason?: string | undefined };
+  trust?: Pick<TrustStatus, 'origin' | 'rootExpired' | 'rootExpires' | 'tufRootVersion'>;
 }): string[] {
   const problems: string[] = [];
   const c = s.current;
@@ -32,6 +34,11 @@ export function healthProblems(s: {
   if (s.revocationsInvalid !== undefined)
     problems.push(`the cached revocation list does not verify: ${s.revocationsInvalid}`);
   if (!s.chain.intact) problems.push(`the audit log's chain is broken: ${s.chain.reason ?? ''}`);
+  // A file named by MVM_TRUSTED_ROOT is the operator's own choice, with no TUF metadata to expire.
+  if (s.trust?.rootExpired && s.trust.origin !== 'file')
+    problems.push(
+      `the TUF root in force (${s.trust.origin}, root v${s.trust.tufRootVersion}) expired ${s.trust.rootExpires}: newer Sigstore keys cannot reach this host until a trust bundle is imported (mvmctl trust fetch, then mvmctl trust import DIR)`,
+    );
   return problems;
 }
 
@@ -82,6 +89,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     };
   });
   const vm = await devStatus(config, now);
+  const trust = await trustStatus(config, now, trustedRoot);
   const metrics = await currentMetrics(config, trustedRoot);
   const chain = {
     intact: metrics.chain.intact,
@@ -103,6 +111,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     current: inventory.images.find((i) => i.current),
     revocationsInvalid: revocations.state === 'invalid' ? (revocations.error ?? '') : undefined,
     chain: { intact: metrics.chain.intact, reason: metrics.chain.reason },
+    trust,
   });
   const status = {
     mvmctlVersion: MVMCTL_VERSION,
@@ -112,6 +121,7 @@ export async function statusCommand(args: string[], io: Output): Promise<number>
     revocations,
     leftovers: leftovers.map((l) => ({ path: l.path, bytes: l.bytes })),
     trustedRoot: { source: trustedRoot.source, sha256: trustedRoot.sha256 },
+    trust,
     metrics: metricsJson(metrics),
     auditLogUnreadableLines: metrics.unreadable,
     // A broken chain is loud wherever the log is read, not only in audit tail.
@@ -154,6 +164,7 @@ type Status = {
   revocations: Awaited<ReturnType<typeof summarizeRevocationCache>>['summary'];
   leftovers: { path: string; bytes: number }[];
   trustedRoot: { source: string; sha256: string };
+  trust: TrustStatus;
   auditChain: {
     intact: boolean;
     records: number;
@@ -169,6 +180,7 @@ function humanStatus(s: Status, config: Config, counters: Record<string, number>
   const lines = [
     `mvmctl ${MVMCTL_VERSION}   data ${p(config.dataDir)}`,
     `Trusted root: ${p(s.trustedRoot.source)} (sha256 ${s.trustedRoot.sha256.slice(0, 16)}…)`,
+    `  TUF root v${s.trust.tufRootVersion}, expires ${s.trust.rootExpires}${s.trust.rootExpired ? ' (EXPIRED)' : ''}; current as of ${s.trust.asOf.slice(0, 10)}`,
     '',
   ];
   const current = s.images.find((i) => i.current);

@@ -1,28 +1,17 @@
 import { homedir } from 'node:os';
 import { configFrom, type Config } from '../../config.js';
-import { isMvmError, MvmError } from '../../errors.js';
+import { isMvmError, MvmError, ONLINE_FETCH_FAILED } from '../../errors.js';
 import { printable } from '../../core/printable.js';
-import {
-  humanDuration,
-  TRUST_TOLERANCE_MS,
-  trustFreshness,
-  type RoleExpiries,
-  type TrustFreshness,
-} from '../../core/trust-policy.js';
+import { humanDuration, TRUST_TOLERANCE_MS, type TrustFreshness } from '../../core/trust-policy.js';
 import { audit } from '../../audit/record.js';
-import {
-  installedAnchor,
-  installTrust,
-  readInstalledTrust,
-  type TrustRecord,
-} from '../../trust/installed-trust.js';
-import { embeddedTufRootBytes, loadTrustedRoot } from '../../trust/trusted-root.js';
-import { readTrustFile } from '../../trust/trust-file.js';
+import { installedAnchor, installTrust } from '../../trust/installed-trust.js';
+import { loadTrustedRoot } from '../../trust/trusted-root.js';
+import { firstTufRoot, trustStatus } from '../../trust/trust-status.js';
 import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
 /**
- * `mvmctl trust import | status`: the TUF-verified Sigstore trusted root of
+ * `mvmctl trust fetch | import | status`: the TUF-verified Sigstore trusted root of
  * this host. Flags, help and exit codes: their rows of src/cli/spec.ts.
  */
 export async function trustCommand(args: string[], io: Output): Promise<number> {
@@ -42,6 +31,19 @@ export async function trustCommand(args: string[], io: Output): Promise<number> 
           },
         );
       return importBundle(config(), positionals[0]!, values.json === true, io);
+    }
+    case 'fetch': {
+      const { values } = parseCommand('trust fetch', rest);
+      return fetchBundle(
+        config(),
+        {
+          out: values.out ?? DEFAULT_OUT,
+          repository: values.repository,
+          offline: values.offline === true,
+        },
+        values.json === true,
+        io,
+      );
     }
     case 'status': {
       const { values } = parseCommand('trust status', rest);
@@ -149,54 +151,90 @@ async function importBundle(
   return 0;
 }
 
-/**
- * The TUF root a host without installed trust starts from: MVM_TUF_ROOT (a
- * private Sigstore deployment's TUF repository), else the embedded one. Held
- * to the trusted root's owner and mode rule: it decides every rotation after it.
- */
-async function firstTufRoot(config: Config): Promise<Buffer> {
-  if (config.tufRootPath === undefined) return embeddedTufRootBytes();
-  return readTrustFile(config.tufRootPath, 'TUF root', 512_000, 'trusted-root');
+/** Sigstore's public-good TUF repository, the one the embedded root belongs to. */
+export const PUBLIC_GOOD_TUF_REPOSITORY = 'https://tuf-repo-cdn.sigstore.dev';
+const DEFAULT_OUT = 'trust-bundle';
+
+function repositoryUrl(value: string, from: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new MvmError('usage', `${from} ${JSON.stringify(printable(value, 200))} is not a URL`, {
+      fix: `Name the TUF repository's base URL, e.g. ${PUBLIC_GOOD_TUF_REPOSITORY} or a mirror of it.`,
+    });
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:')
+    throw new MvmError('usage', `${from} must be http(s), not ${url.protocol}`, {
+      fix: 'Every file is verified by TUF, so a plain http mirror is allowed.',
+    });
+  return value.replace(/\/+$/, '');
 }
 
-/** What `trust status` and `status` report about the trust in force. */
-export interface TrustStatus {
-  readonly origin: 'embedded' | 'installed' | 'file';
-  readonly source: string;
-  readonly sha256: string;
-  readonly tufRootVersion: number;
-  readonly installed?: TrustRecord;
-  /** Installed only: the freshness of its metadata now. */
-  readonly freshness?: TrustFreshness;
-  /** The TUF root's own expiry: past it, the trust in force is out of date (status --check). */
-  readonly rootExpires: string;
-  readonly rootExpired: boolean;
-}
-
-export async function trustStatus(config: Config, now: Date): Promise<TrustStatus> {
-  const loaded = await loadTrustedRoot(config.trustedRootPath, { dataDir: config.dataDir });
-  const installed = await readInstalledTrust(config.dataDir);
-  const first = installed
-    ? undefined
-    : (JSON.parse((await firstTufRoot(config)).toString('utf8')).signed as {
-        version: number;
-        expires: string;
-      });
-  const rootExpires: string = installed ? installed.record.expires.root : first!.expires;
-  return {
-    origin: loaded.origin,
-    source: loaded.source,
-    sha256: loaded.sha256,
-    tufRootVersion: installed ? installed.record.versions.root : first!.version,
-    ...(installed
-      ? {
-          installed: installed.record,
-          freshness: trustFreshness(installed.record.expires as RoleExpiries, now),
-        }
-      : {}),
-    rootExpires,
-    rootExpired: Date.parse(rootExpires) < now.getTime(),
-  };
+async function fetchBundle(
+  config: Config,
+  o: { out: string; repository: string | undefined; offline: boolean },
+  json: boolean,
+  io: Output,
+): Promise<number> {
+  const repository = o.repository
+    ? repositoryUrl(o.repository, '--repository')
+    : config.tufRepository
+      ? repositoryUrl(config.tufRepository, 'MVM_TUF_REPOSITORY')
+      : PUBLIC_GOOD_TUF_REPOSITORY;
+  if (o.offline || config.offline)
+    throw new MvmError(
+      'network',
+      `${ONLINE_FETCH_FAILED}: offline (MVM_OFFLINE=1 or --offline), nothing was requested`,
+      {
+        cause: 'trust fetch downloads from the TUF repository, and the network is off by request',
+        fix: 'Run trust fetch on a connected host and carry its output here for mvmctl trust import DIR.',
+      },
+    );
+  const now = new Date();
+  const [{ fetchTrustBundle }, { HttpClient }] = await Promise.all([
+    import('../../trust/tuf-bundle.js'),
+    import('../../net/http.js'),
+  ]);
+  const http = new HttpClient({
+    timeoutMs: config.httpTimeoutMs,
+    fix: 'Check connectivity and proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and the TUF repository (--repository, MVM_TUF_REPOSITORY).',
+  });
+  // The embedded root (or MVM_TUF_ROOT): the oldest root a host of this mvmctl can start from,
+  // so the bundle carries every rotation after it, whatever the receiving host installed since.
+  const anchor = { root: await firstTufRoot(config) };
+  let v;
+  try {
+    v = await fetchTrustBundle(http, repository, anchor, o.out, now);
+  } finally {
+    await http.close();
+  }
+  if (json) {
+    io.out(
+      jsonLine({
+        out: o.out,
+        repository,
+        versions: v.versions,
+        expires: v.expires,
+        anchorRootVersion: v.anchorRootVersion,
+        rotations: v.rotations,
+        trustedRootSha256: v.trustedRootSha256,
+      }),
+    );
+    return 0;
+  }
+  io.out(`✓ trust bundle written to ${printable(o.out)} from ${repository}`);
+  io.out(
+    `  root chain:   v${v.anchorRootVersion} → v${v.versions.root}${v.rotations.length ? ` (${v.rotations.length} rotation files)` : ' (no rotation)'}`,
+  );
+  io.out(
+    `  metadata:     timestamp v${v.versions.timestamp}, snapshot v${v.versions.snapshot}, targets v${v.versions.targets}`,
+  );
+  io.out(
+    `  import by:    ${new Date(Date.parse(v.expires.timestamp) + TRUST_TOLERANCE_MS).toISOString()} (timestamp expires ${v.expires.timestamp}, plus ${humanDuration(TRUST_TOLERANCE_MS)})`,
+  );
+  io.out(`  carry ${printable(o.out)} to the air-gapped host and run: mvmctl trust import DIR`);
+  return 0;
 }
 
 async function status(config: Config, json: boolean, io: Output): Promise<number> {

@@ -1,0 +1,77 @@
+/**
+ * The trust in force, as `trust status`, `status` and the metrics report it:
+ * which root, its TUF versions and expiry, and how old it is.
+ */
+import type { Config } from '../config.js';
+import { trustFreshness, type RoleExpiries, type TrustFreshness } from '../core/trust-policy.js';
+import { readInstalledTrust, type TrustRecord } from './installed-trust.js';
+import { readTrustFile } from './trust-file.js';
+import { embeddedTufRootBytes, loadTrustedRoot, type LoadedTrustedRoot } from './trusted-root.js';
+
+/**
+ * The TUF root a host without installed trust starts from: MVM_TUF_ROOT (a
+ * private Sigstore deployment's TUF repository), else the embedded one. Held
+ * to the trusted root's owner and mode rule: it decides every rotation after it.
+ */
+export async function firstTufRoot(config: Config): Promise<Buffer> {
+  if (config.tufRootPath === undefined) return embeddedTufRootBytes();
+  return readTrustFile(config.tufRootPath, 'TUF root', 512_000, 'trusted-root');
+}
+
+/** What `trust status` and `status` report about the trust in force. */
+export interface TrustStatus {
+  readonly origin: 'embedded' | 'installed' | 'file';
+  readonly source: string;
+  readonly sha256: string;
+  readonly tufRootVersion: number;
+  readonly installed?: TrustRecord;
+  /** Installed only: the freshness of its metadata now. */
+  readonly freshness?: TrustFreshness;
+  /** The TUF root's own expiry: past it, the trust in force is out of date (status --check). */
+  readonly rootExpires: string;
+  readonly rootExpired: boolean;
+  /**
+   * Since when the trust in force is known current: installed, when this host
+   * verified it (trust import); embedded or a file, the start of the newest
+   * authority it lists (the last key Sigstore added that it knows of).
+   */
+  readonly asOf: string;
+  /** now - asOf, in seconds: mvm_trusted_root_age_seconds. */
+  readonly ageSeconds: number;
+}
+
+export async function trustStatus(
+  config: Config,
+  now: Date,
+  loaded?: LoadedTrustedRoot,
+): Promise<TrustStatus> {
+  loaded ??= await loadTrustedRoot(config.trustedRootPath, { dataDir: config.dataDir });
+  const installed = await readInstalledTrust(config.dataDir);
+  const first = installed
+    ? undefined
+    : (JSON.parse((await firstTufRoot(config)).toString('utf8')).signed as {
+        version: number;
+        expires: string;
+      });
+  const rootExpires: string = installed ? installed.record.expires.root : first!.expires;
+  const asOf =
+    loaded.origin === 'installed' && installed
+      ? installed.record.verifiedAt
+      : new Date(loaded.newestAuthorityStartMs ?? 0).toISOString();
+  return {
+    origin: loaded.origin,
+    source: loaded.source,
+    sha256: loaded.sha256,
+    tufRootVersion: installed ? installed.record.versions.root : first!.version,
+    ...(installed
+      ? {
+          installed: installed.record,
+          freshness: trustFreshness(installed.record.expires as RoleExpiries, now),
+        }
+      : {}),
+    rootExpires,
+    rootExpired: Date.parse(rootExpires) < now.getTime(),
+    asOf,
+    ageSeconds: Math.max(0, (now.getTime() - Date.parse(asOf)) / 1000),
+  };
+}
