@@ -103,6 +103,19 @@ export const ENVIRONMENT: readonly {
   { name: 'NO_PROXY', help: 'hosts reached without a proxy (no_proxy too)' },
   { name: 'MVM_OFFLINE', value: '1', help: 'never use the network' },
   {
+    name: 'MVM_TUF_ROOT',
+    help: 'TUF root.json that trust import and trust fetch start from before a trust bundle is installed (default: the embedded public-good root; a private Sigstore deployment names its own)',
+  },
+  {
+    name: 'MVM_TUF_REPOSITORY',
+    help: 'TUF repository trust fetch updates from (default https://tuf-repo-cdn.sigstore.dev)',
+  },
+  {
+    name: 'MVM_COMPILE_CACHE',
+    value: '0',
+    help: "turn off Node.js's compile cache of mvmctl's modules (kept in the cache directory's compile-cache/)",
+  },
+  {
     name: 'MVM_REQUIRE_FRESH_REVOCATIONS',
     value: '1',
     help: 'refuse to install or boot without a revocation list fresher than 7 days, as --require-fresh-revocations does (fleet configuration)',
