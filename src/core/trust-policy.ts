@@ -17,6 +17,9 @@ export type TufRole = (typeof TUF_ROLES)[number];
  */
 export const TRUST_TOLERANCE_MS = 7 * 24 * 60 * 60 * 1000;
 
+/** Most bytes of one TUF metadata file (Sigstore's are a few KiB; tuf-js allows 512000 for a root). */
+export const MAX_TUF_METADATA_BYTES = 512_000;
+
 export type RoleExpiries = Readonly<Record<TufRole, string>>;
 
 export type TrustFreshness =

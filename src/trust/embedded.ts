@@ -1,7 +1,7 @@
 /**
  * The trust material built into mvmctl: the pinned Sigstore trusted root and
- * the TUF root.json of the repository it comes from. Node built-ins only, so
- * that what reports on trust (metrics, status) need not load Sigstore.
+ * the TUF root.json of the repository it comes from. Node built-ins only:
+ * reading them loads no Sigstore library.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';

@@ -15,7 +15,11 @@ import { constants, promises as fs } from 'node:fs';
 import { join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
-import type { RoleExpiries, TrustFreshness } from '../core/trust-policy.js';
+import {
+  MAX_TUF_METADATA_BYTES,
+  type RoleExpiries,
+  type TrustFreshness,
+} from '../core/trust-policy.js';
 import { readRegularFile, replaceFile, MAX_TRUSTED_ROOT_BYTES } from '../io/files.js';
 import { ensurePrivateDir } from '../io/secure-dir.js';
 import { withLock } from '../io/lock.js';
@@ -25,7 +29,6 @@ import type { TrustAnchor, VerifiedTrust } from './tuf-bundle.js';
 export const trustDir = (dataDir: string): string => join(dataDir, 'trust');
 const CURRENT = 'current.json';
 const METADATA = ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'] as const;
-const MAX_METADATA_BYTES = 512_000;
 /** Sets kept on disk: the one in force and the one before it. */
 const KEEP_SETS = 2;
 
@@ -122,7 +125,7 @@ export async function installedTrustedRootBytes(t: InstalledTrust): Promise<Buff
 export async function installedAnchor(t: InstalledTrust): Promise<TrustAnchor> {
   const [root, timestamp, snapshot, targets] = await Promise.all(
     METADATA.map((n) =>
-      readRegularFile(join(t.dir, n), `installed ${n}`, MAX_METADATA_BYTES, { noFollow: true }),
+      readRegularFile(join(t.dir, n), `installed ${n}`, MAX_TUF_METADATA_BYTES, { noFollow: true }),
     ),
   );
   return { root: root!, timestamp: timestamp!, snapshot: snapshot!, targets: targets! };

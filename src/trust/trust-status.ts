@@ -3,7 +3,12 @@
  * which root, its TUF versions and expiry, and how old it is.
  */
 import type { Config } from '../config.js';
-import { trustFreshness, type RoleExpiries, type TrustFreshness } from '../core/trust-policy.js';
+import {
+  MAX_TUF_METADATA_BYTES,
+  trustFreshness,
+  type RoleExpiries,
+  type TrustFreshness,
+} from '../core/trust-policy.js';
 import { readInstalledTrust, type TrustRecord } from './installed-trust.js';
 import { readTrustFile } from './trust-file.js';
 import { embeddedTufRootBytes, loadTrustedRoot, type LoadedTrustedRoot } from './trusted-root.js';
@@ -15,7 +20,7 @@ import { embeddedTufRootBytes, loadTrustedRoot, type LoadedTrustedRoot } from '.
  */
 export async function firstTufRoot(config: Config): Promise<Buffer> {
   if (config.tufRootPath === undefined) return embeddedTufRootBytes();
-  return readTrustFile(config.tufRootPath, 'TUF root', 512_000, 'trusted-root');
+  return readTrustFile(config.tufRootPath, 'TUF root', MAX_TUF_METADATA_BYTES, 'trusted-root');
 }
 
 /** What `trust status` and `status` report about the trust in force. */
@@ -46,28 +51,26 @@ export async function trustStatus(
   loaded?: LoadedTrustedRoot,
 ): Promise<TrustStatus> {
   loaded ??= await loadTrustedRoot(config.trustedRootPath, { dataDir: config.dataDir });
-  const installed = await readInstalledTrust(config.dataDir);
-  const first = installed
+  // An installed root brings its record; otherwise a set may still be installed (a file overrides it).
+  const record = loaded.installed ?? (await readInstalledTrust(config.dataDir))?.record;
+  const first = record
     ? undefined
     : (JSON.parse((await firstTufRoot(config)).toString('utf8')).signed as {
         version: number;
         expires: string;
       });
-  const rootExpires: string = installed ? installed.record.expires.root : first!.expires;
+  const rootExpires: string = record ? record.expires.root : first!.expires;
   const asOf =
-    loaded.origin === 'installed' && installed
-      ? installed.record.verifiedAt
+    loaded.origin === 'installed' && record
+      ? record.verifiedAt
       : new Date(loaded.newestAuthorityStartMs ?? 0).toISOString();
   return {
     origin: loaded.origin,
     source: loaded.source,
     sha256: loaded.sha256,
-    tufRootVersion: installed ? installed.record.versions.root : first!.version,
-    ...(installed
-      ? {
-          installed: installed.record,
-          freshness: trustFreshness(installed.record.expires as RoleExpiries, now),
-        }
+    tufRootVersion: record ? record.versions.root : first!.version,
+    ...(record
+      ? { installed: record, freshness: trustFreshness(record.expires as RoleExpiries, now) }
       : {}),
     rootExpires,
     rootExpired: Date.parse(rootExpires) < now.getTime(),

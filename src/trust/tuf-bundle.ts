@@ -21,6 +21,7 @@ import { join } from 'node:path';
 import { MvmError } from '../errors.js';
 import { readRegularFile, replaceFile } from '../io/files.js';
 import {
+  MAX_TUF_METADATA_BYTES,
   rootChainProblem,
   TRUST_TOLERANCE_MS,
   trustFreshness,
@@ -42,8 +43,6 @@ export const TRUSTED_ROOT_TARGET = 'trusted_root.json';
 
 /** Most root rotations one bundle may carry (tuf-js's own default bound is 256). */
 const MAX_ROOT_ROTATIONS = 64;
-/** Most bytes of one metadata file (Sigstore's are a few KiB; tuf-js allows 512000 for a root). */
-const MAX_METADATA_BYTES = 512_000;
 
 const ROOT_FILE = /^([1-9][0-9]{0,8})\.root\.json$/;
 
@@ -82,6 +81,27 @@ function commonJs<T extends object>(m: T): T {
   return d !== null && typeof d === 'object' && !('Updater' in m) && !('DownloadHTTPError' in m)
     ? (d as T)
     : m;
+}
+
+/**
+ * The Updater's downloadFile, for either fetcher: the bytes downloadBytes
+ * gives, in a file of the private staging directory for `handler`, removed after.
+ */
+async function throughFile<T>(
+  fetcher: Pick<TufFetcher, 'downloadBytes'>,
+  staging: string,
+  url: string,
+  maxLength: number,
+  handler: (file: string) => Promise<T>,
+): Promise<T> {
+  const bytes = await fetcher.downloadBytes(url, maxLength);
+  const tmp = join(staging, `download-${process.hrtime.bigint()}`);
+  await writeFile(tmp, bytes, { mode: 0o600, flag: 'wx' });
+  try {
+    return await handler(tmp);
+  } finally {
+    await rm(tmp, { force: true });
+  }
 }
 
 /** Answers the Updater's requests from the bundle directory. */
@@ -124,19 +144,12 @@ class BundleFetcher implements TufFetcher {
     return readRegularFile(path, `trust bundle file`, Math.max(1, maxLength), { noFollow: true });
   }
 
-  async downloadFile<T>(
+  downloadFile<T>(
     url: string,
     maxLength: number,
     handler: (file: string) => Promise<T>,
   ): Promise<T> {
-    const bytes = await this.downloadBytes(url, maxLength);
-    const tmp = join(this.staging, `download-${process.hrtime.bigint()}`);
-    await writeFile(tmp, bytes, { mode: 0o600, flag: 'wx' });
-    try {
-      return await handler(tmp);
-    } finally {
-      await rm(tmp, { force: true });
-    }
+    return throughFile(this, this.staging, url, maxLength, handler);
   }
 }
 
@@ -223,7 +236,7 @@ async function update(
     targetDir: staging,
     targetBaseUrl: `${baseUrl.replace(/\/$/, '')}/targets/`,
     fetcher,
-    config: { maxRootRotations: MAX_ROOT_ROTATIONS, rootMaxLength: MAX_METADATA_BYTES },
+    config: { maxRootRotations: MAX_ROOT_ROTATIONS, rootMaxLength: MAX_TUF_METADATA_BYTES },
   });
   judgeExpiryFrom(updater, referenceTime);
   let trustedRoot: Buffer;
@@ -359,24 +372,17 @@ class HttpFetcher implements TufFetcher {
       throw new this.errors.DownloadHTTPError(`HTTP ${r.status}`, r.status);
     if (r.status !== 200)
       throw (this.failure = this.http.statusError(url, r.status, 'TUF metadata'));
-    const root = /\/([1-9][0-9]{0,8})\.root\.json$/.exec(new URL(url).pathname);
+    const root = ROOT_FILE.exec(this.lastFile);
     if (root) this.roots.set(Number(root[1]), r.body);
     return r.body;
   }
 
-  async downloadFile<T>(
+  downloadFile<T>(
     url: string,
     maxLength: number,
     handler: (file: string) => Promise<T>,
   ): Promise<T> {
-    const bytes = await this.downloadBytes(url, maxLength);
-    const tmp = join(this.staging, `download-${process.hrtime.bigint()}`);
-    await writeFile(tmp, bytes, { mode: 0o600, flag: 'wx' });
-    try {
-      return await handler(tmp);
-    } finally {
-      await rm(tmp, { force: true });
-    }
+    return throughFile(this, this.staging, url, maxLength, handler);
   }
 }
 
