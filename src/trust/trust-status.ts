@@ -2,7 +2,6 @@
  * The trust in force, as `trust status`, `status` and the metrics report it:
  * which root, its TUF versions and expiry, and how old it is.
  */
-import type { Config } from '../config.js';
 import {
   MAX_TUF_METADATA_BYTES,
   trustFreshness,
@@ -18,9 +17,19 @@ import { embeddedTufRootBytes, loadTrustedRoot, type LoadedTrustedRoot } from '.
  * private Sigstore deployment's TUF repository), else the embedded one. Held
  * to the trusted root's owner and mode rule: it decides every rotation after it.
  */
-export async function firstTufRoot(config: Config): Promise<Buffer> {
+export async function firstTufRoot(config: Pick<TrustPaths, 'tufRootPath'>): Promise<Buffer> {
   if (config.tufRootPath === undefined) return embeddedTufRootBytes();
   return readTrustFile(config.tufRootPath, 'TUF root', MAX_TUF_METADATA_BYTES, 'trusted-root');
+}
+
+/**
+ * Where the trust in force comes from: the fields of the configuration these
+ * functions read (trust/ sits below config.ts, so it takes them, not Config).
+ */
+export interface TrustPaths {
+  readonly dataDir: string;
+  readonly trustedRootPath: string | undefined;
+  readonly tufRootPath: string | undefined;
 }
 
 /** What `trust status` and `status` report about the trust in force. */
@@ -46,7 +55,7 @@ export interface TrustStatus {
 }
 
 export async function trustStatus(
-  config: Config,
+  config: TrustPaths,
   now: Date,
   loaded?: LoadedTrustedRoot,
 ): Promise<TrustStatus> {
