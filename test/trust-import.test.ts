@@ -20,12 +20,10 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { after, before, describe, it } from 'node:test';
 import { runMvm } from './support/release-server.js';
 import { GITHUB_ISSUER, releaseIdentity, TestPki } from './support/pki.js';
-import { TufRepo } from './support/tuf-repo.js';
+import { serveDir, TufRepo } from './support/tuf-repo.js';
 
 const DAY = 86_400_000;
 const NET = ['unshare', '-n', '--'];
@@ -334,30 +332,6 @@ describe('trust import: a new Rekor shard', () => {
     assert.match(afterImport.stderr, /Trusted root: +installed \(TUF root v1, timestamp v2/);
   });
 });
-
-/** A static file server on 127.0.0.1 for a TUF repository directory; records each path asked for. */
-async function serveDir(
-  root: string,
-): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
-  const paths: string[] = [];
-  const server: Server = createServer((req, res) => {
-    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
-    paths.push(path);
-    const file = join(root, path);
-    if (!file.startsWith(root + '/') || !existsSync(file)) {
-      res.writeHead(404).end();
-      return;
-    }
-    res.writeHead(200, { 'content-type': 'application/json' }).end(readFileSync(file));
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  const { port } = server.address() as AddressInfo;
-  return {
-    url: `http://127.0.0.1:${port}`,
-    paths,
-    close: () => new Promise<void>((r) => server.close(() => r())),
-  };
-}
 
 const ONLINE = {
   MVM_OFFLINE: '',

@@ -262,6 +262,10 @@ const NETWORK_ENV = [
   'MVM_HTTP_TIMEOUT_SECONDS',
   ['MVM_OFFLINE', 'refuse at once: nothing is requested'],
   ['MVM_TRUSTED_ROOT', 'as --trusted-root'],
+  [
+    'MVM_TUF_REPOSITORY',
+    "the TUF repository the set's trust bundle comes from (default https://tuf-repo-cdn.sigstore.dev)",
+  ],
   ['MVM_MAX_KERNEL_BYTES', 'largest kernel downloaded'],
   ['MVM_MAX_ROOTFS_BYTES', 'largest rootfs (and initrd) downloaded'],
 ] as const satisfies readonly EnvRef[];
@@ -296,13 +300,23 @@ only when its SHA-256 is the one the signed manifest records. The signed
 revocation list is fetched and verified too, so the set carries a fresh list;
 a recalled release stops here (exit 13) unless --allow-recalled.
 
+The set also carries a trust bundle in DIR/trust (as mvmctl trust fetch
+writes it): Sigstore's trusted root from a TUF update of its repository
+(MVM_TUF_REPOSITORY), anchored on the TUF root built into mvmctl. The set is
+verified here with that root, and dev import-image --dir imports it first on
+the air-gapped host, so releases and revocation lists signed with keys
+Sigstore added since mvmctl was built verify there. It must be imported
+within 7 days of its timestamp's expiry (the summary says by when). Not
+carried with --no-trust-bundle, or when --trusted-root / MVM_TRUSTED_ROOT
+names the trusted root.
+
 Interrupted downloads resume: a failed request is retried, a cut connection
 continues with an HTTP Range request, and after Ctrl-C (exit 130) the same
 command picks up the NAME.partial files. A file already in DIR with the right
 digest is not downloaded again. There is no unsigned fallback, ever.
 
 Then carry DIR to the air-gapped host and run:
-  mvmctl dev import-image --dir DIR      (installs, revocation list included)
+  mvmctl dev import-image --dir DIR      (installs, trust and revocation list included)
   mvmctl dev up`,
     flags: [
       {
@@ -328,6 +342,11 @@ Then carry DIR to the air-gapped host and run:
         name: 'allow-recalled',
         type: 'boolean',
         help: 'fetch a recalled release anyway (for investigation; import refuses it)',
+      },
+      {
+        name: 'no-trust-bundle',
+        type: 'boolean',
+        help: 'leave the trust bundle (DIR/trust) out: the air-gapped host verifies with the trust it has; no request to the TUF repository',
       },
       TRUSTED_ROOT,
       OFFLINE_REFUSE,
@@ -422,7 +441,7 @@ and never acted on; an unknown schema_version is refused (exit 15).`,
         name: 'dir',
         type: 'string',
         value: 'DIR',
-        help: "find the files of this host's arch by their release names in DIR (the initrd too, when the manifest lists one), e.g. a transfer set from mvmctl dev fetch; a revocation pair in DIR (revoked-versions.json + .bundle) is verified and installed before the recall check, unless older than the cached list",
+        help: "find the files of this host's arch by their release names in DIR (the initrd too, when the manifest lists one), e.g. a transfer set from mvmctl dev fetch; a trust bundle in DIR/trust is verified and imported first (as mvmctl trust import does) unless older than the installed trust or expired beyond 7 days, and the set is checked with its trusted root; a revocation pair in DIR (revoked-versions.json + .bundle) is verified and installed before the recall check, unless older than the cached list",
       },
       TRUSTED_ROOT,
       REQUIRE_FRESH,

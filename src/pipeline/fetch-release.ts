@@ -31,11 +31,14 @@ import {
   MAX_LIST_BYTES,
   REVOCATIONS_BUNDLE,
   REVOCATIONS_JSON,
+  isRootGap,
   verifyRevocationPair,
   type VerifiedList,
 } from '../revocations/cache.js';
 import { audit, type AuditRecord } from '../audit/record.js';
 import { verifyReleaseManifest } from './import-image.js';
+import { fetchTrust, TRUST_BUNDLE_DIR, tufRepository, type FetchedTrust } from './carried-trust.js';
+import { TRUST_TOLERANCE_MS } from '../core/trust-policy.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import type { VerifiedSignature } from '../trust/verified.js';
 
@@ -52,7 +55,13 @@ export type FetchEvent =
       reused: number;
       alreadyThere: boolean;
     }
-  | { step: 'retry'; message: string; delayMs: number };
+  | { step: 'retry'; message: string; delayMs: number }
+  | {
+      step: 'trust';
+      repository: string;
+      versions: FetchedTrust['verified']['versions'];
+      expires: string;
+    };
 
 export interface FetchContext {
   readonly config: Config;
@@ -61,6 +70,8 @@ export interface FetchContext {
   readonly arch: Arch;
   /** The transfer set's directory: created when missing. */
   readonly dir: string;
+  /** Carry a trust bundle in the set (`trust/`); false with --no-trust-bundle. */
+  readonly carryTrust: boolean;
   /** Keep going when the release is recalled (for investigation); warned, never silent. */
   readonly allowRecalled: boolean;
   /** `input` for the operator's --out (exit 3), `store` for dev pull's private staging (exit 17). */
@@ -81,6 +92,18 @@ export interface TransferSet {
   readonly revocations: { state: 'fetched' | 'none'; entries: number };
   /** Bytes actually transferred for the artifacts (less than their size when resumed or already there). */
   readonly transferred: number;
+  /** The trust bundle in `trust/`: what it holds and when it must be imported by, or why there is none. */
+  readonly trust:
+    | {
+        readonly state: 'carried';
+        readonly dir: string;
+        readonly repository: string;
+        readonly versions: FetchedTrust['verified']['versions'];
+        readonly expires: FetchedTrust['verified']['expires'];
+        readonly importBy: string;
+        readonly trustedRootSha256: string;
+      }
+    | { readonly state: 'not-carried'; readonly reason: string };
 }
 
 export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
@@ -92,13 +115,15 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
   const facts = { version: ctx.version, arch: ctx.arch };
   // Ends what was started alongside (small requests, their retries) once the pipeline stops.
   const stop = new AbortController();
-  const run = {
+  const run: FetchContext & { trustedRoot: LoadedTrustedRoot } = {
     ...ctx,
     signal: ctx.signal ? AbortSignal.any([ctx.signal, stop.signal]) : stop.signal,
   };
   try {
     await prepareDir(run);
     prepareDownloads(); //                                               the workers boot meanwhile
+    const trust = await carryTrust(run); //                             the trust bundle, small; the set is checked with its root
+    if (trust.state === 'carried') run.trustedRoot = trust.fetched.trustedRoot;
     const pair = alongside(fetchRevocations(client, run)); //           the revocation pair (404: none), small
     const signed = await fetchSigned(client, run); //                  manifest + bundle
     const signature = verifySignature(signed, run); //                  the signature, before any large download
@@ -108,7 +133,7 @@ export async function fetchReleaseSet(ctx: FetchContext): Promise<TransferSet> {
     const downloaded = await downloadArtifacts(client, manifest, run); // kernel, rootfs, initrd at once
     await writeSmallFiles(signed, list, run); //                        the set is complete
     await record(ctx, { ...facts, outcome: 'ok' });
-    return summary(manifest, signed, signature, list, downloaded, run);
+    return summary(manifest, signed, signature, list, downloaded, trust, run);
   } catch (e) {
     const err = asFetchError(e, ctx);
     if (err.code !== 'usage') {
@@ -340,7 +365,9 @@ async function fetchRevocations(
         `Cosign verification failed for the revocation list at ${revocationsUrl(ctx.config, REVOCATIONS_JSON)}: ${e.message}`,
         {
           cause: `${e.cause ? `${e.cause}; ` : ''}a list that does not verify is never carried or trusted`,
-          fix: 'Check the release location (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
+          fix: isRootGap(e)
+            ? e.fix
+            : 'Check the release location (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
           ...(e.check ? { check: e.check } : {}),
           underlying: e,
         },
@@ -482,6 +509,7 @@ function summary(
   signature: VerifiedSignature,
   list: FetchedList | undefined,
   downloaded: Downloaded[],
+  trust: CarriedBundle,
   ctx: FetchContext,
 ): TransferSet {
   return {
@@ -506,7 +534,65 @@ function summary(
       ? { state: 'fetched', entries: list.verified.list.revocations.length }
       : { state: 'none', entries: 0 },
     transferred: downloaded.reduce((n, d) => n + d.result.bytes - d.result.reused, 0),
+    trust:
+      trust.state === 'carried'
+        ? {
+            state: 'carried',
+            dir: join(ctx.dir, TRUST_BUNDLE_DIR),
+            repository: trust.fetched.repository,
+            versions: trust.fetched.verified.versions,
+            expires: trust.fetched.verified.expires,
+            importBy: new Date(
+              Date.parse(trust.fetched.verified.expires.timestamp) + TRUST_TOLERANCE_MS,
+            ).toISOString(),
+            trustedRootSha256: trust.fetched.verified.trustedRootSha256,
+          }
+        : { state: 'not-carried', reason: trust.reason },
   };
+}
+
+type CarriedBundle =
+  | { readonly state: 'carried'; readonly fetched: FetchedTrust }
+  | { readonly state: 'not-carried'; readonly reason: string };
+
+/**
+ * The set's trust bundle (`trust/`): the Sigstore trusted root from a TUF
+ * update, so that the air-gapped host verifies the set, and what comes after
+ * it, with the keys Sigstore uses today. The set is checked here with that
+ * root too, as it will be there. Not carried when asked (--no-trust-bundle)
+ * or when the trusted root here is a named file (no TUF repository behind it).
+ */
+async function carryTrust(ctx: FetchContext): Promise<CarriedBundle> {
+  if (!ctx.carryTrust) return { state: 'not-carried', reason: '--no-trust-bundle' };
+  if (ctx.trustedRoot.origin === 'file')
+    return {
+      state: 'not-carried',
+      reason: `the trusted root is the file ${ctx.trustedRoot.source} (--trusted-root or MVM_TRUSTED_ROOT)`,
+    };
+  const repository = tufRepository(ctx.config);
+  const dir = join(ctx.dir, TRUST_BUNDLE_DIR);
+  const fetched = await fetchTrust(
+    ctx.config,
+    repository,
+    dir,
+    ctx.now(),
+    `Check connectivity and proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and the TUF repository (MVM_TUF_REPOSITORY, now ${repository}); or leave the trust bundle out with --no-trust-bundle.`,
+  ).catch((e: unknown) => {
+    if (e instanceof MvmError && e.code === 'input')
+      throw new MvmError(ctx.diskErrorCode, e.message, {
+        ...(e.cause !== undefined ? { cause: e.cause } : {}),
+        fix: e.fix,
+        underlying: e,
+      });
+    throw e;
+  });
+  ctx.report({
+    step: 'trust',
+    repository,
+    versions: fetched.verified.versions,
+    expires: fetched.verified.expires.timestamp,
+  });
+  return { state: 'carried', fetched };
 }
 
 /** Audited like an import: a wrong signer seen while fetching is the same signal to a fleet. */

@@ -37,6 +37,7 @@ import {
   type CachedRevocations,
 } from '../revocations/cache.js';
 import { installCarriedPair } from '../revocations/install.js';
+import { importCarriedTrust, type CarriedTrust } from './carried-trust.js';
 import type { Fetcher } from '../revocations/fetch.js';
 import {
   checkFreshness,
@@ -110,6 +111,7 @@ export type ImportEvent =
       entries?: number;
     }
   | { step: 'carried-list'; installed: boolean; entries: number; reason?: string }
+  | { step: 'trust'; carried: Exclude<CarriedTrust, { state: 'none' }> }
   | { step: 'digest'; role: ArtifactRole; sha256: string; bytes: number; skipped: boolean }
   | { step: 'install'; path: string; alreadyInstalled: boolean; replaced?: Replacement };
 
@@ -178,6 +180,7 @@ export async function importImage(set: ReleaseSet, ctx: ImportContext): Promise<
   try {
     const inputs = await openReleaseSet(set, ctx);
     await checkStoreWritable(ctx.config); //                              (the store can take it, before any work)
+    ctx = await withCarriedTrust(set, ctx); //                            0. the set's trust bundle, if newer
     let initrd: OpenedFile | undefined;
     try {
       facts.manifestSha256 = sha256(inputs.manifest);
@@ -906,6 +909,26 @@ async function sameImageInstalled(
     r.artifacts?.rootfs?.sha256 === receipt.artifacts.rootfs.sha256 &&
     r.artifacts?.initrd?.sha256 === receipt.artifacts.initrd?.sha256;
   return same ? join(store.root, `v${receipt.version}`) : undefined;
+}
+
+/**
+ * A set from `dev fetch` carries the Sigstore trusted root it was verified
+ * with (`trust/`, TUF-verified): imported when it is newer than this host's,
+ * and the set is then checked with it. A bundle that does not verify stops
+ * the import; one older than the installed trust, or past its expiry, is left
+ * out with a line saying so.
+ */
+async function withCarriedTrust(set: ReleaseSet, ctx: ImportContext): Promise<ImportContext> {
+  if (set.dir === undefined) return ctx;
+  const { carried, trustedRoot } = await importCarriedTrust(
+    ctx.config,
+    set.dir,
+    ctx.trustedRoot,
+    ctx.now(),
+  );
+  if (carried.state === 'none') return ctx;
+  ctx.report({ step: 'trust', carried });
+  return trustedRoot === ctx.trustedRoot ? ctx : { ...ctx, trustedRoot };
 }
 
 function escapeHatches(ctx: ImportContext): Bypass[] {

@@ -386,14 +386,18 @@ export function manifestSignatureFailure(
       ? 'the embedded public-good trusted root'
       : trustedRoot.origin === 'installed'
         ? `the installed trusted root, ${trustedRoot.source},`
-        : `the trusted root in use, ${trustedRoot.source} (--trusted-root or MVM_TRUSTED_ROOT),`;
+        : trustedRoot.origin === 'fetched'
+          ? `the trusted root ${trustedRoot.source},`
+          : `the trusted root in use, ${trustedRoot.source} (--trusted-root or MVM_TRUSTED_ROOT),`;
   // Sigstore adds keys (a new Rekor shard, a rotated CA or TSA): a root older than the signature lacks them.
   const newerRoot =
     'If the set was signed with a Sigstore key newer than this root (a new transparency-log shard, a rotated CA), bring in a newer trusted root: run `mvmctl trust fetch --out DIR` on a connected host, carry DIR, and run `mvmctl trust import DIR` here.';
   const rootFix =
     trustedRoot.origin === 'file'
       ? "Use the trusted root of the Sigstore deployment that signed the set: for the project's releases (public-good instance) unset MVM_TRUSTED_ROOT and drop --trusted-root to use the embedded or installed root; for a private deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at its trusted_root.json."
-      : `${newerRoot} If the set comes from a private Sigstore deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at that deployment's trusted_root.json.`;
+      : trustedRoot.origin === 'fetched'
+        ? "The root is the TUF repository's current one, so the set was signed in another Sigstore deployment: name that deployment's TUF repository (MVM_TUF_REPOSITORY, with MVM_TUF_ROOT), or its trusted_root.json with MVM_TRUSTED_ROOT (or --trusted-root)."
+        : `${newerRoot} If the set comes from a private Sigstore deployment, point MVM_TRUSTED_ROOT (or --trusted-root) at that deployment's trusted_root.json.`;
   const gaps = parsed ? rootGaps(parsed.bundle, trustedRoot.material) : undefined;
   const mayBeIntact = 'The manifest itself may be intact.';
   if (e.check === 'tlog-entry' && gaps && gaps.unknownLogs.length > 0) {

@@ -49,6 +49,7 @@ export async function pullImage(
         arch: ctx.hostArch,
         dir: staging,
         allowRecalled: false,
+        carryTrust: true,
         diskErrorCode: 'store',
         now: ctx.now,
         ...(ctx.signal ? { signal: ctx.signal } : {}),

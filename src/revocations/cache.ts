@@ -28,6 +28,7 @@ import { readRegularFile } from '../io/files.js';
 import { collectUnlinked } from '../io/garbage.js';
 import { ensurePrivateDir } from '../io/secure-dir.js';
 import { parseBundle } from '../trust/bundle.js';
+import { rootGaps } from '../trust/root-coverage.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import { verifyArtifact } from '../trust/verify.js';
 
@@ -68,13 +69,56 @@ export function verifyRevocationPair(
   repo: string,
   trustedRoot: LoadedTrustedRoot,
 ): VerifiedList {
-  const v = verifyArtifact(json, parseBundle(bundle), trustedRoot, revocationsPolicy(repo));
+  const parsed = parseBundle(bundle);
+  let v;
+  try {
+    v = verifyArtifact(json, parsed, trustedRoot, revocationsPolicy(repo));
+  } catch (e) {
+    throw rootGapFailure(e, parsed, trustedRoot) ?? e;
+  }
   return {
     list: parseRevocationList(json),
     signer: v.signer.kind === 'certificate' ? v.signer.identity : 'key',
     // Rekor v2 entries carry no signed entry timestamp: the verified TSA time is then the signing time.
     signedAt: v.signedTime?.time ?? undefined,
   };
+}
+
+/** Refusals that come from a trusted root lacking the list's log or CA: their cause and fix stand as they are. */
+const rootGapErrors = new WeakSet<MvmError>();
+export const isRootGap = (e: unknown): boolean => e instanceof MvmError && rootGapErrors.has(e);
+
+/**
+ * A list logged in a transparency log (or certified by a CA) the trusted root
+ * does not list: Sigstore added a key after this root (a new log shard, a
+ * rotated CA), and the fix is a newer root, not another copy of the list.
+ */
+function rootGapFailure(
+  e: unknown,
+  parsed: ReturnType<typeof parseBundle>,
+  trustedRoot: LoadedTrustedRoot,
+): MvmError | undefined {
+  if (!(e instanceof MvmError) || e.code !== 'signature') return undefined;
+  if (e.check !== 'tlog-entry' && e.check !== 'certificate-chain') return undefined;
+  const gaps = rootGaps(parsed.bundle, trustedRoot.material);
+  const what =
+    e.check === 'tlog-entry' && gaps.unknownLogs.length > 0
+      ? `the transparency log the list was logged in (log id ${gaps.unknownLogs[0]})`
+      : e.check === 'certificate-chain' && gaps.unknownCa
+        ? `the certificate authority that issued its signing certificate (issuer ${gaps.unknownCa})`
+        : undefined;
+  if (what === undefined) return undefined;
+  const err = new MvmError('signature', e.message, {
+    check: e.check,
+    cause: `the trusted root in use (${trustedRoot.source}) does not know ${what}: the list was signed with a Sigstore key newer than this root, or in another Sigstore deployment`,
+    fix:
+      trustedRoot.origin === 'file'
+        ? "Use the trusted root of the Sigstore deployment that signed the list: unset MVM_TRUSTED_ROOT and drop --trusted-root to use the embedded or installed root, or name that deployment's trusted_root.json."
+        : 'Bring in a newer trusted root: run `mvmctl trust fetch --out DIR` on a connected host (a transfer set from `mvmctl dev fetch` carries one in trust/), carry DIR, and run `mvmctl trust import DIR` here.',
+    underlying: e,
+  });
+  rootGapErrors.add(err);
+  return err;
 }
 
 const reimportFix = (dir: string) =>
@@ -164,6 +208,17 @@ export async function readCachedRevocations(
     ) {
       return readCachedRevocations(dir, repo, trustedRoot, now, attempt + 1);
     }
+    if (e instanceof MvmError && isRootGap(e))
+      throw new MvmError(
+        'signature',
+        `Cosign verification failed for the cached revocation list: ${e.message}`,
+        {
+          ...(e.cause !== undefined ? { cause: e.cause } : {}),
+          fix: e.fix,
+          ...(e.check ? { check: e.check } : {}),
+          underlying: e,
+        },
+      );
     if (e instanceof MvmError && (e.code === 'input' || e.code === 'signature')) throw failed(e);
     if (e instanceof MvmError) {
       throw new MvmError(e.code, e.message, {

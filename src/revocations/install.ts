@@ -7,7 +7,12 @@
 import { revocationsDir, type Config } from '../config.js';
 import { MvmError } from '../errors.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
-import { installRevocationPair, verifyRevocationPair, type VerifiedList } from './cache.js';
+import {
+  installRevocationPair,
+  isRootGap,
+  verifyRevocationPair,
+  type VerifiedList,
+} from './cache.js';
 import { checkNoRollback, rememberInstalled } from './refresh.js';
 
 export async function installCarriedPair(
@@ -26,8 +31,12 @@ export async function installCarriedPair(
         'signature',
         `Cosign verification failed for the revocation list: ${e.message}`,
         {
-          cause: `${e.cause ? `${e.cause}; ` : ''}the list and bundle do not match, or the list was not signed by the revocations workflow`,
-          fix: 'Copy both files together from the revocations release; nothing was installed.',
+          cause: isRootGap(e)
+            ? `${e.cause}; nothing was installed`
+            : `${e.cause ? `${e.cause}; ` : ''}the list and bundle do not match, or the list was not signed by the revocations workflow`,
+          fix: isRootGap(e)
+            ? e.fix
+            : 'Copy both files together from the revocations release; nothing was installed.',
           ...(e.check ? { check: e.check } : {}),
           underlying: e,
         },

@@ -16,6 +16,7 @@ import {
   readCachedRevocations,
   REVOCATIONS_BUNDLE,
   REVOCATIONS_JSON,
+  isRootGap,
   verifyRevocationPair,
   type CachedRevocations,
   type VerifiedList,
@@ -113,7 +114,9 @@ export async function refreshRevocations(
       action: 'rejected',
       error: new MvmError(e.code, `The fetched revocation list was refused: ${e.message}`, {
         cause: `${e.cause ? `${e.cause}; ` : ''}a list that does not verify is never cached or trusted`,
-        fix: 'The cached list stays in force. Check the mirror (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
+        fix: isRootGap(e)
+          ? `The cached list stays in force. ${e.fix}`
+          : 'The cached list stays in force. Check the mirror (MVM_RELEASE_BASE_URL) serves the pair from the revocations release.',
         ...(e.check ? { check: e.check } : {}),
         underlying: e,
       }),

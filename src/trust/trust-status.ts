@@ -10,7 +10,12 @@ import {
 } from '../core/trust-policy.js';
 import { readInstalledTrust, type TrustRecord } from './installed-trust.js';
 import { readTrustFile } from './trust-file.js';
-import { embeddedTufRootBytes, loadTrustedRoot, type LoadedTrustedRoot } from './trusted-root.js';
+import {
+  embeddedTufRootBytes,
+  loadTrustedRoot,
+  type LoadedTrustedRoot,
+  type TrustedRootOrigin,
+} from './trusted-root.js';
 
 /**
  * The TUF root a host without installed trust starts from: MVM_TUF_ROOT (a
@@ -34,7 +39,7 @@ export interface TrustPaths {
 
 /** What `trust status` and `status` report about the trust in force. */
 export interface TrustStatus {
-  readonly origin: 'embedded' | 'installed' | 'file';
+  readonly origin: TrustedRootOrigin;
   readonly source: string;
   readonly sha256: string;
   readonly tufRootVersion: number;

@@ -27,8 +27,12 @@ export {
 } from './embedded.js';
 import { embeddedTrustedRootBytes } from './embedded.js';
 
-/** Where a trusted root came from: built into mvmctl, installed by `trust import`, or a named file. */
-export type TrustedRootOrigin = 'embedded' | 'installed' | 'file';
+/**
+ * Where a trusted root came from: built into mvmctl, installed by `trust
+ * import`, a named file, or fetched by `dev fetch` just now (TUF-verified, to
+ * check the transfer set it carries it in).
+ */
+export type TrustedRootOrigin = 'embedded' | 'installed' | 'file' | 'fetched';
 
 export interface LoadedTrustedRoot {
   readonly root: TrustedRoot;

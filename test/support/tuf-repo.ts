@@ -7,7 +7,9 @@
  * reads it is tuf-js.
  */
 import { createHash, generateKeyPairSync, sign, type KeyObject } from 'node:crypto';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { join } from 'node:path';
 import { canonicalize } from '@tufjs/canonical-json';
 
@@ -221,4 +223,28 @@ export class TufRepo {
     writeFileSync(join(dir, 'targets', `${sha}.trusted_root.json`), this.target);
     return dir;
   }
+}
+
+/** A static file server on 127.0.0.1 for a TUF repository directory; records each path asked for. */
+export async function serveDir(
+  root: string,
+): Promise<{ url: string; paths: string[]; close: () => Promise<void> }> {
+  const paths: string[] = [];
+  const server: Server = createServer((req, res) => {
+    const path = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname);
+    paths.push(path);
+    const file = join(root, path);
+    if (!file.startsWith(root + '/') || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(readFileSync(file));
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const { port } = server.address() as AddressInfo;
+  return {
+    url: `http://127.0.0.1:${port}`,
+    paths,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
 }

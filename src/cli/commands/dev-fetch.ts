@@ -52,6 +52,7 @@ export async function fetchCommand(args: string[], io: Output): Promise<number> 
       arch,
       dir,
       allowRecalled: values['allow-recalled'] === true,
+      carryTrust: values['no-trust-bundle'] !== true,
       diskErrorCode: 'input',
       now: () => new Date(),
       signal,
@@ -194,6 +195,8 @@ function describeFetch(e: FetchEvent): string {
       })`;
     case 'retry':
       return `  retrying in ${e.delayMs / 1000} s: ${e.message}`;
+    case 'trust':
+      return `✓ trust       TUF-verified trusted root from ${e.repository} (root v${e.versions.root}, timestamp v${e.versions.timestamp}, expires ${e.expires}); the set is checked with it`;
   }
 }
 
@@ -208,6 +211,9 @@ function transferSummary(set: TransferSet, next: string[]): string {
     set.revocations.state === 'fetched'
       ? `Revocation list: ${entries(set.revocations.entries)}, carried in the set.`
       : 'Revocation list: none published (404); the set carries none.',
+    set.trust.state === 'carried'
+      ? `Trust bundle: trust/ (TUF root v${set.trust.versions.root}, timestamp v${set.trust.versions.timestamp}); import the set by ${set.trust.importBy} for it to count.`
+      : `Trust bundle: not carried (${set.trust.reason}).`,
     '',
     `Carry the directory to the air-gapped host (mvmctl v${set.version}) and run:`,
     ...next.map((c) => `  ${c}`),

@@ -145,5 +145,9 @@ export function describe(e: ImportEvent): string {
       return e.installed
         ? `✓ revocation  installed the set's revocation list (${e.entries} ${e.entries === 1 ? 'entry' : 'entries'})`
         : `! revocation  kept the cached list: the set's list is older`;
+    case 'trust':
+      return e.carried.state === 'skipped'
+        ? `! trust       the set's trust bundle was not imported: ${e.carried.detail}`
+        : `✓ trust       ${e.carried.state === 'installed' ? "imported the set's trust bundle" : "the set's trust bundle is already installed"}: ${e.carried.source}`;
   }
 }

@@ -1,12 +1,11 @@
 import { homedir } from 'node:os';
 import { configFrom, type Config } from '../../config.js';
-import { isMvmError, MvmError, ONLINE_FETCH_FAILED } from '../../errors.js';
+import { MvmError, ONLINE_FETCH_FAILED } from '../../errors.js';
 import { printable } from '../../core/printable.js';
 import { humanDuration, TRUST_TOLERANCE_MS, type TrustFreshness } from '../../core/trust-policy.js';
-import { audit } from '../../audit/record.js';
-import { installedAnchor, installTrust } from '../../trust/installed-trust.js';
+import { fetchTrust, importTrustBundle, tufRepository } from '../../pipeline/carried-trust.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
-import { firstTufRoot, trustStatus } from '../../trust/trust-status.js';
+import { trustStatus } from '../../trust/trust-status.js';
 import { parseCommand } from '../args.js';
 import { jsonLine, type Output } from '../render.js';
 
@@ -67,44 +66,7 @@ async function importBundle(
   json: boolean,
   io: Output,
 ): Promise<number> {
-  const now = new Date();
-  const { verifyTrustBundle } = await import('../../trust/tuf-bundle.js');
-  let result;
-  try {
-    result = await installTrust(
-      config.dataDir,
-      async (before) =>
-        verifyTrustBundle(
-          dir,
-          before ? await installedAnchor(before) : { root: await firstTufRoot(config) },
-          now,
-        ),
-      dir,
-      () => now,
-    );
-  } catch (e) {
-    if (isMvmError(e))
-      await audit(
-        config,
-        { event: 'trust.import', outcome: 'failed', code: e.code, message: e.message },
-        now,
-      ).catch(() => undefined);
-    throw e;
-  }
-  const { verified: v, installed, unchanged } = result;
-  await audit(
-    config,
-    {
-      event: 'trust.import',
-      outcome: unchanged ? 'unchanged' : 'ok',
-      trust: {
-        ...v.versions,
-        trustedRootSha256: v.trustedRootSha256,
-        freshness: v.freshness.state,
-      },
-    },
-    now,
-  );
+  const { verified: v, installed, unchanged } = await importTrustBundle(config, dir, new Date());
   const loaded = await loadTrustedRoot(undefined, { dataDir: config.dataDir });
   const authorities = {
     tlogs: loaded.root.tlogs.map((t) => t.baseUrl),
@@ -151,25 +113,7 @@ async function importBundle(
   return 0;
 }
 
-/** Sigstore's public-good TUF repository, the one the embedded root belongs to. */
-export const PUBLIC_GOOD_TUF_REPOSITORY = 'https://tuf-repo-cdn.sigstore.dev';
 const DEFAULT_OUT = 'trust-bundle';
-
-function repositoryUrl(value: string, from: string): string {
-  let url: URL;
-  try {
-    url = new URL(value);
-  } catch {
-    throw new MvmError('usage', `${from} ${JSON.stringify(printable(value, 200))} is not a URL`, {
-      fix: `Name the TUF repository's base URL, e.g. ${PUBLIC_GOOD_TUF_REPOSITORY} or a mirror of it.`,
-    });
-  }
-  if (url.protocol !== 'https:' && url.protocol !== 'http:')
-    throw new MvmError('usage', `${from} must be http(s), not ${url.protocol}`, {
-      fix: 'Every file is verified by TUF, so a plain http mirror is allowed.',
-    });
-  return value.replace(/\/+$/, '');
-}
 
 async function fetchBundle(
   config: Config,
@@ -177,11 +121,7 @@ async function fetchBundle(
   json: boolean,
   io: Output,
 ): Promise<number> {
-  const repository = o.repository
-    ? repositoryUrl(o.repository, '--repository')
-    : config.tufRepository
-      ? repositoryUrl(config.tufRepository, 'MVM_TUF_REPOSITORY')
-      : PUBLIC_GOOD_TUF_REPOSITORY;
+  const repository = tufRepository(config, o.repository);
   if (o.offline || config.offline)
     throw new MvmError(
       'network',
@@ -191,24 +131,7 @@ async function fetchBundle(
         fix: 'Run trust fetch on a connected host and carry its output here for mvmctl trust import DIR.',
       },
     );
-  const now = new Date();
-  const [{ fetchTrustBundle }, { HttpClient }] = await Promise.all([
-    import('../../trust/tuf-bundle.js'),
-    import('../../net/http.js'),
-  ]);
-  const http = new HttpClient({
-    timeoutMs: config.httpTimeoutMs,
-    fix: 'Check connectivity and proxy settings (HTTPS_PROXY, HTTP_PROXY, NO_PROXY) and the TUF repository (--repository, MVM_TUF_REPOSITORY).',
-  });
-  // The embedded root (or MVM_TUF_ROOT): the oldest root a host of this mvmctl can start from,
-  // so the bundle carries every rotation after it, whatever the receiving host installed since.
-  const anchor = { root: await firstTufRoot(config) };
-  let v;
-  try {
-    v = await fetchTrustBundle(http, repository, anchor, o.out, now);
-  } finally {
-    await http.close();
-  }
+  const { verified: v } = await fetchTrust(config, repository, o.out, new Date());
   if (json) {
     io.out(
       jsonLine({
