@@ -170,6 +170,16 @@ describe('alert rules: promtool', () => {
       'mvm_audit_chain_valid == 0',
       'mvm_audit_chain_valid != 1 or mvm_audit_chain_valid == 1',
     ],
+    [
+      'MvmTrustedRootOld',
+      'mvm_trusted_root_age_seconds > 180 * 86400',
+      'mvm_trusted_root_age_seconds > 365 * 86400',
+    ],
+    [
+      'MvmTufRootExpired',
+      'mvm_tuf_root_expiry_timestamp_seconds < time()',
+      'mvm_tuf_root_expiry_timestamp_seconds < 0',
+    ],
   ];
   it('breaks cover every shipped alert', () => {
     assert.deepEqual(
@@ -198,7 +208,7 @@ describe('alert rules: what each alert carries', () => {
     assert.deepEqual(loaded.flatMap(ruleProblems), []);
   });
 
-  it('the rules cover the fleet signals: sig_invalid across hosts and per host, digests, recalls, escape hatches, revocation age, not_after, the audit chain', () => {
+  it('the rules cover the fleet signals: sig_invalid across hosts and per host, digests, recalls, escape hatches, revocation age, not_after, the audit chain, the trust root', () => {
     const uses = (metric: string) => loaded.filter((r) => metricNames(r.query).includes(metric));
     assert.ok(
       uses('mvm_dev_image_verify_sig_invalid_total').some((r) => /^count\(/.test(r.query)),
@@ -212,6 +222,8 @@ describe('alert rules: what each alert carries', () => {
       'mvm_revocation_list_age_seconds',
       'mvm_dev_image_not_after_timestamp_seconds',
       'mvm_audit_chain_valid',
+      'mvm_trusted_root_age_seconds',
+      'mvm_tuf_root_expiry_timestamp_seconds',
     ])
       assert.ok(uses(m).length > 0, `no alert uses ${m}`);
   });

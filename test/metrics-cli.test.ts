@@ -250,7 +250,11 @@ describe('metrics --textfile DIR', () => {
     assert.deepEqual(readdirSync(dir), ['mvmctl.prom']);
     const file = join(dir, 'mvmctl.prom');
     assert.equal(statSync(file).mode & 0o777, 0o644);
-    assert.equal(readFileSync(file, 'utf8'), (await h.run(['metrics'])).stdout);
+    // The trusted root's age moves on between the two runs; the rest is the same exposition.
+    const ageless = (t: string) =>
+      t.replace(/^(mvm_trusted_root_age_seconds\{origin="file"\}) [0-9.e+]+$/m, '$1 AGE');
+    assert.match(readFileSync(file, 'utf8'), /^mvm_trusted_root_age_seconds\{origin="file"\} /m);
+    assert.equal(ageless(readFileSync(file, 'utf8')), ageless((await h.run(['metrics'])).stdout));
     assert.equal(sample(readFileSync(file, 'utf8'), 'mvm_dev_image_verify_ok_total'), 1);
   });
 
@@ -359,7 +363,18 @@ describe('the gauges', () => {
         .filter((l) => l && !l.startsWith('#'))
         .map((l) => l.split(/[{ ]/)[0]!),
     );
-    assert.deepEqual([...names].sort(), [...EXPORTED_METRICS].sort());
+    // A trusted root named by a file has no TUF root behind it: that gauge only is absent.
+    assert.deepEqual(
+      [...names].sort(),
+      [...EXPORTED_METRICS].filter((m) => m !== 'mvm_tuf_root_expiry_timestamp_seconds').sort(),
+    );
+    const embedded = await h.run(['metrics'], { MVM_TRUSTED_ROOT: '' });
+    const tufRoot = JSON.parse(readFileSync(join('assets', 'tuf-root.json'), 'utf8')).signed;
+    assert.equal(
+      sample(embedded.stdout, 'mvm_tuf_root_expiry_timestamp_seconds'),
+      Date.parse(tufRoot.expires) / 1000,
+    );
+    assert.ok(sample(embedded.stdout, 'mvm_trusted_root_age_seconds{origin="embedded"}')! > 0);
     const j = JSON.parse((await h.run(['metrics', '--json'])).stdout);
     assert.deepEqual(j['dev_vm_running_version_info'], { [VERSION]: 1 });
     assert.deepEqual(j['dev_image_recalled'], { [VERSION]: 1 });

@@ -1121,6 +1121,9 @@ Histogram: mvm_dev_image_verify_duration_seconds. Gauges:
   mvm_dev_vm_running_version_info{version}        1, present only while it runs
   mvm_dev_image_last_verified_timestamp_seconds   absent until an import verified
   mvm_audit_chain_valid                           0 when the audit log does not chain
+  mvm_trusted_root_age_seconds{origin}            since trust import verified it (installed),
+                                                  else since its newest authority started
+  mvm_tuf_root_expiry_timestamp_seconds           the TUF root in force; absent for a named file
 A broken audit chain also prints a warning on stderr (exit status stays 0).`,
     flags: [
       {

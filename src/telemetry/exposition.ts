@@ -44,6 +44,10 @@ const GAUGE_HELP = {
   dev_image_last_verified_timestamp_seconds:
     'Time of the last import that verified (installed or unchanged); absent if none.',
   audit_chain_valid: '1 when the audit log chains and agrees with its anchor, 0 when it does not.',
+  trusted_root_age_seconds:
+    'Age of the Sigstore trusted root in force (label origin): since this host verified it (installed by trust import), else since the newest authority it lists started (embedded, or a file).',
+  tuf_root_expiry_timestamp_seconds:
+    'When the TUF root in force expires (installed, else the embedded or MVM_TUF_ROOT one); absent for a trusted root named by MVM_TRUSTED_ROOT.',
 } as const;
 
 const HISTOGRAM = 'dev_image_verify_duration_seconds';
@@ -98,6 +102,14 @@ function gauges(s: MetricsSnapshot): Family[] {
     out.push(
       g('dev_image_last_verified_timestamp_seconds', [{ value: s.tally.lastVerifiedMs / 1000 }]),
     );
+  if (s.trust?.ageSeconds !== undefined)
+    out.push(
+      g('trusted_root_age_seconds', [
+        { labels: { origin: s.trust.origin }, value: s.trust.ageSeconds },
+      ]),
+    );
+  if (s.trust?.tufRootExpiresSeconds !== undefined)
+    out.push(g('tuf_root_expiry_timestamp_seconds', [{ value: s.trust.tufRootExpiresSeconds }]));
   out.push(g('audit_chain_valid', [{ value: s.chain.intact ? 1 : 0 }]));
   return out;
 }
@@ -160,6 +172,7 @@ export function metricsJson(s: MetricsSnapshot): Record<string, unknown> {
       ? Object.fromEntries(g.samples.map((x) => [x.labels?.['version'] ?? '', x.value]))
       : g.samples[0]!.value;
   }
+  if (s.trust) out['trusted_root_origin'] = s.trust.origin;
   return out;
 }
 

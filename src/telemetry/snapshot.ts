@@ -2,7 +2,7 @@
  * Everything `mvmctl metrics` exposes, gathered from this host (SPEC.md
  * section 6): the counters and histogram from the audit log, whether its
  * chain verifies, the installed images (verified, recalled, not_after), the
- * revocation cache's age, and whether the dev VM runs. Nothing here writes:
+ * revocation cache's age, whether the dev VM runs, and how old the trust in force is. Nothing here writes:
  * a scrape never changes the host.
  *
  * One `MetricsSource` lives as long as its process: a CLI run collects once;
@@ -19,6 +19,7 @@ import { readRecallMemory } from '../revocations/memory.js';
 import { ImageStore } from '../store/image-store.js';
 import { readReceiptIfAny } from '../store/receipt.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
+import { trustAge, type TrustAge } from '../trust/trust-age.js';
 import { readVmState } from '../vm/state.js';
 import { AuditLogReader, auditAnchorPath, type AuditView } from '../audit/log-files.js';
 import type { ChainCheck } from '../audit/chain.js';
@@ -47,6 +48,14 @@ export interface MetricsSnapshot {
   /** Absent when no list is cached (or the cached one does not verify: a warning says so). */
   readonly revocationListAgeSeconds?: number;
   readonly vm: { readonly up: boolean; readonly version?: string };
+  /** The trust in force (absent when it cannot be read: a warning says why). */
+  readonly trust?: {
+    readonly origin: TrustAge['origin'];
+    /** mvm_trusted_root_age_seconds; absent when the root names no start. */
+    readonly ageSeconds?: number;
+    /** mvm_tuf_root_expiry_timestamp_seconds; absent for a named file. */
+    readonly tufRootExpiresSeconds?: number;
+  };
   /** What an operator must hear about (a broken chain first): one line each, for stderr. */
   readonly warnings: readonly string[];
 }
@@ -103,6 +112,21 @@ export class MetricsSource {
         return { up: false };
       },
     );
+    const trust = await trustAge(this.config).then(
+      (t) => ({
+        origin: t.origin,
+        ...(t.asOfMs !== undefined && Number.isFinite(t.asOfMs)
+          ? { ageSeconds: Math.max(0, (now.getTime() - t.asOfMs) / 1000) }
+          : {}),
+        ...(t.tufRootExpiresMs !== undefined && Number.isFinite(t.tufRootExpiresMs)
+          ? { tufRootExpiresSeconds: t.tufRootExpiresMs / 1000 }
+          : {}),
+      }),
+      (e: unknown) => {
+        warnings.push(`the trust in force cannot be read: ${messageOf(e)}`);
+        return undefined;
+      },
+    );
     return {
       tally: audit.tally,
       counters: audit.tally.counters,
@@ -116,6 +140,7 @@ export class MetricsSource {
             revocationListAgeSeconds: Math.max(0, (now.getTime() - revocation.modifiedMs) / 1000),
           }),
       vm,
+      ...(trust ? { trust } : {}),
       warnings,
     };
   }

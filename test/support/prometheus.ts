@@ -45,6 +45,8 @@ export const EXPORTED_METRICS: ReadonlySet<string> = new Set([
   'mvm_dev_vm_running_version_info',
   'mvm_dev_image_last_verified_timestamp_seconds',
   'mvm_audit_chain_valid',
+  'mvm_trusted_root_age_seconds',
+  'mvm_tuf_root_expiry_timestamp_seconds',
 ]);
 
 const KEYWORDS = new Set([
