@@ -262,7 +262,7 @@ describe('dev import-image --dir imports the set’s trust bundle first (no netw
       r.stderr,
       /✓ trust +imported the set's trust bundle: installed \(TUF root v1, timestamp v2, verified /,
     );
-    assert.match(r.stderr, /✓ revocation  installed the set's revocation list \(1 entry\)/);
+    assert.match(r.stderr, /✓ revocation {2}installed the set's revocation list \(1 entry\)/);
     const status = await a.run(['trust', 'status', '--json']);
     const s = JSON.parse(status.stdout);
     assert.equal(s.origin, 'installed');
