@@ -17,6 +17,19 @@ export type TufRole = (typeof TUF_ROLES)[number];
  */
 export const TRUST_TOLERANCE_MS = 7 * 24 * 60 * 60 * 1000;
 
+/**
+ * The last instant a bundle whose timestamp.json expires at `timestampExpiresMs`
+ * is still imported: its expiry plus the tolerance.
+ */
+export const importDeadlineMs = (timestampExpiresMs: number): number =>
+  timestampExpiresMs + TRUST_TOLERANCE_MS;
+
+/** The root version a bundle's file name carries (`N.root.json`), or undefined for any other name. */
+export function rootFileVersion(name: string): number | undefined {
+  const m = /^([1-9][0-9]{0,8})\.root\.json$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
 /** Most bytes of one TUF metadata file (Sigstore's are a few KiB; tuf-js allows 512000 for a root). */
 export const MAX_TUF_METADATA_BYTES = 512_000;
 

@@ -11,10 +11,11 @@ import type { Config } from '../config.js';
 import { isMvmError, MvmError } from '../errors.js';
 import { parseJsonObject } from '../core/json.js';
 import { printable } from '../core/printable.js';
-import { MAX_TUF_METADATA_BYTES, TRUST_TOLERANCE_MS } from '../core/trust-policy.js';
+import { importDeadlineMs, MAX_TUF_METADATA_BYTES, rootFileVersion } from '../core/trust-policy.js';
 import { readRegularFile } from '../io/files.js';
 import { audit } from '../audit/record.js';
 import {
+  firstTufRoot,
   installedAnchor,
   installTrust,
   readInstalledTrust,
@@ -25,7 +26,6 @@ import {
   parseTrustedRoot,
   type LoadedTrustedRoot,
 } from '../trust/trusted-root.js';
-import { firstTufRoot } from '../trust/trust-status.js';
 import type { VerifiedTrust } from '../trust/tuf-bundle.js';
 
 /** The directory of a transfer set that holds its trust bundle. */
@@ -154,7 +154,7 @@ export async function importCarriedTrust(
         detail: `it is older (timestamp v${claimed.timestamp}) than the trust installed here (root v${have.root}, timestamp v${have.timestamp})`,
       });
   }
-  if (claimed && claimed.expiresMs + TRUST_TOLERANCE_MS < now.getTime())
+  if (claimed && importDeadlineMs(claimed.expiresMs) < now.getTime())
     return keep({
       state: 'skipped',
       reason: 'expired',
@@ -181,10 +181,7 @@ async function claimedVersions(
   dir: string,
 ): Promise<{ root: number | undefined; timestamp: number; expiresMs: number } | undefined> {
   try {
-    const roots = (await readdir(dir)).flatMap((n) => {
-      const m = /^([1-9][0-9]{0,8})\.root\.json$/.exec(n);
-      return m ? [Number(m[1])] : [];
-    });
+    const roots = (await readdir(dir)).flatMap((n) => rootFileVersion(n) ?? []);
     const ts = parseJsonObject(
       await readRegularFile(join(dir, 'timestamp.json'), 'timestamp.json', MAX_TUF_METADATA_BYTES, {
         noFollow: true,

@@ -38,7 +38,7 @@ import {
 import { audit, type AuditRecord } from '../audit/record.js';
 import { verifyReleaseManifest } from './import-image.js';
 import { fetchTrust, TRUST_BUNDLE_DIR, tufRepository, type FetchedTrust } from './carried-trust.js';
-import { TRUST_TOLERANCE_MS } from '../core/trust-policy.js';
+import { importDeadlineMs } from '../core/trust-policy.js';
 import type { LoadedTrustedRoot } from '../trust/trusted-root.js';
 import type { VerifiedSignature } from '../trust/verified.js';
 
@@ -543,7 +543,7 @@ function summary(
             versions: trust.fetched.verified.versions,
             expires: trust.fetched.verified.expires,
             importBy: new Date(
-              Date.parse(trust.fetched.verified.expires.timestamp) + TRUST_TOLERANCE_MS,
+              importDeadlineMs(Date.parse(trust.fetched.verified.expires.timestamp)),
             ).toISOString(),
             trustedRootSha256: trust.fetched.verified.trustedRootSha256,
           }

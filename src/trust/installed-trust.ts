@@ -23,6 +23,7 @@ import {
 import { readRegularFile, replaceFile, MAX_TRUSTED_ROOT_BYTES } from '../io/files.js';
 import { ensurePrivateDir } from '../io/secure-dir.js';
 import { withLock } from '../io/lock.js';
+import { embeddedTufRootBytes } from './embedded.js';
 import { readTrustFile } from './trust-file.js';
 import type { TrustAnchor, VerifiedTrust } from './tuf-bundle.js';
 
@@ -31,6 +32,26 @@ const CURRENT = 'current.json';
 const METADATA = ['root.json', 'timestamp.json', 'snapshot.json', 'targets.json'] as const;
 /** Sets kept on disk: the one in force and the one before it. */
 const KEEP_SETS = 2;
+
+/**
+ * The TUF root a host without installed trust starts from: MVM_TUF_ROOT (a
+ * private Sigstore deployment's TUF repository), else the embedded one. Held
+ * to the trusted root's owner and mode rule: it decides every rotation after it.
+ */
+export async function firstTufRoot(config: Pick<TrustPaths, 'tufRootPath'>): Promise<Buffer> {
+  if (config.tufRootPath === undefined) return embeddedTufRootBytes();
+  return readTrustFile(config.tufRootPath, 'TUF root', MAX_TUF_METADATA_BYTES, 'trusted-root');
+}
+
+/**
+ * Where the trust in force comes from: the fields of the configuration these
+ * functions read (trust/ sits below config.ts, so it takes them, not Config).
+ */
+export interface TrustPaths {
+  readonly dataDir: string;
+  readonly trustedRootPath: string | undefined;
+  readonly tufRootPath: string | undefined;
+}
 
 /** What was recorded when a set was verified and installed. */
 export interface TrustRecord {

@@ -6,10 +6,10 @@
  * load and check the root itself.
  */
 import { parseJsonObject } from '../core/json.js';
-import { MAX_TUF_METADATA_BYTES, newestStartMs } from '../core/trust-policy.js';
+import { newestStartMs } from '../core/trust-policy.js';
 import { MAX_TRUSTED_ROOT_BYTES } from '../io/files.js';
-import { embeddedTrustedRootBytes, embeddedTufRootBytes } from './embedded.js';
-import { readInstalledTrust } from './installed-trust.js';
+import { embeddedTrustedRootBytes } from './embedded.js';
+import { firstTufRoot, readInstalledTrust, type TrustPaths } from './installed-trust.js';
 import { readTrustFile } from './trust-file.js';
 
 export interface TrustAge {
@@ -24,14 +24,11 @@ export interface TrustAge {
   readonly tufRootExpiresMs?: number;
 }
 
-let embedded: { asOfMs: number | undefined; tufRootExpiresMs: number } | undefined;
+/** The embedded root's newest start, parsed once per process (a scrape asks again and again). */
+let embeddedAsOfMs: { value: number | undefined } | undefined;
 
 /** The trust in force as `loadTrustedRoot` chooses it: a named file, else installed, else embedded. */
-export async function trustAge(paths: {
-  readonly dataDir: string;
-  readonly trustedRootPath: string | undefined;
-  readonly tufRootPath: string | undefined;
-}): Promise<TrustAge> {
+export async function trustAge(paths: TrustPaths): Promise<TrustAge> {
   if (paths.trustedRootPath) {
     const bytes = await readTrustFile(
       paths.trustedRootPath,
@@ -48,21 +45,11 @@ export async function trustAge(paths: {
       asOfMs: Date.parse(installed.record.verifiedAt),
       tufRootExpiresMs: Date.parse(installed.record.expires.root),
     };
-  embedded ??= {
-    asOfMs: startOf(embeddedTrustedRootBytes()),
-    tufRootExpiresMs: Date.parse(String(signedOf(embeddedTufRootBytes())?.['expires'])),
-  };
-  if (paths.tufRootPath === undefined) return { origin: 'embedded', ...embedded };
-  const first = await readTrustFile(
-    paths.tufRootPath,
-    'TUF root',
-    MAX_TUF_METADATA_BYTES,
-    'trusted-root',
-  );
+  embeddedAsOfMs ??= { value: startOf(embeddedTrustedRootBytes()) };
   return {
     origin: 'embedded',
-    asOfMs: embedded.asOfMs,
-    tufRootExpiresMs: Date.parse(String(signedOf(first)?.['expires'])),
+    asOfMs: embeddedAsOfMs.value,
+    tufRootExpiresMs: Date.parse(String(signedOf(await firstTufRoot(paths))?.['expires'])),
   };
 }
 

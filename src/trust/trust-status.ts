@@ -2,40 +2,14 @@
  * The trust in force, as `trust status`, `status` and the metrics report it:
  * which root, its TUF versions and expiry, and how old it is.
  */
+import { trustFreshness, type RoleExpiries, type TrustFreshness } from '../core/trust-policy.js';
 import {
-  MAX_TUF_METADATA_BYTES,
-  trustFreshness,
-  type RoleExpiries,
-  type TrustFreshness,
-} from '../core/trust-policy.js';
-import { readInstalledTrust, type TrustRecord } from './installed-trust.js';
-import { readTrustFile } from './trust-file.js';
-import {
-  embeddedTufRootBytes,
-  loadTrustedRoot,
-  type LoadedTrustedRoot,
-  type TrustedRootOrigin,
-} from './trusted-root.js';
-
-/**
- * The TUF root a host without installed trust starts from: MVM_TUF_ROOT (a
- * private Sigstore deployment's TUF repository), else the embedded one. Held
- * to the trusted root's owner and mode rule: it decides every rotation after it.
- */
-export async function firstTufRoot(config: Pick<TrustPaths, 'tufRootPath'>): Promise<Buffer> {
-  if (config.tufRootPath === undefined) return embeddedTufRootBytes();
-  return readTrustFile(config.tufRootPath, 'TUF root', MAX_TUF_METADATA_BYTES, 'trusted-root');
-}
-
-/**
- * Where the trust in force comes from: the fields of the configuration these
- * functions read (trust/ sits below config.ts, so it takes them, not Config).
- */
-export interface TrustPaths {
-  readonly dataDir: string;
-  readonly trustedRootPath: string | undefined;
-  readonly tufRootPath: string | undefined;
-}
+  firstTufRoot,
+  readInstalledTrust,
+  type TrustPaths,
+  type TrustRecord,
+} from './installed-trust.js';
+import { loadTrustedRoot, type LoadedTrustedRoot, type TrustedRootOrigin } from './trusted-root.js';
 
 /** What `trust status` and `status` report about the trust in force. */
 export interface TrustStatus {

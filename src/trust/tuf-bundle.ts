@@ -23,6 +23,7 @@ import { readRegularFile, replaceFile } from '../io/files.js';
 import {
   MAX_TUF_METADATA_BYTES,
   rootChainProblem,
+  rootFileVersion,
   TRUST_TOLERANCE_MS,
   trustFreshness,
   tufRefusal,
@@ -43,8 +44,6 @@ export const TRUSTED_ROOT_TARGET = 'trusted_root.json';
 
 /** Most root rotations one bundle may carry (tuf-js's own default bound is 256). */
 const MAX_ROOT_ROTATIONS = 64;
-
-const ROOT_FILE = /^([1-9][0-9]{0,8})\.root\.json$/;
 
 /** What a host trusts before the bundle: a root, and the rest of the metadata installed with it. */
 export interface TrustAnchor {
@@ -117,7 +116,7 @@ class BundleFetcher implements TufFetcher {
   /** The bundle file a request names, or undefined for one the bundle never holds. */
   private fileFor(url: string): string | undefined {
     const name = decodeURIComponent(new URL(url).pathname).replace(/^\//, '');
-    if (ROOT_FILE.test(name)) return name;
+    if (rootFileVersion(name) !== undefined) return name;
     if (name === 'timestamp.json') return BUNDLE_FILES.timestamp;
     // Consistent snapshots are asked for by version; the bundle holds one of each, and the
     // client checks that its version is the one asked for.
@@ -172,10 +171,7 @@ async function carriedRootVersions(dir: string): Promise<number[]> {
       underlying: e,
     });
   }
-  return names.flatMap((n) => {
-    const m = ROOT_FILE.exec(n);
-    return m ? [Number(m[1])] : [];
-  });
+  return names.flatMap((n) => rootFileVersion(n) ?? []);
 }
 
 interface TufFetcher {
@@ -368,12 +364,12 @@ class HttpFetcher implements TufFetcher {
       throw e;
     }
     // A missing next root ends the root walk; any other file missing is the repository's failure.
-    if ((r.status === 404 || r.status === 403) && ROOT_FILE.test(this.lastFile))
+    const root = rootFileVersion(this.lastFile);
+    if ((r.status === 404 || r.status === 403) && root !== undefined)
       throw new this.errors.DownloadHTTPError(`HTTP ${r.status}`, r.status);
     if (r.status !== 200)
       throw (this.failure = this.http.statusError(url, r.status, 'TUF metadata'));
-    const root = ROOT_FILE.exec(this.lastFile);
-    if (root) this.roots.set(Number(root[1]), r.body);
+    if (root !== undefined) this.roots.set(root, r.body);
     return r.body;
   }
 
@@ -431,7 +427,7 @@ export async function fetchTrustBundle(
   await mkdir(outDir, { recursive: true });
   // Roots from an earlier fetch into the same directory are replaced: the bundle is this fetch's.
   for (const name of await readdir(outDir))
-    if (ROOT_FILE.test(name)) await rm(join(outDir, name), { force: true });
+    if (rootFileVersion(name) !== undefined) await rm(join(outDir, name), { force: true });
   for (let v = anchorVersion + 1; v <= rootVersion; v++) {
     const bytes = roots.get(v);
     if (bytes === undefined)

@@ -2,7 +2,12 @@ import { homedir } from 'node:os';
 import { configFrom, type Config } from '../../config.js';
 import { MvmError, ONLINE_FETCH_FAILED } from '../../errors.js';
 import { printable } from '../../core/printable.js';
-import { humanDuration, TRUST_TOLERANCE_MS, type TrustFreshness } from '../../core/trust-policy.js';
+import {
+  humanDuration,
+  importDeadlineMs,
+  TRUST_TOLERANCE_MS,
+  type TrustFreshness,
+} from '../../core/trust-policy.js';
 import { fetchTrust, importTrustBundle, tufRepository } from '../../pipeline/carried-trust.js';
 import { loadTrustedRoot } from '../../trust/trusted-root.js';
 import { trustStatus } from '../../trust/trust-status.js';
@@ -154,7 +159,7 @@ async function fetchBundle(
     `  metadata:     timestamp v${v.versions.timestamp}, snapshot v${v.versions.snapshot}, targets v${v.versions.targets}`,
   );
   io.out(
-    `  import by:    ${new Date(Date.parse(v.expires.timestamp) + TRUST_TOLERANCE_MS).toISOString()} (timestamp expires ${v.expires.timestamp}, plus ${humanDuration(TRUST_TOLERANCE_MS)})`,
+    `  import by:    ${new Date(importDeadlineMs(Date.parse(v.expires.timestamp))).toISOString()} (timestamp expires ${v.expires.timestamp}, plus ${humanDuration(TRUST_TOLERANCE_MS)})`,
   );
   io.out(`  carry ${printable(o.out)} to the air-gapped host and run: mvmctl trust import DIR`);
   return 0;
